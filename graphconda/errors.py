@@ -1,0 +1,110 @@
+"""The domain exception tree: what can go wrong, and whether a caller may be told.
+
+    GraphcondaError
+    ├── ConfigError                  bad settings; the message names the key (CLI exits non-zero)
+    ├── PublicError                  safe to show to the caller as is
+    │   ├── AuthenticationError      401: no, wrong, expired or revoked credentials
+    │   ├── PermissionDeniedError    403: known caller, not allowed
+    │   ├── NotFoundError            404: absent, or private and the caller may not know it exists
+    │   ├── AlreadyExistsError       409: name or file taken (upload without force)
+    │   ├── ConflictError            409: state forbids it (upload to a mirror channel, ...)
+    │   ├── InvalidInputError        400/422: bad argument; `field` names it
+    │   │   ├── InvalidNameError     a channel, package, subdir or filename breaks CEP 26
+    │   │   └── InvalidPackageError  archive unreadable, metadata missing or inconsistent
+    │   │       └── ChecksumMismatchError
+    │   └── TooLargeError            413: over a configured limit
+    └── InternalError                never shown verbatim; logged, masked as "internal error"
+        ├── StorageError             blob store unreachable or failing
+        │   └── BlobNotFoundError    a key that does not exist
+        ├── DatabaseError
+        └── UpstreamError            a mirror's upstream failed
+
+Services raise these; transports map them (HTTP status, GraphQL result unions).
+"""
+
+from __future__ import annotations
+
+
+class GraphcondaError(Exception):
+    """Base of every error graphconda raises on purpose."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(GraphcondaError):
+    """Settings that cannot work; the message names the key and what to fix."""
+
+
+class PublicError(GraphcondaError):
+    """An expected failure whose message may be shown to the caller."""
+
+    status_code = 400
+
+
+class AuthenticationError(PublicError):
+    status_code = 401
+
+
+class PermissionDeniedError(PublicError):
+    status_code = 403
+
+
+class NotFoundError(PublicError):
+    status_code = 404
+
+
+class AlreadyExistsError(PublicError):
+    status_code = 409
+
+
+class ConflictError(PublicError):
+    status_code = 409
+
+
+class InvalidInputError(PublicError):
+    status_code = 422
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidNameError(InvalidInputError):
+    pass
+
+
+class InvalidPackageError(InvalidInputError):
+    pass
+
+
+class ChecksumMismatchError(InvalidPackageError):
+    pass
+
+
+class TooLargeError(PublicError):
+    status_code = 413
+
+
+class InternalError(GraphcondaError):
+    """A failure of ours or of a dependency; never shown verbatim to callers."""
+
+
+class StorageError(InternalError):
+    pass
+
+
+class BlobNotFoundError(StorageError):
+    pass
+
+
+class DatabaseError(InternalError):
+    pass
+
+
+class UpstreamError(InternalError):
+    pass

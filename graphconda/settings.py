@@ -1,0 +1,212 @@
+"""One typed Settings object: a TOML file plus GRAPHCONDA_<SECTION>__<KEY> environment overrides.
+
+Loaded once at start (`load_settings`) and passed down; nothing else reads the environment.
+Every key is documented, with its default, in config.example.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from graphconda.errors import ConfigError
+
+ENV_PREFIX = "GRAPHCONDA_"
+DEFAULT_DATA_DIR = Path("graphconda-data")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Public URL clients reach us at (for absolute links); derived from the request when empty.
+    public_url: str = ""
+    dev: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DatabaseSettings(_Section):
+    # Empty: SQLite at DATA_DIR/graphconda.db. Otherwise an SQLAlchemy URL,
+    # e.g. postgresql+asyncpg://user@host/db or sqlite+aiosqlite:///path.db
+    url: str = ""
+    echo: bool = False
+    pool_size: int = Field(10, ge=1)
+    # SQLite: how long a writer waits for the lock before failing.
+    busy_timeout_ms: int = Field(30_000, ge=0)
+
+
+class S3Settings(_Section):
+    endpoint: str = ""  # host[:port], e.g. 127.0.0.1:8333 or s3.amazonaws.com
+    access_key: str = ""
+    secret_key: str = ""
+    bucket: str = "graphconda"
+    region: str = ""
+    secure: bool = True
+    prefix: str = ""  # key prefix inside the bucket, e.g. "graphconda/"
+    presign_downloads: bool = False  # redirect package downloads to presigned URLs
+    presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
+
+
+class StorageSettings(_Section):
+    backend: Literal["local", "s3"] = "local"
+    # Local backend root; empty: DATA_DIR/files.
+    path: Path | None = None
+    s3: S3Settings = S3Settings()
+
+
+class OAuthProvider(_Section):
+    client_id: str
+    client_secret: str
+    # OIDC discovery URL (…/.well-known/openid-configuration); not used for GitHub.
+    server_metadata_url: str = ""
+    scope: str = ""
+    kind: Literal["github", "google", "oidc"] = "oidc"
+
+
+class AuthSettings(_Section):
+    # Signs session cookies; empty: a random secret stored in DATA_DIR/session-secret.
+    session_secret: str = ""
+    session_max_age_seconds: int = Field(14 * 24 * 3600, ge=60)
+    cookie_secure: bool = False
+    # "provider:login" entries granted the server role on first login.
+    admins: list[str] = []
+    maintainers: list[str] = []
+    members: list[str] = []
+    providers: dict[str, OAuthProvider] = {}
+    # Browser origins trusted for cookie-authenticated writes besides our own.
+    trusted_origins: list[str] = []
+
+
+class JobsSettings(_Section):
+    # Run the scheduler inside `graphconda serve` (guarded by a database lease).
+    embedded_scheduler: bool = True
+    mirror_sync_interval_seconds: int = Field(3600, ge=0)
+    metrics_interval_seconds: int = Field(300, ge=0)
+    lease_seconds: int = Field(60, ge=5)
+
+
+class LimitsSettings(_Section):
+    max_upload_bytes: int = Field(4 * 1024**3, ge=1)
+    graphql_max_depth: int = Field(12, ge=1)
+    graphql_max_tokens: int = Field(5000, ge=1)
+    graphql_max_aliases: int = Field(30, ge=1)
+    graphql_max_page_size: int = Field(100, ge=1)
+
+
+class PublishSettings(_Section):
+    # Cache-Control max-age for repodata and the shard index.
+    repodata_max_age_seconds: int = Field(60, ge=0)
+    # How long superseded shards stay downloadable.
+    shard_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
+    zstd_level: int = Field(16, ge=1, le=22)
+    # Coalesce bursts of uploads into one rebuild of the monolithic files.
+    debounce_seconds: float = Field(0.2, ge=0)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
+    jobs: JobsSettings = JobsSettings()
+    limits: LimitsSettings = LimitsSettings()
+    publish: PublishSettings = PublishSettings()
+
+    @model_validator(mode="after")
+    def _s3_needs_endpoint(self) -> Settings:
+        if self.storage.backend == "s3" and not self.storage.s3.endpoint:
+            raise ValueError("storage.s3.endpoint is required when storage.backend = 's3'")
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{(self.data_dir / 'graphconda.db').resolve()}"
+
+    @property
+    def storage_path(self) -> Path:
+        return self.storage.path or (self.data_dir / "files")
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Read an override as a TOML value (numbers, booleans, lists), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "GRAPHCONDA_CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "config"
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting '{key}' (see config.example.toml for the valid keys)"
+    return f"invalid setting '{key}': {first['msg']}"
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings from a TOML file, then environment, then explicit (CLI) overrides.
+
+    Raises ConfigError with a one-line message naming the offending key or file.
+    """
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get("GRAPHCONDA_CONFIG") or None
+    data: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,72 @@
+"""The BlobStore protocol: the handful of operations graphconda needs from a storage backend.
+
+Storage knows nothing of the database or of conda; keys are relative '/'-separated paths.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from graphconda.errors import InvalidNameError
+
+CHUNK_SIZE = 1024 * 1024
+_SEGMENT = re.compile(r"^[A-Za-z0-9._+=@,-]+$")
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch, UTC
+    etag: str  # opaque, changes when the content changes
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root or confuse a backend."""
+    if not key or len(key) > 1024 or key.startswith("/") or key.endswith("/"):
+        raise InvalidNameError(f"invalid storage key {key!r}")
+    for part in key.split("/"):
+        if part in ("", ".", "..") or not _SEGMENT.match(part):
+            raise InvalidNameError(f"invalid storage key {key!r}")
+    return key
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    backend: str  # "local" | "s3"
+
+    async def put(self, key: str, data: bytes | AsyncIterable[bytes]) -> BlobStat:
+        """Store bytes or a stream of unknown length; readers never see a partial blob."""
+
+    async def put_file(self, key: str, path: Path) -> BlobStat:
+        """Store a local file (consumed: it may be moved into place)."""
+
+    def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of a blob; raises BlobNotFoundError."""
+
+    async def read(self, key: str) -> bytes:
+        """A whole (small) blob; raises BlobNotFoundError."""
+
+    async def stat(self, key: str) -> BlobStat | None: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove a blob; a missing key is not an error."""
+
+    def list(self, prefix: str = "") -> AsyncIterator[BlobStat]:
+        """Blobs whose key starts with `prefix`."""
+
+    async def presigned_url(self, key: str, expires: timedelta) -> str | None:
+        """A URL that serves the blob without us, or None where the backend has none."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file behind a key where the backend is a filesystem (lets us sendfile)."""
+
+    async def check(self) -> None:
+        """Raise StorageError with a reason if the store is not usable."""
+
+    async def close(self) -> None: ...
