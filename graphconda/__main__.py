@@ -1,0 +1,5 @@
+"""`python -m graphconda` runs the CLI."""
+
+from graphconda.cli import main
+
+main()

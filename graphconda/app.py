@@ -1,0 +1,51 @@
+"""create_app(settings) -> Starlette: routes, middleware and a lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from graphconda.http import health
+from graphconda.schema import graphql_app
+from graphconda.services.context import Services, open_services
+from graphconda.settings import Settings
+
+SETTINGS_ENV = "GRAPHCONDA_SETTINGS_JSON"  # how `serve --workers N` hands settings to worker processes
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> Starlette:
+    """Build the ASGI app. Pass `services` to share already-open ones (tests, embedding)."""
+    gql = graphql_app(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        handle = await open_services(settings)
+        app.state.services = handle.services
+        try:
+            yield
+        finally:
+            await handle.aclose()
+
+    routes: list[Any] = [
+        *health.routes,
+        Route("/graphql", gql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", gql),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn worker processes: settings arrive serialised from `graphconda serve`."""
+    return create_app(Settings.model_validate(json.loads(os.environ[SETTINGS_ENV])))

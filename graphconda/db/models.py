@@ -1,0 +1,266 @@
+"""The database tables of the whole domain (tables only: logic lives in services/).
+
+Relationships are not declared: services load what they need with explicit queries
+(and GraphQL through DataLoaders), so no lazy load can happen behind anyone's back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from graphconda.db.types import UTCDateTime
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+
+
+def _fk(target: str, *, nullable: bool = False, ondelete: str = "CASCADE", index: bool = True) -> Any:
+    return Field(
+        default=None,
+        sa_column_args=[ForeignKey(target, ondelete=ondelete)],
+        sa_type=Integer,
+        nullable=nullable,
+        index=index,
+    )
+
+
+# --- identity ---------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True, index=True)
+    display_name: str = Field(default="", max_length=256)
+    email: str = Field(default="", max_length=320)
+    avatar_url: str = Field(default="", max_length=1024)
+    server_role: str | None = Field(default=None, max_length=16)  # owner | maintainer | member
+    disabled: bool = False
+    created_at: datetime = _ts()
+
+
+class Identity(SQLModel, table=True):
+    """A login at an identity provider linked to a user (provider + subject is unique)."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("users.id")
+    provider: str = Field(max_length=64)
+    subject: str = Field(max_length=256)
+    login: str = Field(default="", max_length=256)  # the provider's username or email
+    created_at: datetime = _ts()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key; only a hash of the secret is stored."""
+
+    __tablename__ = "api_keys"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("users.id")
+    key_hash: str = Field(max_length=128, unique=True, index=True)
+    description: str = Field(default="", max_length=512)
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+    last_used_at: datetime | None = _ts(nullable=True)
+
+
+class ApiKeyScope(SQLModel, table=True):
+    """Restricts a key to a role on one channel (and optionally one package)."""
+
+    __tablename__ = "api_key_scopes"
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: int = _fk("api_keys.id")
+    channel_id: int = _fk("channels.id")
+    package_name: str | None = Field(default=None, max_length=64)
+    role: str = Field(max_length=16)
+
+
+# --- channels and packages --------------------------------------------------
+
+
+class Channel(SQLModel, table=True):
+    __tablename__ = "channels"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    description: str = Field(default="", sa_type=Text)
+    private: bool = False
+    mirror_mode: str | None = Field(default=None, max_length=16)  # None | proxy | mirror
+    mirror_channel_url: str | None = Field(default=None, max_length=2048)
+    includelist: list[str] = Field(default_factory=list, sa_type=JSON)
+    excludelist: list[str] = Field(default_factory=list, sa_type=JSON)
+    proxylist: list[str] = Field(default_factory=list, sa_type=JSON)
+    # Publishing options: {"bz2": bool, "current_repodata": bool, "shards": bool}
+    options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    size: int = Field(default=0, sa_type=BigInteger)  # bytes of package files
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ChannelMember(SQLModel, table=True):
+    __tablename__ = "channel_members"
+    channel_id: int = Field(sa_column_args=[ForeignKey("channels.id", ondelete="CASCADE")], primary_key=True)
+    user_id: int = Field(sa_column_args=[ForeignKey("users.id", ondelete="CASCADE")], primary_key=True, index=True)
+    role: str = Field(max_length=16)
+
+
+class Package(SQLModel, table=True):
+    """A package name in a channel, with the about.json of its latest upload."""
+
+    __tablename__ = "packages"
+    __table_args__ = (UniqueConstraint("channel_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = _fk("channels.id")
+    name: str = Field(max_length=64, index=True)
+    summary: str = Field(default="", sa_type=Text)
+    description: str = Field(default="", sa_type=Text)
+    license: str = Field(default="", max_length=256)
+    home: str = Field(default="", max_length=2048)
+    dev_url: str = Field(default="", max_length=2048)
+    doc_url: str = Field(default="", max_length=2048)
+    latest_version: str = Field(default="", max_length=256)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class PackageMember(SQLModel, table=True):
+    __tablename__ = "package_members"
+    package_id: int = Field(sa_column_args=[ForeignKey("packages.id", ondelete="CASCADE")], primary_key=True)
+    user_id: int = Field(sa_column_args=[ForeignKey("users.id", ondelete="CASCADE")], primary_key=True, index=True)
+    role: str = Field(max_length=16)
+
+
+class PackageFile(SQLModel, table=True):
+    """One artifact (.conda or .tar.bz2) with its repodata record, ready to serialise."""
+
+    __tablename__ = "package_files"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "subdir", "filename"),
+        Index("ix_package_files_channel_subdir_name", "channel_id", "subdir", "name"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = _fk("channels.id", index=False)
+    package_id: int = _fk("packages.id")
+    subdir: str = Field(max_length=32)
+    filename: str = Field(max_length=211)
+    name: str = Field(max_length=64)
+    version: str = Field(max_length=256)
+    build: str = Field(max_length=256)
+    build_number: int = 0
+    size: int = Field(default=0, sa_type=BigInteger)
+    md5: str = Field(max_length=32)
+    sha256: str = Field(max_length=64)
+    # The repodata record as compact JSON with sorted keys: publishing joins these strings.
+    record: str = Field(sa_type=Text)
+    v3: bool = False  # schema_version >= 3: published under the "v3" key (CEP 48)
+    timestamp: int | None = Field(default=None, sa_type=BigInteger)  # ms, from index.json
+    # Files of proxylist packages are not stored; downloads redirect upstream.
+    stored: bool = True
+    uploader_id: int | None = _fk("users.id", nullable=True, ondelete="SET NULL")
+    uploaded_at: datetime = _ts()
+
+
+class SubdirState(SQLModel, table=True):
+    """Publishing state of one channel subdir: a change counter and what was published."""
+
+    __tablename__ = "subdir_states"
+    channel_id: int = Field(sa_column_args=[ForeignKey("channels.id", ondelete="CASCADE")], primary_key=True)
+    subdir: str = Field(max_length=32, primary_key=True)
+    generation: int = 0  # bumped by every change to the subdir's records
+    published_generation: int = 0  # generation the monolithic files were built from
+    removed: list[str] = Field(default_factory=list, sa_type=JSON)
+    updated_at: datetime = _ts()
+    published_at: datetime | None = _ts(nullable=True)
+
+
+class Shard(SQLModel, table=True):
+    """The current shard (CEP 16) of one package name in one channel subdir."""
+
+    __tablename__ = "shards"
+    channel_id: int = Field(sa_column_args=[ForeignKey("channels.id", ondelete="CASCADE")], primary_key=True)
+    subdir: str = Field(max_length=32, primary_key=True)
+    name: str = Field(max_length=64, primary_key=True)
+    digest: str = Field(max_length=64)  # sha256 hex of the compressed shard
+    updated_at: datetime = _ts()
+
+
+class SupersededShard(SQLModel, table=True):
+    """A shard no index points to any more; deleted from storage after the retention time."""
+
+    __tablename__ = "superseded_shards"
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = _fk("channels.id")
+    subdir: str = Field(max_length=32)
+    digest: str = Field(max_length=64)
+    superseded_at: datetime = _ts()
+
+
+# --- mirrors, metrics, jobs -------------------------------------------------
+
+
+class RegisteredMirror(SQLModel, table=True):
+    """A mirror of one of our channels, registered so we can pull its download counts."""
+
+    __tablename__ = "registered_mirrors"
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = _fk("channels.id")
+    url: str = Field(max_length=2048)
+    api_endpoint: str = Field(default="", max_length=2048)
+    metrics_endpoint: str = Field(default="", max_length=2048)
+    last_synced_at: datetime | None = _ts(nullable=True)
+
+
+class DownloadEvent(SQLModel, table=True):
+    """One counted download, waiting to be folded into DownloadCount by the metrics job."""
+
+    __tablename__ = "download_events"
+    id: int | None = Field(default=None, primary_key=True)
+    package_file_id: int = _fk("package_files.id")
+    at: datetime = _ts()
+
+
+class DownloadCount(SQLModel, table=True):
+    """Downloads of one file per period bucket (hour, day, ...)."""
+
+    __tablename__ = "download_counts"
+    __table_args__ = (UniqueConstraint("package_file_id", "period", "bucket"),)
+    id: int | None = Field(default=None, primary_key=True)
+    package_file_id: int = _fk("package_files.id")
+    channel_id: int = _fk("channels.id")
+    period: str = Field(max_length=8)  # hour | day | month | total
+    bucket: datetime = _ts()
+    count: int = Field(default=0, sa_type=BigInteger)
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a job (scheduled or triggered), visible to every process and client."""
+
+    __tablename__ = "job_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64, index=True)  # synchronize | reindex | metrics | ...
+    channel_id: int | None = _fk("channels.id", nullable=True)
+    status: str = Field(default="pending", max_length=16, index=True)  # pending|running|succeeded|failed|cancelled
+    progress_done: int = 0
+    progress_total: int | None = None
+    message: str = Field(default="", sa_type=Text)
+    log_tail: str = Field(default="", sa_type=Text)
+    triggered_by_id: int | None = _fk("users.id", nullable=True, ondelete="SET NULL")
+    scheduled: bool = False
+    created_at: datetime = _ts()
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Which process runs the periodic scheduler, until when."""
+
+    __tablename__ = "scheduler_leases"
+    name: str = Field(max_length=64, primary_key=True)
+    holder: str = Field(max_length=256)
+    expires_at: datetime = _ts()

@@ -1,0 +1,1 @@
+"""Plain HTTP routes: conda channels, uploads, login, health."""

@@ -1,0 +1,1 @@
+"""The domain layer every transport (HTTP, GraphQL, CLI, jobs) calls."""

@@ -1,0 +1,1 @@
+"""graphconda test suite."""
