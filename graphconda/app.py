@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from graphconda.http import health
+from graphconda.http.errors import exception_handlers
 from graphconda.schema import graphql_app
 from graphconda.services.context import Services, open_services
 from graphconda.settings import Settings
@@ -41,7 +42,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         Route("/graphql", gql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", gql),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
     app.state.settings = settings
     return app
 

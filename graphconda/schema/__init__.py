@@ -13,7 +13,7 @@ from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDept
 
 from graphconda.schema.context import Context
 from graphconda.schema.queries import Query
-from graphconda.services.authz import ANONYMOUS
+from graphconda.http.deps import actor_of
 from graphconda.settings import Settings
 
 
@@ -31,9 +31,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
 
 class GraphQLView(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None) -> Context:
-        services = request.app.state.services
-        actor = getattr(request.state, "actor", None) or ANONYMOUS
-        return Context(services=services, actor=actor, request=request, response=response)
+        return Context(services=request.app.state.services, actor=actor_of(request), request=request, response=response)
 
 
 def graphql_app(settings: Settings) -> Any:

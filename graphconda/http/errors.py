@@ -1,0 +1,32 @@
+"""How domain errors become HTTP responses: public ones say what is wrong, internal ones are masked."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from graphconda.errors import AuthenticationError, GraphcondaError, PublicError
+
+log = logging.getLogger("graphconda")
+
+
+def error_response(exc: GraphcondaError) -> JSONResponse:
+    if isinstance(exc, PublicError):
+        headers = {"WWW-Authenticate": 'Bearer realm="graphconda"'} if isinstance(exc, AuthenticationError) else None
+        body: dict[str, str] = {"detail": str(exc)}
+        field = getattr(exc, "field", None)
+        if field:
+            body["field"] = field
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    log.error("internal error: %s", exc, exc_info=exc)
+    return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+async def handle_graphconda_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GraphcondaError)
+    return error_response(exc)
+
+
+exception_handlers = {GraphcondaError: handle_graphconda_error}
