@@ -69,11 +69,18 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], settings: Settings, *arg
 
 
 def prepare(settings: Settings) -> None:
-    """Make the data dir, check storage and migrate the database, or fail with one line."""
+    """Make the data dir, check storage and migrate the database, or fail with one line.
+
+    A data dir this call created is removed again when a later step fails, so a failed
+    start leaves nothing half-initialised behind.
+    """
+    import shutil
+
     from graphconda.db.migrate import upgrade_sync
     from graphconda.storage import open_store
 
     data_dir = settings.data_dir
+    created = not data_dir.exists()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         probe = data_dir / ".write-probe"
@@ -89,8 +96,13 @@ def prepare(settings: Settings) -> None:
         finally:
             await store.close()
 
-    asyncio.run(check_storage())
-    upgrade_sync(settings.database_url)
+    try:
+        asyncio.run(check_storage())
+        upgrade_sync(settings.database_url)
+    except BaseException:
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
 
 
 def check_port(host: str, port: int) -> None:

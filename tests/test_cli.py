@@ -1,0 +1,169 @@
+"""The command line: serve, migrate, channel create/list, and one-line errors for bad setups."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from click.testing import CliRunner
+
+from graphconda.cli import main
+from tests.fixtures.server import free_port
+
+
+@pytest.fixture
+def cli_env(database_url: str) -> dict[str, str]:
+    """Environment for CLI runs: the test database, nothing else from the outer environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHCONDA_")}
+    env["GRAPHCONDA_DATABASE__URL"] = database_url
+    return env
+
+
+def invoke(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    # CliRunner applies `env` to os.environ for the call; None unsets a variable.
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GRAPHCONDA_")}
+    result = CliRunner().invoke(main, args, env={**unset, **env})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_migrate_then_channels(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    data = str(tmp_path / "data")
+    assert invoke(["migrate", "--data-dir", data], cli_env)[0] == 0
+    code, out, err = invoke(["channel", "create", "tools", "--description", "our tools", "--data-dir", data], cli_env)
+    assert code == 0, err
+    assert "created channel tools" in out
+    assert invoke(["channel", "create", "secret", "--private", "--data-dir", data], cli_env)[0] == 0
+    code, out, _ = invoke(["channel", "list", "--json", "--data-dir", data], cli_env)
+    assert code == 0
+    listed = {c["name"]: c for c in json.loads(out)}
+    assert listed["tools"]["description"] == "our tools"
+    assert listed["secret"]["private"] is True
+
+
+@pytest.mark.parametrize("name", ["../etc", "Upper", "a/b", "", "x" * 65, "ümlaut"])
+def test_channel_create_refuses_bad_names(tmp_path: Path, cli_env: dict[str, str], name: str) -> None:
+    data = str(tmp_path / "data")
+    code, _, err = invoke(["channel", "create", name, "--data-dir", data], cli_env)
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1
+    code, out, _ = invoke(["channel", "list", "--json", "--data-dir", data], cli_env)
+    assert json.loads(out) == []
+
+
+def test_channel_create_twice_is_a_clear_error(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    data = str(tmp_path / "data")
+    assert invoke(["channel", "create", "dup", "--data-dir", data], cli_env)[0] == 0
+    code, _, err = invoke(["channel", "create", "dup", "--data-dir", data], cli_env)
+    assert code == 1
+    assert "already exists" in err
+
+
+def _one_line_error(code: int, err: str, fragment: str, expected_code: int) -> None:
+    assert code == expected_code, err
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, f"expected one line, got: {err!r}"
+    assert fragment in err
+
+
+def test_unknown_config_key(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[server]\nportt = 1\n")
+    code, _, err = invoke(["migrate", "--config", str(config)], cli_env)
+    _one_line_error(code, err, "unknown setting 'server.portt'", 2)
+
+
+def test_malformed_toml(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[server\n")
+    code, _, err = invoke(["channel", "list", "--config", str(config)], cli_env)
+    _one_line_error(code, err, "not valid TOML", 2)
+
+
+def test_unwritable_data_dir(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = invoke(["migrate", "--data-dir", str(blocker / "data")], cli_env)
+    _one_line_error(code, err, "is not writable", 2)
+
+
+def test_unreachable_database_leaves_nothing(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "GRAPHCONDA_DATABASE__URL": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nope"}
+    data = tmp_path / "data"
+    code, _, err = invoke(["migrate", "--data-dir", str(data)], env)
+    _one_line_error(code, err, "cannot migrate database", 1)
+    assert not data.exists()
+
+
+def test_unreachable_s3(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\nbackend = "s3"\n[storage.s3]\nendpoint = "127.0.0.1:{free_port()}"\nsecure = false\n')
+    started = time.monotonic()
+    code, _, err = invoke(["migrate", "--config", str(config), "--data-dir", str(tmp_path / "d")], cli_env)
+    _one_line_error(code, err, "127.0.0.1", 1)
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "d").exists()
+
+
+def test_port_in_use(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        code, _, err = invoke(["serve", "--port", str(port), "--data-dir", str(tmp_path / "d")], cli_env)
+    _one_line_error(code, err, f"port {port} on 127.0.0.1 is in use", 2)
+
+
+@pytest.fixture
+def served(tmp_path: Path, cli_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """`graphconda serve` in a subprocess; yields (base URL, its stdout so far)."""
+    extra: list[str] = getattr(request, "param", [])
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "graphconda", "serve", "--dev", "--port", str(port),
+         "--data-dir", str(tmp_path / "data"), *extra],
+        env=cli_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        yield url, (tmp_path / "serve.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.parametrize("served", [[], ["--workers", "2"]], indirect=True, ids=["one-worker", "two-workers"])
+def test_serve_starts_and_is_ready(served: tuple[str, str], tmp_path: Path) -> None:
+    url, log = served
+    assert f"listening on {url}" in log
+    assert f"data:     {tmp_path / 'data'}" in log
+    assert httpx2.get(f"{url}/readyz", timeout=5).status_code == 200
+    graphiql = httpx2.get(f"{url}/graphql", headers={"Accept": "text/html"}, timeout=5)
+    assert graphiql.status_code == 200 and "graphiql" in graphiql.text.lower()
+    info = httpx2.post(f"{url}/graphql", json={"query": "{ serverInfo { storageBackend } }"}, timeout=5).json()
+    assert info["data"]["serverInfo"]["storageBackend"] == "local"
+    assert (tmp_path / "data" / "files").is_dir()
