@@ -65,6 +65,8 @@ class ApiKey(SQLModel, table=True):
     user_id: int = _fk("users.id")
     key_hash: str = Field(max_length=128, unique=True, index=True)
     description: str = Field(default="", max_length=512)
+    # A scoped key whose scopes are all gone (channel deleted) must not fall back to full rights.
+    scoped: bool = False
     created_at: datetime = _ts()
     expires_at: datetime | None = _ts(nullable=True)
     revoked_at: datetime | None = _ts(nullable=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 08:03:36.920476
+Create Date: 2026-11-21 08:08:42.286176
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def upgrade() -> None:
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('key_hash', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('description', sqlmodel.sql.sqltypes.AutoString(length=512), nullable=False),
+    sa.Column('scoped', sa.Boolean(), nullable=False),
     sa.Column('created_at', graphconda.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', graphconda.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', graphconda.db.types.UTCDateTime(timezone=True), nullable=True),
