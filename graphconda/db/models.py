@@ -127,6 +127,8 @@ class Package(SQLModel, table=True):
     dev_url: str = Field(default="", max_length=2048)
     doc_url: str = Field(default="", max_length=2048)
     latest_version: str = Field(default="", max_length=256)
+    # about.json fields channeldata.json publishes (conda.repodata.ABOUT_FIELDS), from the latest version.
+    about: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -164,6 +166,8 @@ class PackageFile(SQLModel, table=True):
     timestamp: int | None = Field(default=None, sa_type=BigInteger)  # ms, from index.json
     # Files of proxylist packages are not stored; downloads redirect upstream.
     stored: bool = True
+    # CEP 38 traits that are true for this file ("post_link", "text_prefix", ...), for channeldata.json.
+    traits: list[str] = Field(default_factory=list, sa_type=JSON)
     uploader_id: int | None = _fk("users.id", nullable=True, ondelete="SET NULL")
     uploaded_at: datetime = _ts()
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 08:08:42.286176
+Create Date: 2026-11-21 08:10:29.868340
 """
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ def upgrade() -> None:
     sa.Column('dev_url', sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=False),
     sa.Column('doc_url', sqlmodel.sql.sqltypes.AutoString(length=2048), nullable=False),
     sa.Column('latest_version', sqlmodel.sql.sqltypes.AutoString(length=256), nullable=False),
+    sa.Column('about', sa.JSON(), nullable=False),
     sa.Column('created_at', graphconda.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', graphconda.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['channel_id'], ['channels.id'], ondelete='CASCADE'),
@@ -225,6 +226,7 @@ def upgrade() -> None:
     sa.Column('v3', sa.Boolean(), nullable=False),
     sa.Column('timestamp', sa.BigInteger(), nullable=True),
     sa.Column('stored', sa.Boolean(), nullable=False),
+    sa.Column('traits', sa.JSON(), nullable=False),
     sa.Column('uploader_id', sa.Integer(), nullable=True),
     sa.Column('uploaded_at', graphconda.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['channel_id'], ['channels.id'], ondelete='CASCADE'),
