@@ -11,8 +11,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from graphconda.http import health
+from graphconda.http import auth, health
 from graphconda.http.errors import exception_handlers
+from graphconda.http.identity import identity_middleware
 from graphconda.schema import graphql_app
 from graphconda.services.context import Services, open_services
 from graphconda.settings import Settings
@@ -39,10 +40,12 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
 
     routes: list[Any] = [
         *health.routes,
+        *auth.routes(settings),
         Route("/graphql", gql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", gql),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    middleware = [*identity_middleware(settings)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=exception_handlers)
     app.state.settings = settings
     return app
 

@@ -7,6 +7,7 @@ Every key is documented, with its default, in config.example.toml.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,13 +65,27 @@ class StorageSettings(_Section):
     s3: S3Settings = S3Settings()
 
 
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+GOOGLE_DISCOVERY_URL = "https://accounts.google.com/.well-known/openid-configuration"
+
+
 class OAuthProvider(_Section):
     client_id: str
     client_secret: str
-    # OIDC discovery URL (…/.well-known/openid-configuration); not used for GitHub.
+    # OIDC discovery URL (…/.well-known/openid-configuration); not used for GitHub,
+    # defaults to Google's for kind = "google", required for kind = "oidc".
     server_metadata_url: str = ""
+    # Empty: "read:user user:email" for GitHub, "openid email profile" otherwise.
     scope: str = ""
     kind: Literal["github", "google", "oidc"] = "oidc"
+    # Shown on the login button; empty: the provider's name.
+    display_name: str = ""
+
+    @model_validator(mode="after")
+    def _oidc_needs_discovery(self) -> OAuthProvider:
+        if self.kind == "oidc" and not self.server_metadata_url.startswith(("https://", "http://")):
+            raise ValueError("an OIDC provider needs server_metadata_url (its .well-known/openid-configuration URL)")
+        return self
 
 
 class AuthSettings(_Section):
@@ -82,9 +97,18 @@ class AuthSettings(_Section):
     admins: list[str] = []
     maintainers: list[str] = []
     members: list[str] = []
+    # Login providers by name; the name is the URL segment (/auth/<name>/login) and the
+    # "provider" part of the role lists above.
     providers: dict[str, OAuthProvider] = {}
     # Browser origins trusted for cookie-authenticated writes besides our own.
     trusted_origins: list[str] = []
+
+    @model_validator(mode="after")
+    def _provider_names(self) -> AuthSettings:
+        for name in self.providers:
+            if not _PROVIDER_NAME.fullmatch(name) or name == "dev":
+                raise ValueError(f"provider name {name!r} must be lowercase letters, digits, '-' or '_' (not 'dev')")
+        return self
 
 
 class JobsSettings(_Section):

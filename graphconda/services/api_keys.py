@@ -206,3 +206,17 @@ async def authenticate_key(services: Services, secret: str) -> Actor:
             await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))  # type: ignore[arg-type]
     scopes = tuple(KeyScope(s.channel_id, Role(s.role), s.package_name) for s in scope_rows) if key.scoped else None
     return actor_for(user, api_key_id=key.id, scopes=scopes)
+
+
+async def ensure_dev_admin(services: Services, username: str = "dev") -> tuple[User, str]:
+    """Dev mode start-up: the `username` server owner (created if missing) and a fresh API key for it."""
+    from graphconda.services.users import create_user, get_user, set_server_role
+
+    try:
+        user = await get_user(services, username)
+    except NotFoundError:
+        user = await create_user(services, authz.SYSTEM, username, server_role=Role.OWNER)
+    if user.server_role != Role.OWNER:
+        user = await set_server_role(services, authz.SYSTEM, username, Role.OWNER)
+    _, secret = await create_api_key(services, authz.SYSTEM, user_id=user.id, description="dev mode start-up key")
+    return user, secret

@@ -1,0 +1,212 @@
+"""Browser login: OAuth2/OIDC through authlib's Starlette client, dev login, logout.
+
+Routes (only configured providers exist; anything else is 404):
+
+    GET  /auth/providers                 the configured providers (for the login page)
+    GET  /auth/<provider>/login[?next=]  redirect to the provider (state, nonce, PKCE)
+    GET  /auth/<provider>/callback       code exchange, ID token check, session cookie
+    GET|POST /auth/logout                drop the session
+    GET  /auth/me                        who the session (or key) is
+    GET  /auth/dev/login/<username>      dev mode only (`graphconda serve --dev`)
+
+GitHub is plain OAuth2 plus its user API; Google and any other OIDC issuer go through
+discovery (`server_metadata_url`), and their ID token is verified (signature, issuer,
+audience, expiry, nonce) by authlib before we read a claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx2
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.starlette_client import OAuth
+from joserfc.errors import JoseError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from graphconda.errors import AuthenticationError, GraphcondaError, NotFoundError
+from graphconda.http.deps import actor_of, services_of
+from graphconda.http.errors import error_response
+from graphconda.http.identity import SESSION_USER_KEY
+from graphconda.services import users
+from graphconda.services.authz import SYSTEM, Role
+from graphconda.settings import GOOGLE_DISCOVERY_URL, OAuthProvider, Settings
+
+log = logging.getLogger("graphconda.auth")
+
+GITHUB = {
+    "access_token_url": "https://github.com/login/oauth/access_token",
+    "authorize_url": "https://github.com/login/oauth/authorize",
+    "api_base_url": "https://api.github.com/",
+}
+NEXT_KEY = "login_next"
+DEV_ADMIN = "dev"
+
+
+def _safe_next(value: str | None) -> str:
+    """Only same-site paths: an open redirect after login would hand phishers our domain."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or len(value) > 2048:
+        return "/"
+    return value
+
+
+def build_oauth(settings: Settings) -> OAuth:
+    oauth = OAuth()
+    for name, provider in settings.auth.providers.items():
+        kwargs: dict[str, Any] = {"code_challenge_method": "S256"}
+        if provider.kind == "github":
+            kwargs["scope"] = provider.scope or "read:user user:email"
+            oauth.register(
+                name, client_id=provider.client_id, client_secret=provider.client_secret, client_kwargs=kwargs, **GITHUB
+            )
+            continue
+        kwargs["scope"] = provider.scope or "openid email profile"
+        metadata = provider.server_metadata_url or (GOOGLE_DISCOVERY_URL if provider.kind == "google" else "")
+        oauth.register(
+            name,
+            client_id=provider.client_id,
+            client_secret=provider.client_secret,
+            server_metadata_url=metadata,
+            client_kwargs=kwargs,
+        )
+    return oauth
+
+
+class AuthRoutes:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.oauth = build_oauth(settings)
+
+    def _provider(self, request: Request) -> tuple[str, OAuthProvider, Any]:
+        name = request.path_params["provider"]
+        provider = self.settings.auth.providers.get(name)
+        if provider is None:
+            raise NotFoundError("no such login provider")
+        return name, provider, self.oauth.create_client(name)
+
+    def _callback_url(self, request: Request, name: str) -> str:
+        public = self.settings.server.public_url
+        if public:
+            return f"{public.rstrip('/')}/auth/{name}/callback"
+        return str(request.url_for("auth_callback", provider=name))
+
+    async def providers(self, request: Request) -> Response:
+        listed = [
+            {"name": name, "displayName": p.display_name or name, "kind": p.kind, "loginUrl": f"/auth/{name}/login"}
+            for name, p in self.settings.auth.providers.items()
+        ]
+        return JSONResponse({"providers": listed, "dev": self.settings.server.dev})
+
+    async def login(self, request: Request) -> Response:
+        name, _, client = self._provider(request)
+        request.session[NEXT_KEY] = _safe_next(request.query_params.get("next"))
+        try:
+            return await client.authorize_redirect(request, self._callback_url(request, name))  # type: ignore[no-any-return]
+        except httpx2.HTTPError as exc:
+            log.warning("login provider %s unreachable: %s", name, exc)
+            return JSONResponse({"detail": "the login provider is unreachable; try again later"}, status_code=502)
+
+    async def callback(self, request: Request) -> Response:
+        name, provider, client = self._provider(request)
+        try:
+            token = await client.authorize_access_token(request)
+            identity = await self._identity(provider, client, token)
+        except AuthlibBaseError as exc:
+            reason = getattr(exc, "error", "") or "oauth_error"
+            return JSONResponse({"detail": f"login failed: {reason}"}, status_code=400)
+        except JoseError as exc:
+            log.warning("login with %s: ID token rejected: %s", name, exc)
+            return JSONResponse({"detail": "login failed: the ID token is not valid"}, status_code=400)
+        except httpx2.HTTPError as exc:
+            log.warning("login provider %s unreachable: %s", name, exc)
+            return JSONResponse({"detail": "the login provider is unreachable; try again later"}, status_code=502)
+        try:
+            user = await users.login_identity(services_of(request), name, **identity)
+        except GraphcondaError as exc:
+            return error_response(exc)
+        next_url = _safe_next(request.session.get(NEXT_KEY))
+        request.session.clear()  # drop the login's state and nonce with everything else
+        request.session[SESSION_USER_KEY] = user.id
+        return RedirectResponse(next_url, status_code=303)
+
+    async def _identity(self, provider: OAuthProvider, client: Any, token: dict[str, Any]) -> dict[str, Any]:
+        """subject, login, names and e-mail from the provider (verified ID token or GitHub API)."""
+        if provider.kind == "github":
+            response = await client.get("user", token=token)
+            response.raise_for_status()
+            profile = response.json()
+            email, verified = profile.get("email") or "", False
+            emails = await client.get("user/emails", token=token)
+            if emails.status_code == 200:
+                primary = [e for e in emails.json() if e.get("primary") and e.get("verified")]
+                if primary:
+                    email, verified = primary[0]["email"], True
+            return {
+                "subject": str(profile["id"]),
+                "login": profile.get("login") or "",
+                "display_name": profile.get("name") or "",
+                "email": email,
+                "email_verified": verified,
+                "avatar_url": profile.get("avatar_url") or "",
+            }
+        claims = token.get("userinfo")
+        if not claims:  # an OIDC provider must send an ID token (and authlib verified it)
+            raise AuthenticationError("the identity provider sent no ID token")
+        claims = dict(claims)
+        if not claims.get("email") and not claims.get("preferred_username"):
+            claims.update({k: v for k, v in dict(await client.userinfo(token=token)).items() if k != "sub"})
+        email = claims.get("email") or ""
+        return {
+            "subject": str(claims["sub"]),
+            "login": claims.get("preferred_username") or email,
+            "display_name": claims.get("name") or "",
+            "email": email,
+            "email_verified": claims.get("email_verified") is True,
+            "avatar_url": claims.get("picture") or "",
+        }
+
+    async def logout(self, request: Request) -> Response:
+        request.session.clear()
+        if request.method == "POST":
+            return JSONResponse({"loggedOut": True})
+        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+
+    async def me(self, request: Request) -> Response:
+        actor = actor_of(request)
+        if actor.user_id is None:
+            return JSONResponse({"user": None})
+        role = actor.server_role.value if actor.server_role else None
+        return JSONResponse({"user": {"id": actor.user_id, "username": actor.username, "serverRole": role}})
+
+    async def dev_login(self, request: Request) -> Response:
+        """Dev mode only: become `username` (created on first use; `dev` is a server owner)."""
+        services = services_of(request)
+        username = users.validate_username(request.path_params["username"])
+        try:
+            user = await users.get_user(services, username)
+        except NotFoundError:
+            role = Role.OWNER if username == DEV_ADMIN else None
+            user = await users.create_user(services, SYSTEM, username, server_role=role)
+        request.session.clear()
+        request.session[SESSION_USER_KEY] = user.id
+        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    """The /auth routes; the dev login route is only built in dev mode."""
+    auth = AuthRoutes(settings)
+    out: list[BaseRoute] = [
+        Route("/auth/providers", auth.providers, methods=["GET"]),
+        Route("/auth/logout", auth.logout, methods=["GET", "POST"]),
+        Route("/auth/me", auth.me, methods=["GET"]),
+    ]
+    if settings.server.dev:
+        out.append(Route("/auth/dev/login/{username}", auth.dev_login, methods=["GET"]))
+    out += [
+        Route("/auth/{provider}/login", auth.login, methods=["GET"]),
+        Route("/auth/{provider}/callback", auth.callback, methods=["GET"], name="auth_callback"),
+    ]
+    return out
