@@ -135,6 +135,17 @@ class PublishSettings(_Section):
     zstd_level: int = Field(16, ge=1, le=22)
     # Coalesce bursts of uploads into one rebuild of the monolithic files.
     debounce_seconds: float = Field(0.2, ge=0)
+    # Publish sharded repodata (CEP 16) for channels whose options do not say otherwise.
+    shards: bool = True
+    # How often each server process looks for changes left unpublished (by a process that
+    # died mid-way) and deletes superseded shards past their retention.
+    sweep_interval_seconds: float = Field(30.0, gt=0)
+    # How long a process reuses what it looked up to serve a file (channel visibility, file
+    # metadata); other processes' publishes show up after at most this long.
+    serve_cache_seconds: float = Field(1.0, ge=0)
+    # Published files up to this size are kept in memory per process for serving.
+    serve_memory_file_bytes: int = Field(1024 * 1024, ge=0)
+    serve_memory_total_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
 
 class Settings(_Section):
