@@ -6,6 +6,7 @@ and call the verbs in graphconda.services.* with it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -35,6 +36,17 @@ class Services:
 
     def now(self) -> datetime:
         return self.clock()
+
+    async def aclose_extras(self) -> None:
+        """Close the singletons hung on `extras` (newest first), e.g. flush the publisher."""
+        while self.extras:
+            _, extra = self.extras.popitem()
+            aclose = getattr(extra, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # one failing extra must not keep the others open
+                    logging.getLogger("graphconda").exception("closing %r failed", extra)
 
 
 @dataclass
@@ -72,6 +84,7 @@ async def open_services(
             http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, connect=10.0), follow_redirects=True)
             stack.push_async_callback(http.aclose)
         services = Services(settings=settings, db=db, storage=storage, http=http, clock=clock)
+        stack.push_async_callback(services.aclose_extras)  # first to run: extras still need db/storage
     except BaseException:
         await stack.aclose()
         raise
