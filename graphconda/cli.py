@@ -146,6 +146,12 @@ def serve(settings: Settings, **_: Any) -> None:
     click.echo(f"  database: {redact(settings.database_url)}")
     click.echo(f"  storage:  {storage}")
     click.echo(f"  GraphQL:  http://{server.host}:{server.port}/graphql")
+    if server.dev:
+        from graphconda.services.api_keys import ensure_dev_admin
+
+        admin, key = run(ensure_dev_admin, settings)
+        click.echo(f"  dev login: http://{server.host}:{server.port}/auth/dev/login/{admin.username}")
+        click.echo(f"  dev API key: {key}")
     common = {"host": server.host, "port": server.port, "log_level": server.log_level, "proxy_headers": True}
     if server.workers > 1:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
@@ -173,15 +179,22 @@ def channel() -> None:
 @click.argument("name")
 @click.option("--private", is_flag=True, help="Visible only to its members.")
 @click.option("--description", default="", help="A line about the channel.")
+@click.option("--owner", default=None, help="User who becomes the channel's owner.")
 @settings_options
-def channel_create(settings: Settings, name: str, private: bool, description: str) -> None:
-    """Create channel NAME (as the server itself)."""
-    from graphconda.services import channels
+def channel_create(settings: Settings, name: str, private: bool, description: str, owner: str | None) -> None:
+    """Create channel NAME (as the server itself, or as --owner)."""
+    from graphconda.services import channels, users
     from graphconda.services.authz import SYSTEM
 
     prepare(settings)
     spec = channels.ChannelSpec(name=name, description=description, private=private)
-    created = run(channels.create_channel, settings, SYSTEM, spec)
+
+    async def create(services: Any) -> Any:
+        # Created by the owner, so the channel service makes them its owner as for any creator.
+        actor = users.actor_for(await users.get_user(services, owner)) if owner else SYSTEM
+        return await channels.create_channel(services, actor, spec)
+
+    created = run(create, settings)
     click.echo(f"created channel {created.name}" + (" (private)" if created.private else ""))
 
 
@@ -202,3 +215,139 @@ def channel_list(settings: Settings, as_json: bool) -> None:
     for c in rows:
         flags = " ".join(f for f in ("private" if c.private else "", c.mirror_mode or "") if f)
         click.echo(f"{c.name}\t{flags}\t{c.description}".rstrip())
+
+
+@main.group()
+def user() -> None:
+    """Create users and set their server roles (bootstrap without a login provider)."""
+
+
+ROLE_CHOICE = click.Choice(["owner", "maintainer", "member"])
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--role", type=ROLE_CHOICE, default=None, help="Server role (default: none).")
+@click.option("--email", default="", help="E-mail address.")
+@settings_options
+def user_create(settings: Settings, name: str, role: str | None, email: str) -> None:
+    """Create user NAME."""
+    from graphconda.services import users
+    from graphconda.services.authz import SYSTEM
+
+    prepare(settings)
+
+    async def create(services: Any) -> Any:
+        return await users.create_user(services, SYSTEM, name, server_role=role, email=email)
+
+    created = run(create, settings)
+    click.echo(f"created user {created.username}" + (f" ({created.server_role})" if created.server_role else ""))
+
+
+@user.command("set-role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["owner", "maintainer", "member", "none"]))
+@settings_options
+def user_set_role(settings: Settings, name: str, role: str) -> None:
+    """Give user NAME the server ROLE ("none" removes it)."""
+    from graphconda.services import users
+    from graphconda.services.authz import SYSTEM
+
+    prepare(settings)
+    changed = run(users.set_server_role, settings, SYSTEM, name, None if role == "none" else role)
+    click.echo(f"user {changed.username} now has server role {changed.server_role or 'none'}")
+
+
+@user.command("list")
+@settings_options
+def user_list(settings: Settings) -> None:
+    """List users with their server roles."""
+    from graphconda.services import users
+    from graphconda.services.authz import SYSTEM
+
+    prepare(settings)
+    for u in run(users.list_users, settings, SYSTEM):
+        click.echo(f"{u.username}\t{u.server_role or ''}\t{u.email}".rstrip())
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Create, list and revoke API keys."""
+
+
+@api_key.command("create")
+@click.option("--user", "username", required=True, help="The user the key acts as.")
+@click.option("--channel", default=None, help="Restrict the key to this channel...")
+@click.option("--package", default=None, help="...and to this package in it.")
+@click.option("--role", type=ROLE_CHOICE, default=None, help="The role the key has there (needs --channel).")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), default=None, help="Expire after N days.")
+@click.option("--description", default="", help="What the key is for.")
+@settings_options
+def api_key_create(
+    settings: Settings,
+    username: str,
+    channel: str | None,
+    package: str | None,
+    role: str | None,
+    expires_in_days: int | None,
+    description: str,
+) -> None:
+    """Create an API key and print it (only it) on stdout; it cannot be shown again."""
+    from datetime import timedelta
+
+    from graphconda.services import api_keys, users
+    from graphconda.services.authz import SYSTEM
+
+    if (package or role) and not channel:
+        raise click.UsageError("--package and --role need --channel")
+    if channel and not role:
+        raise click.UsageError("--channel needs --role (owner, maintainer or member)")
+    prepare(settings)
+    scopes = [api_keys.ScopeSpec(channel=channel, role=role, package=package)] if channel and role else []
+
+    async def create(services: Any) -> Any:
+        owner = await users.get_user(services, username)
+        expires = services.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        return await api_keys.create_api_key(
+            services, SYSTEM, user_id=owner.id, description=description, expires_at=expires, scopes=scopes
+        )
+
+    key, secret = run(create, settings)
+    click.echo(f"API key {key.id} for {username} (shown once; revoke with `graphconda api-key revoke {key.id}`)",
+               err=True)
+    click.echo(secret)
+
+
+@api_key.command("list")
+@click.option("--user", "username", required=True, help="Whose keys.")
+@settings_options
+def api_key_list(settings: Settings, username: str) -> None:
+    """List a user's keys (never their secrets)."""
+    from graphconda.services import api_keys, users
+    from graphconda.services.authz import SYSTEM
+
+    prepare(settings)
+
+    async def listed(services: Any) -> Any:
+        owner = await users.get_user(services, username)
+        return await api_keys.list_api_keys(services, SYSTEM, owner.id)
+
+    for info in run(listed, settings):
+        k = info.key
+        state = "revoked" if k.revoked_at else (f"expires {k.expires_at:%Y-%m-%d}" if k.expires_at else "active")
+        scopes = ",".join(f"{s.channel}{'/' + s.package if s.package else ''}:{s.role}" for s in info.scopes) or "all"
+        used = f"last used {k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never used"
+        click.echo(f"{k.id}\t{state}\t{scopes}\t{used}\t{k.description}".rstrip())
+
+
+@api_key.command("revoke")
+@click.argument("key_id", type=int)
+@settings_options
+def api_key_revoke(settings: Settings, key_id: int) -> None:
+    """Revoke API key KEY_ID (see `graphconda api-key list`)."""
+    from graphconda.services import api_keys
+    from graphconda.services.authz import SYSTEM
+
+    prepare(settings)
+    run(api_keys.revoke_api_key, settings, SYSTEM, key_id)
+    click.echo(f"revoked API key {key_id}")
