@@ -1,38 +1,146 @@
-"""The Strawberry GraphQL schema and its ASGI view."""
+"""The Strawberry GraphQL schema and its ASGI view (HTTP, websocket, GraphiQL, multipart uploads).
+
+Hostile documents are cheap to refuse: the body size is capped before it is read in full,
+the token limit aborts parsing, and depth and alias limits fail validation, so none of
+them reaches a resolver. Multipart requests (uploads) must carry a header a cross-site
+form cannot send, and malformed ones get a 400, never a 500.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import strawberry
+from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.file_uploads.utils import replace_placeholders_with_files
+from strawberry.schema.config import StrawberryConfig
 
-from graphconda.schema.context import Context
-from graphconda.schema.queries import Query
 from graphconda.http.deps import actor_of
+from graphconda.schema.context import Context, RequestSession
+from graphconda.schema.errors import PublicErrorsOnly
+from graphconda.schema.mutations import Mutation
+from graphconda.schema.queries import Query
+from graphconda.schema.types.enums import SCALARS
 from graphconda.settings import Settings
+
+# A JSON document of 5000 tokens is far below this; variables carry the rest.
+MAX_JSON_BODY_BYTES = 1024 * 1024
+# Headers that make a browser preflight the request, so a cross-site form cannot send them.
+PREFLIGHT_HEADERS = (
+    b"authorization",
+    b"x-api-key",
+    b"x-requested-with",
+    b"x-graphconda-csrf",
+    b"apollo-require-preflight",
+    b"graphql-require-preflight",
+    b"x-apollo-operation-name",
+)
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     limits = settings.limits
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
+        config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
             lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
+            lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
             lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
+            PublicErrorsOnly,
+            RequestSession,
         ],
     )
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """`receive` that fails once more than `limit` body bytes arrived (chunked bodies have no length)."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
 class GraphQLView(GraphQL[Context, None]):
+    def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
+        super().__init__(schema, graphql_ide="graphiql", multipart_uploads_enabled=True)
+        self.max_upload_bytes = settings.limits.max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await super().__call__(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
+        if multipart and not any(h in headers for h in PREFLIGHT_HEADERS):
+            await PlainTextResponse(
+                "multipart GraphQL requests need an Authorization or X-API-Key header, "
+                "or 'GraphQL-Require-Preflight: 1' (CSRF protection)",
+                status_code=400,
+            )(scope, receive, send)
+            return
+        limit = self.max_upload_bytes if multipart else MAX_JSON_BODY_BYTES
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        try:
+            await super().__call__(scope, _capped(receive, limit), send)
+        except _BodyTooLarge:
+            await _too_large(limit)(scope, receive, send)
+
+    async def parse_multipart(self, request: Any) -> dict[str, str]:
+        """Strawberry's parser, with every malformed `operations`/`map` answered by a 400."""
+        try:
+            form = await request.get_form_data()
+        except ValueError as exc:
+            raise HTTPException(400, "Unable to parse the multipart body") from exc
+        try:
+            operations = self.parse_json(form.form.get("operations", "{}"))
+            files_map = self.parse_json(form.form.get("map", "{}"))
+        except HTTPException:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(400, "multipart `operations` and `map` must be JSON") from exc
+        if not isinstance(operations, dict | list) or not isinstance(files_map, dict):
+            raise HTTPException(400, "multipart `operations` must be an object and `map` an object of paths")
+        if not all(isinstance(paths, list) and all(isinstance(p, str) for p in paths) for paths in files_map.values()):
+            raise HTTPException(400, "each entry of the multipart `map` must be a list of paths")
+        try:
+            return replace_placeholders_with_files(operations, files_map, form.files)  # type: ignore[arg-type]
+        except KeyError as exc:
+            raise HTTPException(400, "File(s) missing in form data") from exc
+        except (IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise HTTPException(400, "the multipart `map` points at a path that is not in `operations`") from exc
+
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None) -> Context:
         return Context(services=request.app.state.services, actor=actor_of(request), request=request, response=response)
 
 
+def _too_large(limit: int) -> Response:
+    return PlainTextResponse(f"request body over the limit of {limit} bytes", status_code=413)
+
+
 def graphql_app(settings: Settings) -> Any:
-    return GraphQLView(build_schema(settings), graphql_ide="graphiql")
+    return GraphQLView(build_schema(settings), settings)
+
+
+__all__ = ["GraphQLView", "build_schema", "graphql_app"]

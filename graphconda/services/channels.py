@@ -1,22 +1,33 @@
-"""Channels: create, find, list, with visibility decided by authz."""
+"""Channels: create, find, list, update and delete, with visibility and rights decided by authz.
+
+Deleting a channel removes its rows (members, packages, files, publishing state cascade
+with it), then every blob under its storage prefix: package files and published repodata.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember
-from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError
-from graphconda.services import authz
+from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
+from graphconda.services import authz, layout
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
 
+log = logging.getLogger("graphconda.channels")
+
 MIRROR_MODES = ("proxy", "mirror")
+MAX_DESCRIPTION = 10_000
+MAX_LIST_ENTRIES = 1_000
+MAX_LIST_ENTRY = 256
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,22 @@ class ChannelSpec:
     private: bool = False
     mirror_mode: str | None = None
     mirror_channel_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelUpdate:
+    """Changes to a channel; None leaves a setting as it is."""
+
+    description: str | None = None
+    private: bool | None = None
+    includelist: Sequence[str] | None = None
+    excludelist: Sequence[str] | None = None
+    proxylist: Sequence[str] | None = None
+    mirror_channel_url: str | None = None
+
+    @property
+    def touches_mirroring(self) -> bool:
+        return any(v is not None for v in (self.includelist, self.excludelist, self.proxylist, self.mirror_channel_url))
 
 
 async def member_role(session: AsyncSession, actor: Actor, channel_id: int) -> Role | None:
@@ -42,39 +69,126 @@ async def access_for(session: AsyncSession, actor: Actor, channel: Channel) -> C
     return ChannelAccess(channel.id, channel.private, await member_role(session, actor, channel.id))
 
 
+async def find_with_access(session: AsyncSession, actor: Actor, name: str) -> tuple[Channel, ChannelAccess] | None:
+    """The channel called `name` and the actor's access to it, in one query (None when absent)."""
+    if not isinstance(name, str) or len(name) > 256:
+        return None
+    stmt: Select[Any] = select(Channel, ChannelMember.role).where(Channel.name == name)
+    stmt = stmt.outerjoin(
+        ChannelMember,
+        (ChannelMember.channel_id == Channel.id) & (ChannelMember.user_id == (actor.user_id or -1)),  # type: ignore[arg-type]
+    )
+    row = (await session.execute(stmt)).first()
+    if row is None:
+        return None
+    channel, role = row
+    assert channel.id is not None
+    return channel, ChannelAccess(channel.id, channel.private, Role(role) if role else None)
+
+
 async def get_visible(session: AsyncSession, actor: Actor, name: str) -> Channel:
     """The channel called `name` if `actor` may see it; NotFoundError (naming nothing) otherwise."""
-    channel = await session.scalar(select(Channel).where(Channel.name == name))
-    if channel is None:
+    found = await find_with_access(session, actor, name)
+    if found is None:
         raise NotFoundError("channel not found")
-    authz.require_read_channel(actor, await access_for(session, actor, channel))
-    return channel
+    authz.require_read_channel(actor, found[1])
+    return found[0]
 
 
-def visible_filter(actor: Actor):  # type: ignore[no-untyped-def]
-    """A WHERE clause selecting the channels `actor` may see (for lists, search and counts)."""
-    if authz.is_server_staff(actor):
-        return True
+def visible_filter(actor: Actor) -> ColumnElement[bool]:
+    """A WHERE clause selecting the channels `actor` may see (for lists, search and counts).
+
+    Mirrors authz.can_read_channel: staff see all; a scoped key sees public channels and
+    the private ones it is scoped to where its user is staff or a member.
+    """
+    if actor.system or (actor.scopes is None and authz.is_server_staff(actor)):
+        return true()
+    public = Channel.private.is_(False)  # type: ignore[attr-defined]
     if actor.user_id is None:
-        return Channel.private.is_(False)  # type: ignore[attr-defined]
-    member_of = select(ChannelMember.channel_id).where(ChannelMember.user_id == actor.user_id)
+        return public  # type: ignore[no-any-return]
     if actor.scopes is not None:
-        member_of = member_of.where(ChannelMember.channel_id.in_([s.channel_id for s in actor.scopes]))  # type: ignore[attr-defined]
-    return or_(Channel.private.is_(False), Channel.id.in_(member_of))  # type: ignore[attr-defined, union-attr]
+        scoped_ids = sorted({s.channel_id for s in actor.scopes})
+        if authz.at_least(actor.server_role, Role.MAINTAINER):
+            return or_(public, Channel.id.in_(scoped_ids))  # type: ignore[union-attr]
+        member_of = select(ChannelMember.channel_id).where(
+            ChannelMember.user_id == actor.user_id,
+            ChannelMember.channel_id.in_(scoped_ids),  # type: ignore[attr-defined]
+        )
+    else:
+        member_of = select(ChannelMember.channel_id).where(ChannelMember.user_id == actor.user_id)
+    return or_(public, Channel.id.in_(member_of))  # type: ignore[union-attr]
+
+
+def visible_channels(
+    actor: Actor,
+    *,
+    name_contains: str | None = None,
+    private: bool | None = None,
+    mirror_mode: str | None = None,
+    mirrored: bool | None = None,
+) -> Select[tuple[Channel]]:
+    """SELECT of the channels `actor` may see, filtered (callers add ordering and paging)."""
+    stmt = select(Channel).where(visible_filter(actor))
+    if name_contains:
+        stmt = stmt.where(Channel.name.contains(name_contains.lower(), autoescape=True))  # type: ignore[attr-defined]
+    if private is not None:
+        stmt = stmt.where(Channel.private.is_(private))  # type: ignore[attr-defined]
+    if mirror_mode is not None:
+        stmt = stmt.where(Channel.mirror_mode == mirror_mode)
+    if mirrored is False:
+        stmt = stmt.where(Channel.mirror_mode.is_(None))  # type: ignore[union-attr]
+    return stmt
+
+
+def _check_mirror(mode: str | None, url: str | None) -> None:
+    if mode is None:
+        return
+    if mode not in MIRROR_MODES:
+        raise InvalidInputError(f"mirror mode must be one of {', '.join(MIRROR_MODES)}", field="mirrorMode")
+    if not url or not url.startswith(("http://", "https://")) or len(url) > 2048:
+        raise InvalidInputError("a mirror channel needs an http(s) upstream URL", field="mirrorChannelUrl")
+
+
+def _check_description(description: str) -> str:
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidInputError(f"a description is at most {MAX_DESCRIPTION} characters", field="description")
+    return description
+
+
+def _check_list(values: Sequence[str], field: str) -> list[str]:
+    cleaned = [v.strip() for v in values]
+    if len(cleaned) > MAX_LIST_ENTRIES:
+        raise InvalidInputError(f"{field} holds at most {MAX_LIST_ENTRIES} entries", field=field)
+    for value in cleaned:
+        if not value or len(value) > MAX_LIST_ENTRY or any(c in value for c in "\n\r\x00"):
+            raise InvalidInputError(
+                f"{field} entries are package names or match specs of 1-{MAX_LIST_ENTRY} characters", field=field
+            )
+    return list(dict.fromkeys(cleaned))
+
+
+async def _purge_storage(services: Services, name: str) -> None:
+    """Delete every blob under the channel's prefix; raise StorageError naming how many failed."""
+    failed = 0
+    async for blob in services.storage.list(layout.channel_prefix(name)):
+        try:
+            await services.storage.delete(blob.key)
+        except StorageError:
+            failed += 1
+            log.exception("could not delete %s", blob.key)
+    if failed:
+        raise StorageError(f"{failed} files of channel {name!r} could not be deleted from storage")
 
 
 async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) -> Channel:
-    authz.require_create_channel(actor)
+    authz.require_create_channel(actor, mirror=spec.mirror_mode is not None)
     name = validate_channel_name(spec.name)
-    if spec.mirror_mode is not None:
-        if spec.mirror_mode not in MIRROR_MODES:
-            raise InvalidInputError(f"mirror mode must be one of {', '.join(MIRROR_MODES)}", field="mirrorMode")
-        if not spec.mirror_channel_url or not spec.mirror_channel_url.startswith(("http://", "https://")):
-            raise InvalidInputError("a mirror channel needs an http(s) upstream URL", field="mirrorChannelUrl")
+    _check_mirror(spec.mirror_mode, spec.mirror_channel_url)
+    description = _check_description(spec.description)
     now = services.now()
     channel = Channel(
         name=name,
-        description=spec.description,
+        description=description,
         private=spec.private,
         mirror_mode=spec.mirror_mode,
         mirror_channel_url=spec.mirror_channel_url if spec.mirror_mode else None,
@@ -85,6 +199,8 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
         async with services.db.write() as session:
             if await session.scalar(select(Channel.id).where(Channel.name == name)) is not None:
                 raise AlreadyExistsError(f"channel {name!r} already exists")
+            # Leftovers of an earlier channel of this name (a cleanup that failed) must never resurface.
+            await _purge_storage(services, name)
             session.add(channel)
             await session.flush()
             if actor.user_id is not None:
@@ -96,5 +212,48 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
 
 async def list_channels(services: Services, actor: Actor) -> Sequence[Channel]:
     async with services.db.read() as session:
-        rows = await session.scalars(select(Channel).where(visible_filter(actor)).order_by(Channel.name))
+        rows = await session.scalars(visible_channels(actor).order_by(Channel.name))
         return list(rows)
+
+
+async def update_channel(services: Services, actor: Actor, name: str, changes: ChannelUpdate) -> Channel:
+    """Change a channel's settings: owners and maintainers; mirroring settings need server staff."""
+    values: dict[str, Any] = {}
+    if changes.description is not None:
+        values["description"] = _check_description(changes.description)
+    if changes.private is not None:
+        values["private"] = changes.private
+    for field in ("includelist", "excludelist", "proxylist"):
+        entries = getattr(changes, field)
+        if entries is not None:
+            values[field] = _check_list(entries, field)
+    async with services.db.write() as session:
+        found = await find_with_access(session, actor, name)
+        if found is None:
+            raise NotFoundError("channel not found")
+        channel, access = found
+        authz.require_manage_channel(actor, access, mirror_config=changes.touches_mirroring)
+        if changes.mirror_channel_url is not None:
+            if channel.mirror_mode is None:
+                raise InvalidInputError("only mirror and proxy channels have an upstream URL", field="mirrorChannelUrl")
+            _check_mirror(channel.mirror_mode, changes.mirror_channel_url)
+            values["mirror_channel_url"] = changes.mirror_channel_url
+        for key, value in values.items():
+            setattr(channel, key, value)
+        if values:
+            channel.updated_at = services.now()
+    return channel
+
+
+async def delete_channel(services: Services, actor: Actor, name: str) -> Channel:
+    """Delete a channel with its packages, files and published repodata. Channel owners only."""
+    async with services.db.write() as session:
+        found = await find_with_access(session, actor, name)
+        if found is None:
+            raise NotFoundError("channel not found")
+        channel, access = found
+        authz.require_delete_channel(actor, access)
+        # Rows of members, packages, files, shards and jobs go with it (ON DELETE CASCADE).
+        await session.execute(delete(Channel).where(Channel.id == channel.id))  # type: ignore[arg-type]
+    await _purge_storage(services, channel.name)
+    return channel

@@ -1,0 +1,224 @@
+"""The Mutation root: each mutation calls one service and returns its `...Result` union.
+
+Expected failures come back as typed errors (see schema/errors.py); `field` of an
+`InvalidInput` names the argument path (`input.name`). After every mutation the request's
+loaders and read snapshot are dropped, so the returned objects show the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+from starlette.datastructures import UploadFile
+from strawberry.file_uploads import Upload
+
+from graphconda.schema.context import Info
+from graphconda.schema.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    TooLarge,
+    outcome,
+)
+from graphconda.schema.types.api_key import ApiKey, NewApiKey
+from graphconda.schema.types.channel import Channel
+from graphconda.schema.types.deleted import DeletedChannel, DeletedPackageFile
+from graphconda.schema.types.enums import Role
+from graphconda.schema.types.inputs import CreateApiKeyInput, CreateChannelInput, UpdateChannelInput
+from graphconda.schema.types.member import Member
+from graphconda.schema.types.package import Package
+from graphconda.schema.types.package_file import PackageFile
+from graphconda.schema.types.user import User
+from graphconda.services import api_keys, channels, members, users
+
+T = TypeVar("T")
+UPLOAD_CHUNK = 1024 * 1024
+
+CreateChannelResult = Annotated[
+    Channel | AlreadyExists | PermissionDenied | InvalidInput, strawberry.union("CreateChannelResult")
+]
+UpdateChannelResult = Annotated[
+    Channel | NotFound | PermissionDenied | InvalidInput, strawberry.union("UpdateChannelResult")
+]
+DeleteChannelResult = Annotated[DeletedChannel | NotFound | PermissionDenied, strawberry.union("DeleteChannelResult")]
+SetChannelMemberResult = Annotated[
+    Member | NotFound | PermissionDenied | InvalidInput | Conflict, strawberry.union("SetChannelMemberResult")
+]
+RemoveChannelMemberResult = Annotated[
+    Channel | NotFound | PermissionDenied | Conflict, strawberry.union("RemoveChannelMemberResult")
+]
+SetPackageMemberResult = Annotated[
+    Member | NotFound | PermissionDenied | InvalidInput, strawberry.union("SetPackageMemberResult")
+]
+RemovePackageMemberResult = Annotated[
+    Package | NotFound | PermissionDenied, strawberry.union("RemovePackageMemberResult")
+]
+UploadPackageResult = Annotated[
+    PackageFile | AlreadyExists | InvalidInput | PermissionDenied | NotFound | Conflict | TooLarge,
+    strawberry.union("UploadPackageResult"),
+]
+DeletePackageFileResult = Annotated[
+    DeletedPackageFile | NotFound | PermissionDenied | InvalidInput, strawberry.union("DeletePackageFileResult")
+]
+CreateApiKeyResult = Annotated[
+    NewApiKey | PermissionDenied | InvalidInput | NotFound, strawberry.union("CreateApiKeyResult")
+]
+RevokeApiKeyResult = Annotated[ApiKey | NotFound | PermissionDenied, strawberry.union("RevokeApiKeyResult")]
+SetServerRoleResult = Annotated[
+    User | NotFound | PermissionDenied | InvalidInput | Conflict, strawberry.union("SetServerRoleResult")
+]
+
+CHANNEL_INPUT = {
+    "channel": "input.name",
+    "description": "input.description",
+    "mirrorMode": "input.mirrorMode",
+    "mirrorChannelUrl": "input.mirrorChannelUrl",
+    "includelist": "input.includelist",
+    "excludelist": "input.excludelist",
+    "proxylist": "input.proxylist",
+}
+
+
+async def _changed(info: Info, call: Awaitable[T]) -> T:
+    """Run a writing service call, then make the rest of the request read fresh data."""
+    try:
+        return await call
+    finally:
+        await info.context.changed()
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+async def _upload_one(info: Info, channel: str, upload: Any, force: bool) -> Any:
+    from graphconda.services import packages
+
+    if not isinstance(upload, UploadFile):
+        return InvalidInput(message="each entry of `files` must be a file part of the multipart request", field="files")
+    if not upload.filename:
+        return InvalidInput(message="each uploaded file needs a filename", field="files")
+    call = packages.ingest_package(
+        info.context.services, info.context.actor, channel, upload.filename, _chunks(upload), force=force,
+        expected_sha256=None,
+    )
+    return await outcome(_changed(info, call), PackageFile.from_model, UploadPackageResult)
+
+
+async def _create_api_key(info: Info, input: CreateApiKeyInput) -> tuple[Any, str]:
+    ctx = info.context
+    user_id = (await users.get_user(ctx.services, input.username)).id if input.username is not None else None
+    scopes = [api_keys.ScopeSpec(channel=s.channel, role=s.role.domain, package=s.package) for s in input.scopes]
+    return await api_keys.create_api_key(
+        ctx.services, ctx.actor, user_id=user_id, description=input.description, expires_at=input.expires_at,
+        scopes=scopes,
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a channel; you become its owner.")
+    async def create_channel(self, info: Info, input: CreateChannelInput) -> CreateChannelResult:
+        spec = channels.ChannelSpec(
+            name=input.name,
+            description=input.description,
+            private=input.private,
+            mirror_mode=input.mirror_mode.value if input.mirror_mode else None,
+            mirror_channel_url=input.mirror_channel_url,
+        )
+        call = channels.create_channel(info.context.services, info.context.actor, spec)
+        return await outcome(_changed(info, call), Channel.from_model, CreateChannelResult, fields=CHANNEL_INPUT)
+
+    @strawberry.mutation(description="Change a channel's settings (channel owners and maintainers).")
+    async def update_channel(self, info: Info, input: UpdateChannelInput) -> UpdateChannelResult:
+        changes = channels.ChannelUpdate(
+            description=input.description,
+            private=input.private,
+            mirror_channel_url=input.mirror_channel_url,
+            includelist=input.includelist,
+            excludelist=input.excludelist,
+            proxylist=input.proxylist,
+        )
+        call = channels.update_channel(info.context.services, info.context.actor, input.name, changes)
+        return await outcome(_changed(info, call), Channel.from_model, UpdateChannelResult, fields=CHANNEL_INPUT)
+
+    @strawberry.mutation(description="Delete a channel with all its packages and files (channel owners).")
+    async def delete_channel(self, info: Info, name: str) -> DeleteChannelResult:
+        call = channels.delete_channel(info.context.services, info.context.actor, name)
+        return await outcome(_changed(info, call), lambda c: DeletedChannel(name=c.name), DeleteChannelResult)
+
+    @strawberry.mutation(description="Give a user a role on a channel, or change the role they have.")
+    async def set_channel_member(
+        self, info: Info, channel: str, username: str, role: Role
+    ) -> SetChannelMemberResult:
+        call = members.set_channel_member(info.context.services, info.context.actor, channel, username, role.domain)
+        return await outcome(_changed(info, call), lambda m: Member.from_model(m.user, m.role), SetChannelMemberResult)
+
+    @strawberry.mutation(description="Take a user's role on a channel away; returns the channel.")
+    async def remove_channel_member(self, info: Info, channel: str, username: str) -> RemoveChannelMemberResult:
+        call = members.remove_channel_member(info.context.services, info.context.actor, channel, username)
+        return await outcome(_changed(info, call), Channel.from_model, RemoveChannelMemberResult)
+
+    @strawberry.mutation(description="Give a user a role on one package of a channel.")
+    async def set_package_member(
+        self, info: Info, channel: str, package: str, username: str, role: Role
+    ) -> SetPackageMemberResult:
+        call = members.set_package_member(
+            info.context.services, info.context.actor, channel, package, username, role.domain
+        )
+        return await outcome(_changed(info, call), lambda m: Member.from_model(m.user, m.role), SetPackageMemberResult)
+
+    @strawberry.mutation(description="Take a user's role on a package away; returns the package.")
+    async def remove_package_member(
+        self, info: Info, channel: str, package: str, username: str
+    ) -> RemovePackageMemberResult:
+        call = members.remove_package_member(info.context.services, info.context.actor, channel, package, username)
+        return await outcome(_changed(info, call), Package.from_model, RemovePackageMemberResult)
+
+    @strawberry.mutation(
+        description="Upload package files (GraphQL multipart request spec); one result per file, in order. "
+        "Files go through the same validation as the REST upload routes. For large files use those routes."
+    )
+    async def upload_packages(
+        self, info: Info, channel: str, files: list[Upload], force: bool = False
+    ) -> list[UploadPackageResult]:
+        return [await _upload_one(info, channel, upload, force) for upload in files]
+
+    @strawberry.mutation(description="Delete one package file (channel owners/maintainers, package owners).")
+    async def delete_package_file(
+        self, info: Info, channel: str, subdir: str, filename: str
+    ) -> DeletePackageFileResult:
+        from graphconda.services import packages
+
+        call = packages.delete_package_file(info.context.services, info.context.actor, channel, subdir, filename)
+        return await outcome(
+            _changed(info, call),
+            lambda _: DeletedPackageFile(channel=channel, subdir=subdir, filename=filename),
+            DeletePackageFileResult,
+        )
+
+    @strawberry.mutation(description="Create an API key. Its secret is in the result, this once only.")
+    async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyResult:
+        call = _create_api_key(info, input)
+        return await outcome(
+            _changed(info, call),
+            lambda made: NewApiKey(api_key=ApiKey.from_model(made[0]), secret=made[1]),
+            CreateApiKeyResult,
+            fields={"scopes": "input.scopes", "description": "input.description", "expiresAt": "input.expiresAt"},
+        )
+
+    @strawberry.mutation(description="Revoke an API key (your own; server owners: anyone's).")
+    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> RevokeApiKeyResult:
+        key_id = int(id) if str(id).isdigit() and len(str(id)) < 19 else -1
+        call = api_keys.revoke_api_key(info.context.services, info.context.actor, key_id)
+        return await outcome(_changed(info, call), ApiKey.from_model, RevokeApiKeyResult)
+
+    @strawberry.mutation(description="Give a user a server role; null removes it (server owners only).")
+    async def set_server_role(self, info: Info, username: str, role: Role | None) -> SetServerRoleResult:
+        call = users.set_server_role(info.context.services, info.context.actor, username, role.domain if role else None)
+        return await outcome(_changed(info, call), User.from_model, SetServerRoleResult)

@@ -1,0 +1,110 @@
+"""Channel: a conda channel as GraphQL sees it, with its packages, members and URLs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+from graphconda.db import models
+from graphconda.schema import loaders
+from graphconda.schema.context import Info
+from graphconda.schema.pagination import Connection, connection, page_args
+from graphconda.schema.types.enums import BigInt, MirrorMode, Role
+from graphconda.schema.types.member import Member
+from graphconda.services import authz
+
+if TYPE_CHECKING:
+    from graphconda.schema.types.package import Package
+
+PackageRef = Annotated["Package", strawberry.lazy("graphconda.schema.types.package")]
+
+
+@strawberry.type(description="A conda channel: `url` is what users give conda (`-c <url>`).")
+class Channel:
+    id: strawberry.Private[int]
+    name: str
+    description: str
+    private: bool = strawberry.field(description="Private channels are visible to their members and server staff only.")
+    mirror_mode: MirrorMode | None = strawberry.field(description="Null for channels that only hold uploads.")
+    mirror_channel_url: str | None = strawberry.field(description="The upstream channel of a mirror or proxy.")
+    includelist: list[str] = strawberry.field(description="Mirrors: only these package names or match specs.")
+    excludelist: list[str] = strawberry.field(description="Mirrors: never these package names or match specs.")
+    proxylist: list[str] = strawberry.field(description="Mirrors: indexed here, downloaded from upstream.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, channel: models.Channel) -> Channel:
+        assert channel.id is not None
+        return cls(
+            id=channel.id,
+            name=channel.name,
+            description=channel.description,
+            private=channel.private,
+            mirror_mode=MirrorMode.of(channel.mirror_mode),
+            mirror_channel_url=channel.mirror_channel_url,
+            includelist=list(channel.includelist or []),
+            excludelist=list(channel.excludelist or []),
+            proxylist=list(channel.proxylist or []),
+            created_at=channel.created_at,
+            updated_at=channel.updated_at,
+        )
+
+    @strawberry.field(description="The channel URL for conda, mamba and pixi.")
+    def url(self, info: Info) -> str:
+        return f"{info.context.base_url}/get/{self.name}"
+
+    @strawberry.field(description="Subdirs with packages, plus noarch (which every channel serves).")
+    async def subdirs(self, info: Info) -> list[str]:
+        found = await loaders.channel_subdirs(info.context).load(self.id)
+        return sorted({"noarch", *found})
+
+    @strawberry.field(description="The repodata.json URL of each subdir in `subdirs`.")
+    async def repodata_urls(self, info: Info) -> list[str]:
+        base = self.url(info)
+        return [f"{base}/{subdir}/repodata.json" for subdir in await self.subdirs(info)]
+
+    @strawberry.field(description="How many packages (names) the channel holds.")
+    async def package_count(self, info: Info) -> int:
+        return await loaders.channel_package_count(info.context).load((self.id, None))
+
+    @strawberry.field(description="Bytes of all package files in the channel.")
+    async def size(self, info: Info) -> BigInt:
+        return BigInt(await loaders.channel_size(info.context).load(self.id))
+
+    @strawberry.field(description="Users with a role on this channel.")
+    async def members(self, info: Info) -> list[Member]:
+        rows = await loaders.channel_members(info.context).load(self.id)
+        return [Member.from_model(user, role) for user, role in rows]
+
+    @strawberry.field(description="The caller's effective role here (after API key scopes); null for none.")
+    async def viewer_role(self, info: Info) -> Role | None:
+        own = await loaders.viewer_channel_role(info.context).load(self.id)
+        access = authz.ChannelAccess(self.id, self.private, authz.Role(own) if own else None)
+        return Role.of(authz.channel_role(info.context.actor, access))
+
+    @strawberry.field(description="The channel's packages by name.")
+    async def packages(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        name_contains: str | None = None,
+    ) -> Connection[PackageRef]:
+        from graphconda.schema.types.package import Package
+
+        page = page_args(loaders.PACKAGES, first, after, info.context.services.settings.limits.graphql_max_page_size)
+        name_contains = name_contains or None
+        rows = await loaders.channel_packages(info.context).load((self.id, name_contains, page))
+        counter = loaders.channel_package_count(info.context)
+        count = lambda: counter.load((self.id, name_contains))  # noqa: E731
+        return connection(rows, loaders.PACKAGES, page, Package.from_model, count)
+
+    @strawberry.field(description="One package of this channel by name.")
+    async def package(self, info: Info, name: str) -> PackageRef | None:
+        from graphconda.schema.types.package import Package
+
+        found = await loaders.package_by_name(info.context).load((self.id, name))
+        return Package.from_model(found) if found else None

@@ -1,0 +1,53 @@
+"""Input types of the mutations and of list filters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from graphconda.schema.types.enums import MirrorMode, Role
+
+
+@strawberry.input(description="Narrows `channels`; every given condition must hold.")
+class ChannelFilter:
+    name_contains: str | None = None
+    private: bool | None = None
+    mirror_mode: MirrorMode | None = None
+
+
+@strawberry.input
+class CreateChannelInput:
+    name: str = strawberry.field(description="Lowercase letters, digits, '.', '-', '_'; at most 64 characters.")
+    description: str = ""
+    private: bool = False
+    mirror_mode: MirrorMode | None = strawberry.field(default=None, description="Server staff only.")
+    mirror_channel_url: str | None = None
+
+
+@strawberry.input(description="Changes to the channel `name`; omitted fields stay as they are.")
+class UpdateChannelInput:
+    name: str
+    description: str | None = None
+    private: bool | None = None
+    mirror_channel_url: str | None = strawberry.field(default=None, description="Server staff only.")
+    includelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
+    excludelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
+    proxylist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
+
+
+@strawberry.input(description="Restrict a key to `role` on `channel` (only `package`, when given).")
+class ApiKeyScopeInput:
+    channel: str
+    role: Role
+    package: str | None = None
+
+
+@strawberry.input
+class CreateApiKeyInput:
+    description: str = ""
+    expires_at: datetime | None = None
+    scopes: list[ApiKeyScopeInput] = strawberry.field(
+        default_factory=list, description="None: the key acts with your full rights."
+    )
+    username: str | None = strawberry.field(default=None, description="Whose key (server owners only); default you.")

@@ -1,0 +1,103 @@
+"""Fixtures for the GraphQL tests: people with API keys, and a `gql` caller over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx2
+import pytest
+
+from graphconda.services import api_keys, users
+from graphconda.services.authz import SYSTEM
+from graphconda.services.context import Services
+
+
+@dataclass(frozen=True)
+class Person:
+    username: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+class Gql(Protocol):
+    def __call__(
+        self, query: str, variables: dict[str, Any] | None = None, *, as_: Person | None = None
+    ) -> Awaitable[dict[str, Any]]: ...
+
+
+@pytest.fixture
+def gql(client: httpx2.AsyncClient) -> Gql:
+    """POST a GraphQL operation (as `as_`, else anonymously); the JSON body of the 200 answer."""
+
+    async def call(query: str, variables: dict[str, Any] | None = None, *, as_: Person | None = None) -> dict[str, Any]:
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=as_.headers if as_ else {}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    return call
+
+
+async def make_person(services: Services, username: str, server_role: str | None = None) -> Person:
+    user = await users.create_user(services, SYSTEM, username, server_role=server_role)
+    _, secret = await api_keys.create_api_key(services, SYSTEM, user_id=user.id, description="test")
+    return Person(username, secret)
+
+
+@dataclass(frozen=True)
+class People:
+    owner: Person  # server owner
+    staff: Person  # server maintainer
+    alice: Person  # plain users
+    bob: Person
+    carol: Person
+
+
+@pytest.fixture
+async def people(services: Services) -> People:
+    return People(
+        owner=await make_person(services, "root", "owner"),
+        staff=await make_person(services, "staff", "maintainer"),
+        alice=await make_person(services, "alice"),
+        bob=await make_person(services, "bob"),
+        carol=await make_person(services, "carol"),
+    )
+
+
+def data(result: dict[str, Any]) -> dict[str, Any]:
+    """The `data` of a result that must have no errors."""
+    assert not result.get("errors"), result.get("errors")
+    return result["data"]  # type: ignore[no-any-return]
+
+
+def error_messages(result: dict[str, Any]) -> list[str]:
+    return [e["message"] for e in result.get("errors") or []]
+
+
+MakeChannel = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def make_channel(gql: Gql) -> MakeChannel:
+    async def create(name: str, as_: Person, *, private: bool = False, description: str = "") -> dict[str, Any]:
+        result = data(
+            await gql(
+                """mutation($input: CreateChannelInput!) {
+                     createChannel(input: $input) {
+                       __typename ... on Channel { name private } ... on Error { message }
+                     }
+                   }""",
+                {"input": {"name": name, "private": private, "description": description}},
+                as_=as_,
+            )
+        )["createChannel"]
+        assert result["__typename"] == "Channel", result
+        return result  # type: ignore[no-any-return]
+
+    return create
