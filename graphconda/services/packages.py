@@ -1,0 +1,431 @@
+"""Package files in channels: the one ingest path for every upload, deletion, lookups.
+
+`ingest_package` is what the Quetz and prefix.dev upload routes, GraphQL `uploadPackages`
+and mirror synchronisation all call. It validates the filename before reading a byte,
+checks visibility and upload rights, streams the body to a temporary file while hashing
+it (stopping at the size limit), reads the metadata (info/ only), checks it against the
+filename and the expected checksum, stores the blob, writes the rows and the package's
+shard plus the shard index in one transaction, and asks the publisher to rebuild the
+monolithic files. Any failure leaves no row, no blob and no index change behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.concurrency import run_in_threadpool
+
+from graphconda.conda import repodata as rd
+from graphconda.conda.archive import PackageMetadata, read_package
+from graphconda.conda.names import parse_filename, validate_subdir
+from graphconda.conda.records import dumps_record, is_v3, make_record
+from graphconda.db.models import Channel, Package, PackageFile, PackageMember
+from graphconda.errors import (
+    AlreadyExistsError,
+    ChecksumMismatchError,
+    ConflictError,
+    InvalidInputError,
+    InvalidPackageError,
+    NotFoundError,
+    StorageError,
+    TooLargeError,
+)
+from graphconda.services import authz, layout, publishing
+from graphconda.services.access import visible_channel
+from graphconda.services.authz import Actor, ChannelAccess, Role
+from graphconda.services.context import Services
+from graphconda.services.locks import insert_ignore, lock_subdir
+from graphconda.services.publisher import request_publish
+
+log = logging.getLogger("graphconda.packages")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_WRITE_BATCH = 1024 * 1024
+
+
+@dataclass
+class StagedPackage:
+    """An upload that passed every check and waits in a temporary file to be committed."""
+
+    channel: Channel
+    access: ChannelAccess
+    path: Path
+    meta: PackageMetadata
+    sha256: str
+    md5: str
+    size: int
+    record_json: str
+    v3: bool
+
+    @property
+    def filename(self) -> str:
+        return self.meta.filename
+
+    @property
+    def subdir(self) -> str:
+        return self.meta.subdir
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+async def ingest_package(
+    services: Services,
+    actor: Actor,
+    channel_name: str,
+    filename: str,
+    body: AsyncIterator[bytes],
+    *,
+    force: bool = False,
+    expected_sha256: str | None = None,
+    expected_size: int | None = None,
+    mirror_sync: bool = False,
+) -> PackageFile:
+    """Validate, store and publish one package file; see the module docstring.
+
+    Raises InvalidNameError / InvalidPackageError / ChecksumMismatchError (bad input),
+    TooLargeError, NotFoundError (no such channel, or invisible), AuthenticationError /
+    PermissionDeniedError, ConflictError (a mirror channel, unless `mirror_sync`) and
+    AlreadyExistsError (the file exists and `force` is not set).
+    """
+    staged = await stage_package(
+        services, actor, channel_name, filename, body,
+        expected_sha256=expected_sha256, expected_size=expected_size, mirror_sync=mirror_sync,
+    )
+    try:
+        return await commit_package(services, actor, staged, force=force)
+    finally:
+        await run_in_threadpool(staged.discard)
+
+
+async def stage_package(
+    services: Services,
+    actor: Actor,
+    channel_name: str,
+    filename: str,
+    body: AsyncIterator[bytes],
+    *,
+    expected_sha256: str | None = None,
+    expected_size: int | None = None,
+    mirror_sync: bool = False,
+) -> StagedPackage:
+    """Every check an upload must pass, up to (not including) storing it."""
+    parsed = parse_filename(filename)
+    if expected_sha256 is not None and not _SHA256.fullmatch(expected_sha256):
+        raise InvalidInputError("sha256 must be 64 hexadecimal digits", field="sha256")
+    limit = services.settings.limits.max_upload_bytes
+    if expected_size is not None and expected_size > limit:
+        raise TooLargeError(f"{filename} is {expected_size} bytes; the upload limit is {limit} bytes")
+    async with services.db.read() as session:
+        channel, access = await visible_channel(session, actor, channel_name, parsed.name)
+    if channel.mirror_mode and not mirror_sync:
+        raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
+    authz.require_upload(actor, access, parsed.name)
+
+    path = await run_in_threadpool(_temp_path, services)
+    try:
+        sha256, md5, size = await _spool(body, path, filename, limit, expected_size)
+        if expected_size is not None and size != expected_size:
+            raise InvalidPackageError(f"{filename}: received {size} bytes but {expected_size} were announced",
+                                      field="file")
+        if expected_sha256 is not None and expected_sha256.lower() != sha256:
+            raise ChecksumMismatchError(
+                f"sha256 mismatch for {filename}: the uploaded file has {sha256}, expected {expected_sha256.lower()}",
+                field="sha256",
+            )
+        meta = await run_in_threadpool(read_package, path, filename)
+        record = make_record(meta, md5=md5, sha256=sha256, size=size)
+        return StagedPackage(channel, access, path, meta, sha256, md5, size, dumps_record(record), is_v3(record))
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(path.unlink, True)
+        raise
+
+
+def _temp_path(services: Services) -> Path:
+    directory = services.settings.data_dir / "tmp"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+    os.close(fd)
+    return Path(name)
+
+
+async def _spool(
+    body: AsyncIterator[bytes], path: Path, filename: str, limit: int, expected_size: int | None
+) -> tuple[str, str, int]:
+    """Write the body to `path` while hashing it; stop reading as soon as it is too big."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    f = await run_in_threadpool(open, path, "wb")
+
+    def write(data: bytearray) -> None:
+        sha256.update(data)
+        md5.update(data)
+        f.write(data)
+
+    size = 0
+    buffer = bytearray()
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(f"{filename} is larger than the upload limit of {limit} bytes")
+            if expected_size is not None and size > expected_size:
+                raise InvalidPackageError(f"{filename}: more bytes arrived than the {expected_size} announced",
+                                          field="file")
+            buffer += chunk
+            if len(buffer) >= _WRITE_BATCH:
+                await run_in_threadpool(write, buffer)
+                buffer.clear()
+        if buffer:
+            await run_in_threadpool(write, buffer)
+    finally:
+        await run_in_threadpool(f.close)
+    return sha256.hexdigest(), md5.hexdigest(), size
+
+
+def _where_file(channel_id: int, subdir: str, filename: str) -> tuple[Any, ...]:
+    return (PackageFile.channel_id == channel_id, PackageFile.subdir == subdir, PackageFile.filename == filename)
+
+
+async def commit_package(
+    services: Services, actor: Actor, staged: StagedPackage, *, force: bool = False
+) -> PackageFile:
+    """Store a staged package and publish it; all or nothing."""
+    channel, subdir, filename, name = staged.channel, staged.subdir, staged.filename, staged.meta.name
+    assert channel.id is not None
+    async with services.db.read() as session:
+        existing_id = await session.scalar(select(PackageFile.id).where(*_where_file(channel.id, subdir, filename)))
+    if existing_id is not None:
+        _check_replace(actor, staged, force)
+    key = layout.package_key(channel.name, subdir, staged.sha256, filename)
+    await services.storage.put_file(key, staged.path)
+    index_state: publishing.IndexState | None = None
+    replaced: tuple[int, str, bool] | None = None  # (size, sha256, stored) of the file a force upload replaces
+    shards_touched = False
+    now = services.now()
+    try:
+        async with services.db.write() as session:
+            generation = await lock_subdir(session, channel.id, subdir, now, bump=True)
+            if await services.storage.stat(key) is None:
+                # A concurrent failed upload of the same bytes removed it before we locked.
+                raise StorageError(f"stored {filename} vanished during a concurrent upload; retry")
+            existing = await session.scalar(select(PackageFile).where(*_where_file(channel.id, subdir, filename)))
+            if existing is not None:
+                _check_replace(actor, staged, force)
+                replaced = (existing.size, existing.sha256, existing.stored)
+            package = await _upsert_package(session, channel, staged.meta, actor, now)
+            row = existing or PackageFile(channel_id=channel.id, subdir=subdir, filename=filename)
+            _fill(row, staged, package, actor, now)
+            session.add(row)
+            await session.flush()
+            delta = staged.size - (replaced[0] if replaced else 0)
+            await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
+                                  .values(size=Channel.size + delta, updated_at=now))
+            if replaced is not None:
+                await _refresh_latest(session, package)
+            shards_touched = True
+            index_state = await publishing.publish_shards(services, session, channel, subdir, [name], generation)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _undo(services, channel, subdir, filename, staged.sha256, key, name if shards_touched else None)
+        raise
+    publishing.remember_index(services, index_state)
+    if replaced is not None and replaced[2]:
+        old_key = layout.package_key(channel.name, subdir, replaced[1], filename)
+        if old_key != key:
+            await _delete_blob(services, old_key)
+    request_publish(services, channel.id, subdir)
+    log.info("stored %s/%s/%s (%d bytes)%s", channel.name, subdir, filename, staged.size,
+             " replacing the previous file" if replaced else "")
+    return row
+
+
+def _check_replace(actor: Actor, staged: StagedPackage, force: bool) -> None:
+    if not force:
+        raise AlreadyExistsError(
+            f"{staged.filename} already exists in {staged.channel.name}/{staged.subdir}; "
+            "upload with force to replace it"
+        )
+    authz.require_upload(actor, staged.access, staged.meta.name, force=True)
+
+
+def _fill(row: PackageFile, staged: StagedPackage, package: Package, actor: Actor, now: Any) -> None:
+    meta = staged.meta
+    timestamp = meta.index.get("timestamp")
+    row.package_id = package.id  # type: ignore[assignment]
+    row.name, row.version, row.build = meta.name, meta.version, meta.build
+    row.build_number = meta.index["build_number"]
+    row.size, row.md5, row.sha256 = staged.size, staged.md5, staged.sha256
+    row.record, row.v3 = staged.record_json, staged.v3
+    row.timestamp = int(timestamp) if timestamp is not None else None
+    row.stored = True
+    row.traits = sorted(k for k, v in meta.traits.items() if v)
+    row.uploader_id = actor.user_id
+    row.uploaded_at = now
+
+
+def _text(value: Any, limit: int | None = None) -> str:
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str)), "")
+    if not isinstance(value, str):
+        return ""
+    return value[:limit] if limit else value
+
+
+async def _upsert_package(
+    session: AsyncSession, channel: Channel, meta: PackageMetadata, actor: Actor, now: Any
+) -> Package:
+    """The channel's Package row for this name (created on first upload, its uploader becoming owner)."""
+    values = {"channel_id": channel.id, "name": meta.name, "summary": "", "description": "", "license": "",
+              "home": "", "dev_url": "", "doc_url": "", "latest_version": "", "about": {},
+              "created_at": now, "updated_at": now}
+    created = await session.execute(insert_ignore(session, Package, values, ["channel_id", "name"]))
+    package = (await session.scalars(select(Package).where(Package.channel_id == channel.id,
+                                                           Package.name == meta.name))).one()
+    if created.rowcount == 1 and actor.user_id is not None:  # type: ignore[attr-defined]
+        session.add(PackageMember(package_id=package.id, user_id=actor.user_id, role=Role.OWNER))
+    if not package.latest_version or rd.version_key(meta.version) >= rd.version_key(package.latest_version):
+        about = meta.about
+        package.latest_version = meta.version
+        package.summary = _text(about.get("summary"))
+        package.description = _text(about.get("description"))
+        package.license = _text(about.get("license") or meta.index.get("license"), 256)
+        package.home = _text(about.get("home"), 2048)
+        package.dev_url = _text(about.get("dev_url"), 2048)
+        package.doc_url = _text(about.get("doc_url"), 2048)
+        package.about = {k: about[k] for k in rd.ABOUT_FIELDS if about.get(k)}
+    package.updated_at = now
+    session.add(package)
+    return package
+
+
+async def _refresh_latest(session: AsyncSession, package: Package) -> None:
+    """After a file was replaced or deleted: the newest version still present."""
+    versions = (await session.scalars(select(PackageFile.version).where(PackageFile.package_id == package.id))).all()
+    package.latest_version = max(versions, key=rd.version_key) if versions else ""
+    session.add(package)
+
+
+async def _delete_blob(services: Services, key: str) -> None:
+    try:
+        await services.storage.delete(key)
+    except Exception:  # the rows are right; an orphan blob only costs space
+        log.warning("could not delete blob %s", key, exc_info=True)
+
+
+async def _undo(
+    services: Services, channel: Channel, subdir: str, filename: str, sha256: str, key: str, name: str | None
+) -> None:
+    """After a failed commit: drop our blob unless a committed row uses it, and restore shards."""
+    assert channel.id is not None
+    try:
+        async with services.db.write() as session:
+            # The subdir lock orders this against a concurrent upload of the same bytes.
+            await lock_subdir(session, channel.id, subdir, services.now(), bump=False)
+            used = await session.scalar(select(PackageFile.id).where(*_where_file(channel.id, subdir, filename),
+                                                                     PackageFile.sha256 == sha256))
+            if used is None:
+                await services.storage.delete(key)
+        if name is not None:
+            await publishing.repair_shards(services, channel, subdir, [name])
+    except Exception:
+        log.exception("cleaning up after the failed upload of %s/%s/%s failed", channel.name, subdir, filename)
+
+
+# --- deleting ------------------------------------------------------------------------------
+
+
+async def delete_package_file(services: Services, actor: Actor, channel_name: str, subdir: str, filename: str) -> None:
+    """Remove one file from its channel's indexes and from storage."""
+    parsed = parse_filename(filename)
+    validate_subdir(subdir)
+    async with services.db.read() as session:
+        channel, access = await visible_channel(session, actor, channel_name, parsed.name)
+    authz.require_delete_package_file(actor, access, parsed.name)
+    assert channel.id is not None
+    now = services.now()
+    shards_touched = False
+    try:
+        async with services.db.write() as session:
+            generation = await lock_subdir(session, channel.id, subdir, now, bump=True)
+            row = await session.scalar(select(PackageFile).where(*_where_file(channel.id, subdir, filename)))
+            if row is None:
+                raise NotFoundError(f"{filename} not found in {channel.name}/{subdir}")
+            await session.execute(delete(PackageFile).where(PackageFile.id == row.id))  # type: ignore[arg-type]
+            await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
+                                  .values(size=Channel.size - row.size, updated_at=now))
+            package = await session.get(Package, row.package_id)
+            if package is not None:
+                await _refresh_latest(session, package)
+            shards_touched = True
+            index_state = await publishing.publish_shards(services, session, channel, subdir, [parsed.name],
+                                                          generation)
+    except BaseException:
+        if shards_touched:
+            with anyio.CancelScope(shield=True):
+                await publishing.repair_shards(services, channel, subdir, [parsed.name])
+        raise
+    publishing.remember_index(services, index_state)
+    if row.stored:
+        await _delete_blob(services, layout.package_key(channel.name, subdir, row.sha256, filename))
+    request_publish(services, channel.id, subdir)
+    log.info("deleted %s/%s/%s", channel.name, subdir, filename)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """What serving a package file needs: its id (for download counts), blob key and size."""
+
+    id: int
+    key: str | None  # None: not stored here (proxylist), fetch upstream
+    size: int
+    sha256: str
+
+
+async def find_file(services: Services, channel: Channel, subdir: str, filename: str) -> FileRef | None:
+    """The stored file behind a download URL (visibility is the caller's business)."""
+    assert channel.id is not None
+    async with services.db.read() as session:
+        found = (await session.execute(select(PackageFile.id, PackageFile.sha256, PackageFile.size,
+                                              PackageFile.stored)
+                                       .where(*_where_file(channel.id, subdir, filename)))).first()
+    if found is None:
+        return None
+    fid, sha256, size, stored = found
+    return FileRef(fid, layout.package_key(channel.name, subdir, sha256, filename) if stored else None, size, sha256)
+
+
+async def get_package_file(services: Services, actor: Actor, channel_name: str, subdir: str,
+                           filename: str) -> PackageFile:
+    async with services.db.read() as session:
+        channel, _ = await visible_channel(session, actor, channel_name)
+        row = await session.scalar(select(PackageFile).where(*_where_file(channel.id, subdir, filename)))  # type: ignore[arg-type]
+    if row is None:
+        raise NotFoundError(f"{filename} not found in {channel_name}/{subdir}")
+    return row
+
+
+async def list_package_files(services: Services, actor: Actor, channel_name: str, *, subdir: str | None = None,
+                             name: str | None = None) -> Sequence[PackageFile]:
+    """A channel's files (optionally of one subdir or package name), by subdir and filename."""
+    async with services.db.read() as session:
+        channel, _ = await visible_channel(session, actor, channel_name)
+        query = select(PackageFile).where(PackageFile.channel_id == channel.id)
+        if subdir is not None:
+            query = query.where(PackageFile.subdir == subdir)
+        if name is not None:
+            query = query.where(PackageFile.name == name)
+        return list(await session.scalars(query.order_by(PackageFile.subdir, PackageFile.filename)))

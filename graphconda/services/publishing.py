@@ -1,0 +1,319 @@
+"""Publishing a channel's index files from stored records: shards per change, monolithic files coalesced.
+
+Per upload or deletion (`publish_shards`, inside the changer's transaction, under the
+subdir lock): the changed package names' shards and the shard index are written before
+the transaction commits, so a package is installable through sharded repodata as soon as
+its upload returns. Shards are content-addressed and written before the index that names
+them; the previous shard of a name is recorded as superseded and deleted after
+`publish.shard_retention_seconds` (`expire_shards`).
+
+The monolithic files of a subdir (repodata.json, .zst, run_exports.json, optional .bz2 and
+current_repodata.json) and the channel's channeldata.json are rebuilt from the stored
+record strings, never by re-reading packages (`publish_subdir`, `publish_channeldata`),
+by the per-process publisher (services/publisher.py) that coalesces bursts of changes.
+Each subdir's `generation` counts changes and `published_generation` records what the
+monolithic files were built from; rebuilds hold the publish lock so that two processes
+never write the same files out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.concurrency import run_in_threadpool
+
+from graphconda.conda import repodata as rd
+from graphconda.conda.shards import build_shard, build_shard_index, shard_digest
+from graphconda.db.models import Channel, Package, PackageFile, Shard, SubdirState, SupersededShard
+from graphconda.services import layout
+from graphconda.services.context import Services
+from graphconda.services.locks import insert_ignore, lock_subdir, publish_lock
+from graphconda.settings import Settings
+
+log = logging.getLogger("graphconda.publishing")
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    shards: bool
+    bz2: bool
+    current_repodata: bool
+
+
+def options_of(settings: Settings, channel_options: Mapping[str, Any] | None) -> PublishOptions:
+    """A channel's publishing options (Channel.options) over the server defaults."""
+    opts = channel_options or {}
+    return PublishOptions(
+        shards=bool(opts.get("shards", settings.publish.shards)),
+        bz2=bool(opts.get("bz2", False)),
+        current_repodata=bool(opts.get("current_repodata", False)),
+    )
+
+
+# --- who else wants to know ------------------------------------------------------------
+
+
+def add_listener(services: Services, listener: Callable[[Iterable[str]], None]) -> None:
+    """Call `listener(keys)` after this process rewrites published blobs (the file cache uses it)."""
+    services.extras.setdefault("publish_listeners", []).append(listener)
+
+
+def _written(services: Services, keys: Iterable[str]) -> None:
+    keys = list(keys)
+    for listener in services.extras.get("publish_listeners", ()):
+        listener(keys)
+
+
+# --- shards, per change ----------------------------------------------------------------
+
+
+@dataclass
+class IndexState:
+    """The {name: digest} map a committed shard index was built from (per-process cache)."""
+
+    channel_id: int
+    subdir: str
+    generation: int
+    shards: dict[str, bytes]
+
+
+def _index_cache(services: Services) -> dict[tuple[int, str], IndexState]:
+    return services.extras.setdefault("shard_index_cache", {})  # type: ignore[no-any-return]
+
+
+def remember_index(services: Services, state: IndexState | None) -> None:
+    """Call after the transaction that wrote the index committed; lets the next change skip a full read."""
+    if state is not None:
+        _index_cache(services)[(state.channel_id, state.subdir)] = state
+
+
+def forget_index(services: Services, channel_id: int, subdir: str) -> None:
+    _index_cache(services).pop((channel_id, subdir), None)
+
+
+async def _shard_for(session: AsyncSession, channel_id: int, subdir: str, name: str) -> bytes | None:
+    rows = (
+        await session.execute(
+            select(PackageFile.filename, PackageFile.record).where(
+                PackageFile.channel_id == channel_id, PackageFile.subdir == subdir, PackageFile.name == name
+            )
+        )
+    ).all()
+    if not rows:
+        return None
+    return await run_in_threadpool(lambda: build_shard({fn: json.loads(record) for fn, record in rows}))
+
+
+async def publish_shards(
+    services: Services,
+    session: AsyncSession,
+    channel: Channel,
+    subdir: str,
+    names: Iterable[str],
+    generation: int | None,
+) -> IndexState:
+    """Rewrite the shards of `names` and the subdir's shard index, inside a transaction holding the subdir lock.
+
+    `generation` is the one `lock_subdir(bump=True)` returned (None when not bumped: the
+    cached name map is then not trusted). Pass the result to `remember_index` after commit.
+    """
+    assert channel.id is not None
+    cid, now = channel.id, services.now()
+    cached = _index_cache(services).get((cid, subdir))
+    if generation is not None and cached is not None and cached.generation == generation - 1:
+        current = dict(cached.shards)
+    else:
+        rows = (await session.execute(select(Shard.name, Shard.digest).where(Shard.channel_id == cid,
+                                                                              Shard.subdir == subdir))).all()
+        current = {name: bytes.fromhex(digest) for name, digest in rows}
+    for name in sorted(set(names)):
+        data = await _shard_for(session, cid, subdir, name)
+        old = current.get(name)
+        if data is None:
+            if old is None:
+                continue
+            del current[name]
+            await session.execute(delete(Shard).where(Shard.channel_id == cid, Shard.subdir == subdir,
+                                                      Shard.name == name))
+        else:
+            digest = shard_digest(data)
+            if digest == old:
+                continue
+            await services.storage.put(layout.shard_key(channel.name, subdir, digest.hex()), data)
+            current[name] = digest
+            row = {"channel_id": cid, "subdir": subdir, "name": name, "digest": digest.hex(), "updated_at": now}
+            result = await session.execute(
+                update(Shard).where(Shard.channel_id == cid, Shard.subdir == subdir, Shard.name == name)
+                .values(digest=digest.hex(), updated_at=now)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                await session.execute(insert_ignore(session, Shard, row, ["channel_id", "subdir", "name"]))
+        if old is not None:
+            session.add(SupersededShard(channel_id=cid, subdir=subdir, digest=old.hex(), superseded_at=now))
+    index = await run_in_threadpool(build_shard_index, subdir, current, now)
+    key = layout.subdir_file_key(channel.name, subdir, layout.SHARD_INDEX)
+    await services.storage.put(key, index)
+    _written(services, [key])
+    return IndexState(cid, subdir, generation if generation is not None else -1, current)
+
+
+async def repair_shards(services: Services, channel: Channel, subdir: str, names: Iterable[str]) -> None:
+    """Rewrite shards and index from committed rows, after a change that wrote them failed to commit."""
+    assert channel.id is not None
+    forget_index(services, channel.id, subdir)
+    async with services.db.write() as session:
+        await lock_subdir(session, channel.id, subdir, services.now(), bump=False)
+        await publish_shards(services, session, channel, subdir, names, None)
+
+
+# --- monolithic files, coalesced ---------------------------------------------------------
+
+
+def _build_subdir_files(
+    subdir: str, rows: list[tuple[str, str, bool]], removed: list[str], opts: PublishOptions, level: int
+) -> dict[str, bytes | None]:
+    """Bytes of every monolithic file of a subdir (None: the file must not exist)."""
+    entries = [rd.RecordEntry(fn, record, v3) for fn, record, v3 in rows]
+    repodata = rd.build_repodata(subdir, entries, removed)
+    return {
+        layout.REPODATA: repodata,
+        layout.REPODATA_ZST: rd.compress_zst(repodata, level),
+        layout.REPODATA_BZ2: rd.compress_bz2(repodata) if opts.bz2 else None,
+        layout.CURRENT_REPODATA: rd.build_current_repodata(subdir, entries, removed) if opts.current_repodata else None,
+        layout.RUN_EXPORTS: rd.build_run_exports(subdir, [(fn, record) for fn, record, v3 in rows if not v3]),
+    }
+
+
+async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bool:
+    """Rebuild a subdir's monolithic files if its records changed since they were built; True if it did."""
+    db = services.db
+    async with publish_lock(db, f"subdir:{channel_id}:{subdir}"):
+        async with db.read() as session:
+            channel = await session.get(Channel, channel_id)
+            state = await session.get(SubdirState, (channel_id, subdir))
+            if channel is None or state is None or state.published_generation >= state.generation:
+                return False
+            generation, removed = state.generation, list(state.removed or [])
+            rows = [
+                (fn, record, bool(v3))
+                for fn, record, v3 in (
+                    await session.execute(
+                        select(PackageFile.filename, PackageFile.record, PackageFile.v3).where(
+                            PackageFile.channel_id == channel_id, PackageFile.subdir == subdir
+                        )
+                    )
+                ).all()
+            ]
+        opts = options_of(services.settings, channel.options)
+        files = await run_in_threadpool(
+            _build_subdir_files, subdir, rows, removed, opts, services.settings.publish.zstd_level
+        )
+        keys = []
+        for name, data in files.items():
+            key = layout.subdir_file_key(channel.name, subdir, name)
+            if data is None:
+                await services.storage.delete(key)
+            else:
+                await services.storage.put(key, data)
+            keys.append(key)
+        _written(services, keys)
+        async with db.write() as session:
+            await session.execute(
+                update(SubdirState)
+                .where(SubdirState.channel_id == channel_id, SubdirState.subdir == subdir,
+                       SubdirState.published_generation < generation)
+                .values(published_generation=generation, published_at=services.now())
+            )
+    log.info("published %s/%s (generation %d, %d records)", channel.name, subdir, generation, len(rows))
+    return True
+
+
+async def publish_channeldata(services: Services, channel_id: int) -> None:
+    """Rebuild channeldata.json (CEP 38) from stored rows: about.json of each name's latest version."""
+    async with publish_lock(services.db, f"channeldata:{channel_id}"):
+        async with services.db.read() as session:
+            channel = await session.get(Channel, channel_id)
+            if channel is None:
+                return
+            abouts = dict((await session.execute(select(Package.name, Package.about)
+                                                 .where(Package.channel_id == channel_id))).all())
+            files = (
+                await session.execute(
+                    select(PackageFile.name, PackageFile.version, PackageFile.subdir, PackageFile.timestamp,
+                           PackageFile.traits, PackageFile.record).where(PackageFile.channel_id == channel_id)
+                )
+            ).all()
+            subdirs = (await session.scalars(select(SubdirState.subdir)
+                                             .where(SubdirState.channel_id == channel_id))).all()
+        data = await run_in_threadpool(_build_channeldata, channel.name, abouts, files, [*subdirs, "noarch"])
+        key = layout.channel_file_key(channel.name, layout.CHANNELDATA)
+        await services.storage.put(key, data)
+        _written(services, [key])
+
+
+def _build_channeldata(channel: str, abouts: dict[str, Any], files: list[Any], subdirs: list[str]) -> bytes:
+    packages = []
+    for name, version, subdir, timestamp, traits, record in files:
+        about = abouts.get(name) or {}
+        # Parse the record only for what the columns lack: run_exports, or a license about.json omits.
+        parsed = json.loads(record) if ('"run_exports"' in record or not about.get("license")) else {}
+        packages.append(rd.ChannelPackage(
+            name=name, version=version, subdir=subdir, timestamp=timestamp, about=about,
+            license=parsed.get("license"), run_exports=parsed.get("run_exports"),
+            traits=dict.fromkeys(traits or (), True),
+        ))
+    return rd.build_channeldata(channel, packages, subdirs=subdirs)
+
+
+async def unpublished_subdirs(services: Services) -> list[tuple[int, str]]:
+    """Subdirs whose monolithic files lag behind their records (a process died before rebuilding)."""
+    async with services.db.read() as session:
+        rows = await session.execute(select(SubdirState.channel_id, SubdirState.subdir)
+                                     .where(SubdirState.published_generation < SubdirState.generation))
+        return [(cid, subdir) for cid, subdir in rows.all()]
+
+
+# --- superseded shards -----------------------------------------------------------------
+
+
+async def expire_shards(services: Services) -> int:
+    """Delete superseded shards older than the retention time that no index names again; return how many."""
+    cutoff = services.now() - timedelta(seconds=services.settings.publish.shard_retention_seconds)
+    async with services.db.read() as session:
+        subdirs = (await session.execute(select(SupersededShard.channel_id, SupersededShard.subdir)
+                                         .where(SupersededShard.superseded_at <= cutoff).distinct())).all()
+    deleted = 0
+    for cid, subdir in subdirs:
+        # Under the subdir lock, so no upload can make a digest current again while we delete it.
+        async with services.db.write() as session:
+            await lock_subdir(session, cid, subdir, services.now(), bump=False)
+            channel = await session.get(Channel, cid)
+            if channel is None:
+                continue
+            where = (SupersededShard.channel_id == cid, SupersededShard.subdir == subdir)
+            expired = set((await session.scalars(select(SupersededShard.digest)
+                                                 .where(*where, SupersededShard.superseded_at <= cutoff))).all())
+            keep = set((await session.scalars(select(Shard.digest).where(Shard.channel_id == cid,
+                                                                         Shard.subdir == subdir,
+                                                                         Shard.digest.in_(expired)))).all())  # type: ignore[attr-defined]
+            keep |= set((await session.scalars(select(SupersededShard.digest)
+                                               .where(*where, SupersededShard.superseded_at > cutoff,
+                                                      SupersededShard.digest.in_(expired)))).all())  # type: ignore[attr-defined]
+            for digest in sorted(expired - keep):
+                await services.storage.delete(layout.shard_key(channel.name, subdir, digest))
+                deleted += 1
+            await session.execute(delete(SupersededShard).where(*where, SupersededShard.superseded_at <= cutoff))
+    return deleted
+
+
+async def count_records(services: Services, channel_id: int, subdir: str) -> int:
+    async with services.db.read() as session:
+        return int(await session.scalar(select(func.count()).select_from(PackageFile).where(
+            PackageFile.channel_id == channel_id, PackageFile.subdir == subdir)) or 0)
