@@ -146,7 +146,7 @@ async def test_keys_of_others_cannot_be_listed_or_revoked(services: Services) ->
 
 async def test_last_used_is_recorded_at_most_once_a_minute(services: Services, clock: Clock) -> None:
     alice = await make_user(services, "alice")
-    key, secret = await api_keys.create_api_key(services, alice)
+    _, secret = await api_keys.create_api_key(services, alice)
 
     async def last_used() -> datetime | None:
         return (await api_keys.list_api_keys(services, alice))[0].key.last_used_at
@@ -182,7 +182,7 @@ async def test_disabled_users_keys_stop_working(services: Services) -> None:
 async def test_scoped_key_carries_its_scopes(services: Services) -> None:
     alice = await make_user(services, "alice")
     await channels.create_channel(services, alice, channels.ChannelSpec("ci-chan"))
-    key, secret = await api_keys.create_api_key(
+    _, secret = await api_keys.create_api_key(
         services, alice, scopes=[ScopeSpec("ci-chan", "maintainer", "numpy"), ScopeSpec("ci-chan", Role.MEMBER)]
     )
     actor = await api_keys.authenticate_key(services, secret)

@@ -150,7 +150,7 @@ def test_anonymous_cannot_set_server_roles() -> None:
 def test_private_metrics_are_not_readable_anonymously() -> None:
     """Quetz: private channels' download metrics were readable anonymously."""
     assert not authz.can_read_channel_metrics(ANONYMOUS, ChannelAccess(CH, True, None))
-    with pytest.raises(NotFoundError, match="^channel not found$"):
+    with pytest.raises(NotFoundError, match=r"^channel not found$"):
         authz.require_read_channel_metrics(ANONYMOUS, ChannelAccess(CH, True, None))
 
 
