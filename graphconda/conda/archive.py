@@ -1,0 +1,406 @@
+"""Reading and validating a package file's metadata (its info/ files) without extracting it.
+
+`read_package` checks the container (`.conda`: an uncompressed ZIP holding
+`metadata.json`, `info-<stem>.tar.zst` and `pkg-<stem>.tar.zst`, whose CRCs
+must hold; `.tar.bz2`: a bzip2 tarball that must decompress to its end), keeps
+only the info/ members it needs (streamed through conda-package-streaming),
+and checks `info/index.json` against the filename. Every way a file can be
+broken ends in InvalidPackageError with a message naming the problem; nothing
+from the archive is ever written to disk, and payload bytes are never kept.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import zipfile
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from conda_package_streaming import package_streaming
+from rattler import IndexJson, RunExportsJson
+from rattler.exceptions import IoError
+
+from graphconda.conda.names import ParsedFilename, parse_filename, show, validate_subdir
+from graphconda.errors import InvalidNameError, InvalidPackageError
+
+# info/ members we read; everything else is skipped unread.
+INDEX_JSON = "info/index.json"
+ABOUT_JSON = "info/about.json"
+RUN_EXPORTS_JSON = "info/run_exports.json"
+PATHS_JSON = "info/paths.json"
+HAS_PREFIX = "info/has_prefix"
+FILES = "info/files"
+_WANTED = frozenset({INDEX_JSON, ABOUT_JSON, RUN_EXPORTS_JSON, PATHS_JSON, HAS_PREFIX, FILES})
+
+# Limits that keep a small hostile archive (a decompression bomb, millions of
+# empty members) from tying up a worker; real packages are far below them.
+MAX_METADATA_MEMBER = 64 * 1024 * 1024
+MAX_SCANNED_BYTES = 1024 * 1024 * 1024  # always allowed, whatever the ratio
+MAX_EXPANSION = 200  # packages compress 3-30x; bombs compress thousands of times
+MAX_SCANNED_MEMBERS = 1_000_000
+
+# The CEP 38 booleans channeldata.json needs, computed from info/ at upload.
+TRAIT_KEYS = (
+    "activate.d",
+    "binary_prefix",
+    "deactivate.d",
+    "post_link",
+    "pre_link",
+    "pre_unlink",
+    "text_prefix",
+)
+
+_ZSTD_ERROR: type[BaseException] = getattr(package_streaming.zstd, "ZstdError", ValueError)
+# What the standard library and the zstd binding raise on corrupt input.
+_CORRUPT = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    LookupError,
+    _ZSTD_ERROR,
+)
+
+
+@dataclass(frozen=True)
+class PackageMetadata:
+    """What a package declares about itself, read from its info/ directory."""
+
+    filename: str
+    index: dict[str, Any]
+    about: dict[str, Any] = field(default_factory=dict)
+    run_exports: dict[str, Any] | None = None
+    traits: Mapping[str, bool] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.index["name"]
+
+    @property
+    def version(self) -> str:
+        return self.index["version"]
+
+    @property
+    def build(self) -> str:
+        return self.index["build"]
+
+    @property
+    def subdir(self) -> str:
+        return self.index["subdir"]
+
+
+def read_package(path: Path, filename: str) -> PackageMetadata:
+    """Validate the package file at `path` (uploaded as `filename`) and return its metadata.
+
+    Raises InvalidNameError for a bad filename and InvalidPackageError for
+    anything wrong with the file itself. OSError from opening `path` is the
+    server's problem and propagates.
+    """
+    parsed = parse_filename(filename)
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            raise InvalidPackageError(f"{filename} is empty", field="file")
+        f.seek(0)
+        read = _read_conda if parsed.extension == ".conda" else _read_tar_bz2
+        members = read(f, parsed)
+
+    index = _parse_index(members, parsed)
+    about = _parse_object(members, ABOUT_JSON, filename) or {}
+    run_exports = _parse_object(members, RUN_EXPORTS_JSON, filename)
+    if run_exports is not None:
+        _check_with_rattler(RunExportsJson, members[RUN_EXPORTS_JSON], RUN_EXPORTS_JSON, filename)
+    traits = _traits(parsed.name, members, filename)
+    return PackageMetadata(filename, index, about, run_exports, traits)
+
+
+def _read_conda(f: IO[bytes], parsed: ParsedFilename) -> dict[str, bytes]:
+    filename = parsed.filename
+    try:
+        zf = zipfile.ZipFile(f)
+        infos = zf.infolist()
+    except _CORRUPT as exc:
+        raise InvalidPackageError(
+            f"{filename} is not a valid .conda file: not a readable ZIP archive (corrupt, truncated or another format)",
+            field="file",
+        ) from exc
+    with zf:
+        names = [info.filename for info in infos]
+        if len(names) != len(set(names)):
+            raise InvalidPackageError(
+                f"{filename} is not a valid .conda file: the ZIP archive has duplicate members",
+                field="file",
+            )
+        expected = ("metadata.json", f"info-{parsed.stem}.tar.zst", f"pkg-{parsed.stem}.tar.zst")
+        missing = [name for name in expected if name not in names]
+        if missing:
+            raise InvalidPackageError(
+                f"{filename} is not a valid .conda file: missing {', '.join(missing)} (found {show(sorted(names))})",
+                field="file",
+            )
+        # conda-package-streaming matches components by prefix; a second member
+        # starting with "info-<stem>" would make the choice ambiguous.
+        for prefix in ("info-", "pkg-"):
+            clashes = [n for n in names if n.startswith(prefix + parsed.stem)]
+            if len(clashes) != 1:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid .conda file: ambiguous members {show(sorted(clashes))}",
+                    field="file",
+                )
+        for info in infos:
+            if info.filename in expected and info.compress_type != zipfile.ZIP_STORED:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid .conda file: ZIP member {info.filename} "
+                    "is compressed; .conda members must be stored uncompressed",
+                    field="file",
+                )
+            if info.flag_bits & 0x1:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid .conda file: ZIP member {show(info.filename)} is encrypted",
+                    field="file",
+                )
+        if zf.getinfo("metadata.json").file_size > MAX_METADATA_MEMBER:
+            raise InvalidPackageError(
+                f"{filename} is not a valid .conda file: metadata.json is too large",
+                field="file",
+            )
+        try:
+            metadata = _loads(zf.read("metadata.json"))
+        except (*_CORRUPT, RecursionError) as exc:
+            raise InvalidPackageError(
+                f"{filename} is not a valid .conda file: metadata.json is unreadable or not valid JSON",
+                field="file",
+            ) from exc
+        if not isinstance(metadata, dict):
+            raise InvalidPackageError(
+                f"{filename} is not a valid .conda file: metadata.json is not a JSON object",
+                field="file",
+            )
+        info_member = f"info-{parsed.stem}.tar.zst"
+        # Clients fetch the pkg- member unchecked; its ZIP CRC catches a
+        # corrupt upload without decompressing anything.
+        _check_crc(zf, f"pkg-{parsed.stem}.tar.zst", filename)
+        _check_crc(zf, info_member, filename)
+        return _collect(
+            lambda: package_streaming.stream_conda_component(filename, component="info", zf=zf),
+            filename,
+            info_member,
+            zf.getinfo(info_member).compress_size,
+        )
+
+
+def _check_crc(zf: zipfile.ZipFile, member: str, filename: str) -> None:
+    try:
+        with zf.open(member) as stream:
+            while stream.read(1 << 20):
+                pass
+    except _CORRUPT as exc:
+        raise InvalidPackageError(
+            f"{filename} is corrupt or truncated: ZIP member {member} fails its checksum", field="file"
+        ) from exc
+
+
+def _read_tar_bz2(f: IO[bytes], parsed: ParsedFilename) -> dict[str, bytes]:
+    filename = parsed.filename
+    compressed_size = f.seek(0, 2)
+    f.seek(0)
+    # The whole tarball is read (payload skipped, not kept) so that a
+    # truncated or corrupt file is refused, not just one with a bad info/.
+    return _collect(
+        lambda: package_streaming.stream_conda_component(filename, fileobj=f, component="info"),
+        filename,
+        "bzip2 tarball",
+        compressed_size,
+    )
+
+
+def _collect(
+    open_stream: Callable[[], Generator[tuple[tarfile.TarFile, tarfile.TarInfo]]],
+    filename: str,
+    label: str,
+    compressed_size: int,
+) -> dict[str, bytes]:
+    """Read the wanted info/ members from a streamed tarball, scanning it to the end."""
+    found: dict[str, bytes] = {}
+    limit = max(MAX_SCANNED_BYTES, compressed_size * MAX_EXPANSION)
+    scanned = 0
+    stream = None
+    try:
+        stream = open_stream()
+        for count, (tar, member) in enumerate(stream, start=1):
+            name = member.name.removeprefix("./")
+            scanned += tarfile.BLOCKSIZE + max(member.size, 0)
+            if count > MAX_SCANNED_MEMBERS or scanned > limit:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid package: its {label} expands to more than "
+                    f"{MAX_SCANNED_MEMBERS} members or {limit} bytes",
+                    field="file",
+                )
+            if name not in _WANTED:
+                continue
+            if name in found:
+                raise InvalidPackageError(f"{filename} is not a valid package: {name} appears twice", field="file")
+            if not member.isfile():
+                raise InvalidPackageError(
+                    f"{filename} is not a valid package: {name} is not a regular file",
+                    field="file",
+                )
+            if member.size > MAX_METADATA_MEMBER:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid package: {name} is larger than {MAX_METADATA_MEMBER} bytes",
+                    field="file",
+                )
+            reader = tar.extractfile(member)
+            data = reader.read() if reader is not None else b""
+            if len(data) != member.size:
+                raise EOFError(name)
+            found[name] = data
+    except _CORRUPT as exc:
+        raise InvalidPackageError(
+            f"{filename} is corrupt or truncated: its {label} could not be read",
+            field="file",
+        ) from exc
+    finally:
+        if stream is not None:
+            stream.close()
+    return found
+
+
+def _loads(data: bytes) -> Any:
+    # NaN and Infinity are not JSON; letting them through would make us
+    # publish a repodata.json that strict clients refuse.
+    return json.loads(data, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_object(members: Mapping[str, bytes], member: str, filename: str) -> dict | None:
+    """The JSON object in `member`, None when absent; corrupt JSON is an error."""
+    data = members.get(member)
+    if data is None:
+        return None
+    try:
+        value = _loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPackageError(
+            f"{filename} is not a valid package: {member} is not valid JSON", field="file"
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidPackageError(f"{filename} is not a valid package: {member} is not a JSON object", field="file")
+    return value
+
+
+def _parse_index(members: Mapping[str, bytes], parsed: ParsedFilename) -> dict[str, Any]:
+    filename = parsed.filename
+    index = _parse_object(members, INDEX_JSON, filename)
+    if index is None:
+        raise InvalidPackageError(f"{filename} is not a valid package: it has no {INDEX_JSON}", field="file")
+
+    def bad(problem: str) -> InvalidPackageError:
+        return InvalidPackageError(f"{filename} is not a valid package: {INDEX_JSON} {problem}", field="file")
+
+    for key in ("name", "version", "build", "subdir"):
+        if key not in index:
+            raise bad(f"lacks the required field {key!r}")
+        if not isinstance(index[key], str):
+            raise bad(f"field {key!r} must be a string, not {show(index[key])}")
+    if "build_number" not in index:
+        raise bad("lacks the required field 'build_number'")
+    build_number = index["build_number"]
+    if not isinstance(build_number, int) or isinstance(build_number, bool) or build_number < 0:
+        raise bad(f"field 'build_number' must be an integer >= 0, not {show(build_number)}")
+    for key in ("depends", "constrains"):
+        value = index.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            raise bad(f"field {key!r} must be a list of strings, not {show(value)}")
+    timestamp = index.get("timestamp")
+    if timestamp is not None and (not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0):
+        raise bad(f"field 'timestamp' must be an integer >= 0 (milliseconds), not {show(timestamp)}")
+    try:
+        validate_subdir(index["subdir"])
+    except InvalidNameError as exc:
+        raise bad(f"has an {exc.message}") from exc
+
+    declared = f"{index['name']}-{index['version']}-{index['build']}"
+    if declared != parsed.stem:
+        raise InvalidPackageError(
+            f"filename {show(filename)} does not match {INDEX_JSON} (name-version-build {show(declared)})",
+            field="filename",
+        )
+    _check_with_rattler(IndexJson, members[INDEX_JSON], INDEX_JSON, filename)
+    return index
+
+
+def _check_with_rattler(
+    parser: type[IndexJson] | type[RunExportsJson], data: bytes, member: str, filename: str
+) -> None:
+    """Parse `member` as rattler does when it reads repodata.
+
+    rattler refuses a whole repodata document (or shard) when one record has a
+    field of the wrong type (a float timestamp, a number as license, a bad
+    purl, ...), so a package it cannot read must never be published.
+    """
+    try:
+        parser.from_str(data.decode("utf-8"))
+    except (IoError, UnicodeDecodeError) as exc:
+        raise InvalidPackageError(
+            f"{filename} is not a valid package: conda clients cannot read {member}: {show(str(exc), 200)}",
+            field="file",
+        ) from exc
+
+
+def _traits(name: str, members: Mapping[str, bytes], filename: str) -> dict[str, bool]:
+    """CEP 38 flags: activation scripts, link scripts, prefix placeholders."""
+    paths: list[str] = []
+    modes: list[str] = []  # file_mode of every file carrying a prefix placeholder
+    paths_json = _parse_object(members, PATHS_JSON, filename)
+    if paths_json is not None:
+        entries = paths_json.get("paths")
+        if not isinstance(entries, list):
+            raise InvalidPackageError(
+                f"{filename} is not a valid package: {PATHS_JSON} has no 'paths' list",
+                field="file",
+            )
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("_path"), str):
+                raise InvalidPackageError(
+                    f"{filename} is not a valid package: {PATHS_JSON} has an entry without a '_path': {show(entry)}",
+                    field="file",
+                )
+            paths.append(entry["_path"])
+            if entry.get("prefix_placeholder"):
+                modes.append(str(entry.get("file_mode") or "text"))
+    else:
+        # Packages older than paths.json list files and placeholders in text files.
+        paths = _lines(members.get(FILES))
+        for line in _lines(members.get(HAS_PREFIX)):
+            parts = line.split()
+            modes.append(parts[1] if len(parts) == 3 else "text")
+
+    def script(kind: str) -> re.Pattern[str]:
+        return re.compile(rf"(bin|Scripts)/\.{re.escape(name)}-{kind}\.(sh|bat)")
+
+    post_link, pre_link, pre_unlink = script("post-link"), script("pre-link"), script("pre-unlink")
+    return {
+        "activate.d": any(p.startswith("etc/conda/activate.d/") for p in paths),
+        "binary_prefix": "binary" in modes,
+        "deactivate.d": any(p.startswith("etc/conda/deactivate.d/") for p in paths),
+        "post_link": any(post_link.fullmatch(p) for p in paths),
+        "pre_link": any(pre_link.fullmatch(p) for p in paths),
+        "pre_unlink": any(pre_unlink.fullmatch(p) for p in paths),
+        "text_prefix": any(mode != "binary" for mode in modes),
+    }
+
+
+def _lines(data: bytes | None) -> list[str]:
+    if not data:
+        return []
+    return [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]

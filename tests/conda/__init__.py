@@ -1,0 +1,1 @@
+"""Tests for graphconda.conda: identifier rules, archives, records, published index files."""
