@@ -121,17 +121,6 @@ async def channel_subdirs(ctx: Context, ids: list[int]) -> list[list[str]]:
     return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: r[1])  # type: ignore[no-any-return]
 
 
-@loader
-async def channel_size(ctx: Context, ids: list[int]) -> list[int]:
-    stmt = (
-        select(m.PackageFile.channel_id, func.coalesce(func.sum(m.PackageFile.size), 0))
-        .where(m.PackageFile.channel_id.in_(ids))  # type: ignore[attr-defined]
-        .group_by(m.PackageFile.channel_id)
-    )
-    found = {cid: int(total) for cid, total in await _rows(ctx, stmt)}
-    return [found.get(i, 0) for i in ids]
-
-
 def _packages_of(channel_ids: Sequence[int], name_contains: str | None) -> Any:
     stmt = select(m.Package).where(m.Package.channel_id.in_(channel_ids))  # type: ignore[attr-defined]
     if name_contains:

@@ -16,11 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.conda.names import validate_channel_name
-from graphconda.db.models import Channel, ChannelMember
+from graphconda.db.models import Channel, ChannelMember, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
-from graphconda.services import authz, layout
+from graphconda.services import authz, layout, publishing
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
+from graphconda.services.locks import publish_lock
 
 log = logging.getLogger("graphconda.channels")
 
@@ -253,7 +254,21 @@ async def delete_channel(services: Services, actor: Actor, name: str) -> Channel
             raise NotFoundError("channel not found")
         channel, access = found
         authz.require_delete_channel(actor, access)
+        subdirs = list(await session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel.id)))
         # Rows of members, packages, files, shards and jobs go with it (ON DELETE CASCADE).
         await session.execute(delete(Channel).where(Channel.id == channel.id))  # type: ignore[arg-type]
-    await _purge_storage(services, channel.name)
+    assert channel.id is not None
+    # A rebuild already running for this channel finishes before its files go, so none
+    # writes after the purge (later ones find the channel gone and do nothing).
+    for subdir in subdirs:
+        async with publish_lock(services.db, f"subdir:{channel.id}:{subdir}"):
+            publishing.forget_index(services, channel.id, subdir)
+    async with publish_lock(services.db, f"channeldata:{channel.id}"):
+        pass
+    try:
+        await _purge_storage(services, channel.name)
+    except StorageError:
+        # The channel is gone either way: its leftover blobs are unreachable, and purged
+        # before a channel of the same name is created again.
+        log.exception("channel %r deleted, but some of its files remain in storage", channel.name)
     return channel

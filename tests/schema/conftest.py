@@ -101,3 +101,16 @@ def make_channel(gql: Gql) -> MakeChannel:
         return result  # type: ignore[no-any-return]
 
     return create
+
+
+async def set_member(gql: Gql, by: Person, channel: str, who: Person, role: str) -> None:
+    result = data(
+        await gql(
+            """mutation($c: String!, $u: String!, $r: Role!) {
+                 setChannelMember(channel: $c, username: $u, role: $r) { __typename ... on Error { message } }
+               }""",
+            {"c": channel, "u": who.username, "r": role},
+            as_=by,
+        )
+    )["setChannelMember"]
+    assert result["__typename"] == "Member", result

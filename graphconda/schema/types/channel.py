@@ -32,6 +32,7 @@ class Channel:
     includelist: list[str] = strawberry.field(description="Mirrors: only these package names or match specs.")
     excludelist: list[str] = strawberry.field(description="Mirrors: never these package names or match specs.")
     proxylist: list[str] = strawberry.field(description="Mirrors: indexed here, downloaded from upstream.")
+    size: BigInt = strawberry.field(description="Bytes of all package files in the channel.")
     created_at: datetime
     updated_at: datetime
 
@@ -48,6 +49,7 @@ class Channel:
             includelist=list(channel.includelist or []),
             excludelist=list(channel.excludelist or []),
             proxylist=list(channel.proxylist or []),
+            size=BigInt(channel.size),
             created_at=channel.created_at,
             updated_at=channel.updated_at,
         )
@@ -70,9 +72,6 @@ class Channel:
     async def package_count(self, info: Info) -> int:
         return await loaders.channel_package_count(info.context).load((self.id, None))
 
-    @strawberry.field(description="Bytes of all package files in the channel.")
-    async def size(self, info: Info) -> BigInt:
-        return BigInt(await loaders.channel_size(info.context).load(self.id))
 
     @strawberry.field(description="Users with a role on this channel.")
     async def members(self, info: Info) -> list[Member]:
