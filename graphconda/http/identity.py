@@ -157,8 +157,9 @@ class IdentityMiddleware:
         session = scope.get("session")
         user_id = session.get(SESSION_USER_KEY) if session else None
         if user_id is None:
-            if has_cookie and not session and not path.startswith("/auth/"):
+            if has_cookie and not session and not _is_login_path(path):
                 # A cookie we cannot read: signed with another secret, or expired.
+                # (Login routes still work, so that logging in again replaces it.)
                 raise _Reject(401, "your session is invalid or has expired; log in again", clear_cookie=True)
             return ANONYMOUS, False
         return await _session_actor(scope, user_id), True
@@ -216,6 +217,10 @@ class _Reject(Exception):
         if self.clear_cookie:
             response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
         await response(scope, receive, send)
+
+
+def _is_login_path(path: str) -> bool:
+    return path.startswith("/auth/") and path != "/auth/me"
 
 
 def _header_text(value: bytes) -> str:
