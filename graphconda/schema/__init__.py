@@ -102,10 +102,16 @@ class GraphQLView(GraphQL[Context, None]):
         if length.isdigit() and int(length) > limit:
             await _too_large(limit)(scope, receive, send)
             return
+        request = Request(scope, receive=_capped(receive, limit))
         try:
-            await super().__call__(scope, _capped(receive, limit), send)
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = PlainTextResponse(exc.reason, status_code=exc.status_code)
         except _BodyTooLarge:
-            await _too_large(limit)(scope, receive, send)
+            response = _too_large(limit)
+        finally:
+            await request.close()  # the spooled files of a multipart body
+        await response(scope, receive, send)
 
     async def parse_multipart(self, request: Any) -> dict[str, str]:
         """Strawberry's parser, with every malformed `operations`/`map` answered by a 400."""
@@ -124,11 +130,12 @@ class GraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, "multipart `operations` must be an object and `map` an object of paths")
         if not all(isinstance(paths, list) and all(isinstance(p, str) for p in paths) for paths in files_map.values()):
             raise HTTPException(400, "each entry of the multipart `map` must be a list of paths")
+        missing = sorted(name for name in files_map if name not in form.files)
+        if missing:
+            raise HTTPException(400, f"File(s) missing in form data: {', '.join(missing)[:200]}")
         try:
             return replace_placeholders_with_files(operations, files_map, form.files)  # type: ignore[arg-type]
-        except KeyError as exc:
-            raise HTTPException(400, "File(s) missing in form data") from exc
-        except (IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise HTTPException(400, "the multipart `map` points at a path that is not in `operations`") from exc
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None) -> Context:

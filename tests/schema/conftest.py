@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx2
 import pytest
 
-from graphconda.services import api_keys, users
+from graphconda.services import api_keys, packages, users
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
+from tests.helpers.packages import build_package
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,64 @@ async def set_member(gql: Gql, by: Person, channel: str, who: Person, role: str)
         )
     )["setChannelMember"]
     assert result["__typename"] == "Member", result
+
+
+UPLOAD = """
+mutation($channel: String!, $files: [Upload!]!, $force: Boolean!) {
+  uploadPackages(channel: $channel, files: $files, force: $force) {
+    __typename
+    ... on PackageFile { filename subdir name version size sha256 }
+    ... on InvalidInput { message field }
+    ... on Error { message }
+  }
+}"""
+
+
+Upload = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def upload(client: httpx2.AsyncClient) -> Upload:
+    """uploadPackages through the GraphQL multipart request spec; returns the response."""
+
+    async def send(
+        channel: str,
+        files: list[tuple[str, bytes]],
+        as_: Person | None,
+        *,
+        force: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> httpx2.Response:
+        operations = {
+            "query": UPLOAD,
+            "variables": {"channel": channel, "files": [None] * len(files), "force": force},
+        }
+        mapping = {str(i): [f"variables.files.{i}"] for i in range(len(files))}
+        parts = {str(i): (name, body, "application/octet-stream") for i, (name, body) in enumerate(files)}
+        return await client.post(
+            "/graphql",
+            data={"operations": json.dumps(operations), "map": json.dumps(mapping)},
+            files=parts,
+            headers={**(as_.headers if as_ else {"GraphQL-Require-Preflight": "1"}), **(headers or {})},
+        )
+
+    return send
+
+
+Ingest = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def ingest(services: Services, tmp_path: Path) -> Ingest:
+    """Build a real package and store it through the one ingest path, as `who`."""
+
+    async def store(channel: str, who: Person, name: str, version: str = "1.0", **kw: Any) -> Any:
+        path = build_package(tmp_path / "built", name, version, **kw)
+        user = await users.get_user(services, who.username)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield path.read_bytes()
+
+        return await packages.ingest_package(services, users.actor_for(user), channel, path.name, body())
+
+    return store

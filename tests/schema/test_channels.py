@@ -195,9 +195,9 @@ async def test_hidden_channel_not_found_says_nothing_more(gql: Gql, people: Peop
 async def test_delete_channel(gql: Gql, people: People, make_channel: MakeChannel, services: Services) -> None:
     await make_channel("tools", people.alice)
     await set_member(gql, people.alice, "tools", people.bob, "MAINTAINER")
-    for who, typename in ((None, "PermissionDenied"), (people.bob, "PermissionDenied"), (people.carol, "PermissionDenied")):
+    for who in (None, people.bob, people.carol):  # anonymous, maintainer, outsider
         result = data(await gql(DELETE, {"name": "tools"}, as_=who))["deleteChannel"]
-        assert result["__typename"] == typename
+        assert result["__typename"] == "PermissionDenied"
     assert await channel_names(gql) == ["tools"]
     result = data(await gql(DELETE, {"name": "tools"}, as_=people.alice))["deleteChannel"]
     assert result == {"__typename": "DeletedChannel", "name": "tools"}
