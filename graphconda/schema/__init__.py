@@ -12,6 +12,7 @@ from typing import Any
 
 import strawberry
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -20,10 +21,11 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.file_uploads.utils import replace_placeholders_with_files
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from graphconda.http.deps import actor_of
 from graphconda.schema.context import Context, RequestSession
-from graphconda.schema.errors import PublicErrorsOnly
+from graphconda.schema.errors import PublicErrorsOnly, is_public
 from graphconda.schema.mutations import Mutation
 from graphconda.schema.queries import Query
 from graphconda.schema.types.enums import SCALARS
@@ -43,9 +45,15 @@ PREFLIGHT_HEADERS = (
 )
 
 
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        """Log unexpected failures only: a client's bad query or a refused action is not a server problem."""
+        super().process_errors([e for e in errors if not is_public(e)], execution_context)
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
     limits = settings.limits
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALARS),

@@ -1,0 +1,172 @@
+"""Hostile or broken requests are refused cheaply and clearly; unexpected failures are masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import text
+
+from graphconda.services.context import Services
+from tests.schema.conftest import Gql, MakeChannel, People, data, error_messages
+from tests.schema.test_queries_per_page import count_statements
+
+
+@pytest.fixture
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return getattr(request, "param", {})
+
+
+def deep_query(cycles: int) -> str:
+    """channel > packages > edges > node > channel > packages > ... (four levels a cycle)."""
+    nested = "packages { edges { node { channel { " * cycles + "name" + " } } } }" * cycles
+    return '{ channel(name: "x") { ' + nested + " } }"
+
+
+async def test_too_deep_query_is_refused_before_any_work(gql: Gql, services: Services, people: People) -> None:
+    assert data(await gql(deep_query(2)))  # depth 9
+    with count_statements(services) as seen:
+        result = await gql(deep_query(3))  # depth 13
+    assert result["data"] is None
+    assert error_messages(result) == ["'anonymous' exceeds maximum operation depth of 12"]
+    assert seen == []
+
+
+async def test_alias_bomb_is_refused_before_any_work(
+    gql: Gql, services: Services, people: People, make_channel: MakeChannel
+) -> None:
+    await make_channel("tools", people.alice)
+    aliases = " ".join(f'c{i}: channel(name: "tools") {{ members {{ user {{ username }} }} }}' for i in range(31))
+    with count_statements(services) as seen:
+        result = await gql(f"{{ {aliases} }}")
+    assert result["data"] is None
+    assert error_messages(result) == ["31 aliases found. Allowed: 30"]
+    assert seen == []
+    mutations = " ".join(f'm{i}: createChannel(input: {{name: "c{i}"}}) {{ __typename }}' for i in range(31))
+    result = await gql(f"mutation {{ {mutations} }}", as_=people.alice)
+    assert error_messages(result) == ["31 aliases found. Allowed: 30"]
+    assert [e["node"]["name"] for e in data(await gql("{ channels { edges { node { name } } } }"))["channels"]
+            ["edges"]] == ["tools"]
+
+
+async def test_oversized_document_is_refused_before_any_work(
+    gql: Gql, services: Services, people: People
+) -> None:
+    fields = " ".join(["name description private"] * 2000)
+    document = f'mutation {{ createChannel(input: {{name: "big"}}) {{ ... on Channel {{ {fields} }} }} }}'
+    with count_statements(services) as seen:
+        result = await gql(document, as_=people.alice)
+    assert result["data"] is None
+    assert error_messages(result) == ["Syntax Error: Document contains more than 5000 tokens. Parsing aborted."]
+    assert [s for s in seen if "channels" in s and "INSERT" in s] == []
+    assert data(await gql('{ channel(name: "big") { name } }'))["channel"] is None
+
+
+async def test_oversized_body_is_a_413_before_parsing(client: httpx2.AsyncClient, people: People) -> None:
+    literal = "x" * (2 * 1024 * 1024)
+    query = f'mutation {{ createChannel(input: {{name: "big", description: "{literal}"}}) {{ __typename }} }}'
+    response = await client.post("/graphql", json={"query": query}, headers=people.alice.headers)
+    assert response.status_code == 413
+    # Without a Content-Length (chunked), the cap holds while reading.
+
+    async def chunks() -> Any:
+        body = b'{"query": "' + literal.encode() + b'"}'
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    response = await client.post(
+        "/graphql", content=chunks(), headers={**people.alice.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert (await client.post("/graphql", json={"query": '{ channel(name: "big") { name } }'})).json() == {
+        "data": {"channel": None}}
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"limits": {"graphql_max_depth": 2, "graphql_max_aliases": 1, "graphql_max_tokens": 40}}],
+    indirect=True,
+)
+async def test_limits_are_configurable(gql: Gql) -> None:
+    assert error_messages(await gql("{ channels { edges { node { name } } } }")) == [
+        "'anonymous' exceeds maximum operation depth of 2"]
+    assert error_messages(await gql("{ a: serverInfo { version } b: serverInfo { version } }")) == [
+        "2 aliases found. Allowed: 1"]
+    assert "more than 40 tokens" in error_messages(await gql("{ " + "serverInfo { version } " * 12 + "}"))[0]
+    assert data(await gql("{ serverInfo { version } }"))
+
+
+async def test_unexpected_errors_are_masked(
+    gql: Gql, services: Services, people: People, make_channel: MakeChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    await make_channel("tools", people.alice)
+    # A real failure of ours: the members table is gone.
+    async with services.db.write() as session:
+        await session.execute(text("ALTER TABLE channel_members RENAME TO channel_members_away"))
+    try:
+        result = await gql('{ channel(name: "tools") { name members { role } } serverInfo { version } }')
+    finally:
+        async with services.db.write() as session:
+            await session.execute(text("ALTER TABLE channel_members_away RENAME TO channel_members"))
+    [error] = result["errors"]
+    assert error["message"] == "Internal server error."
+    assert "extensions" not in error
+    assert "channel_members" not in str(result)
+    # Other fields still answer.
+    assert result["data"]["serverInfo"]["version"]
+    assert any("channel_members" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+async def test_public_errors_pass_unmasked(gql: Gql) -> None:
+    result = await gql('{ search(query: "   ") { totalCount } }')
+    assert result["errors"][0]["message"] == "the search query must not be empty"
+    assert result["errors"][0]["extensions"] == {"code": "InvalidInput", "field": "query"}
+
+
+async def test_validation_errors_pass_unmasked(gql: Gql) -> None:
+    result = await gql("{ channels { nope } }")
+    assert error_messages(result)[0].startswith("Cannot query field 'nope' on type 'ChannelConnection'.")
+    result = await gql("query($n: String!) { channel(name: $n) { name } }", {"n": 5})
+    assert "String cannot represent a non string value: 5" in error_messages(result)[0]
+
+
+async def test_users_is_for_staff_only(gql: Gql, people: People) -> None:
+    for who, message in ((None, "log in or pass an API key to list users"),
+                         (people.alice, "only server owners and maintainers may list users")):
+        result = await gql("{ users { username } }", as_=who)
+        assert result["data"] is None
+        assert result["errors"][0]["message"] == message
+        assert result["errors"][0]["extensions"]["code"] == "PermissionDenied"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{", "application/json"),
+        (b"[]", "application/json"),
+        (b'{"query": 5}', "application/json"),
+        (b'{"query": "{ serverInfo { version } }", "variables": []}', "application/json"),
+        (b"query=%7B%7D", "application/x-www-form-urlencoded"),
+        (b"{ serverInfo { version } }", "text/plain"),
+        (b"\xff\xfe", "application/json"),
+    ],
+)
+async def test_broken_requests_are_4xx(client: httpx2.AsyncClient, body: bytes, content_type: str) -> None:
+    response = await client.post("/graphql", content=body, headers={"Content-Type": content_type})
+    assert 400 <= response.status_code < 500, response.text
+
+
+async def test_mutations_over_get_are_refused(client: httpx2.AsyncClient, people: People) -> None:
+    response = await client.get(
+        "/graphql", params={"query": 'mutation { createChannel(input: {name: "g"}) { __typename } }'},
+        headers=people.alice.headers,
+    )
+    assert response.status_code == 400 and "mutations are not allowed" in response.text.lower()
+    found = await client.get("/graphql", params={"query": '{ channel(name: "g") { name } }'})
+    assert found.json() == {"data": {"channel": None}}
+
+
+async def test_introspection_is_on(gql: Gql) -> None:
+    found = data(await gql("{ __schema { queryType { name } mutationType { name } } }"))
+    assert found["__schema"] == {"queryType": {"name": "Query"}, "mutationType": {"name": "Mutation"}}

@@ -1,0 +1,109 @@
+"""No N+1: a page costs the same number of SQL statements whatever its size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from graphconda.services.context import Services
+from graphconda.services.publisher import wait_published
+from tests.schema.conftest import Gql, Ingest, MakeChannel, People, Person, data, set_member
+
+PAGE = """
+query($first: Int!) {
+  channel(name: "big") {
+    name
+    packages(first: $first) {
+      totalCount
+      edges { node {
+        name latestVersion summary
+        latestFiles { filename depends uploader { username } downloadUrl }
+        members { role user { username } }
+        channel { name }
+      } }
+    }
+  }
+}"""
+
+EVERYTHING = """
+query($first: Int!) {
+  channels(first: $first) { totalCount edges { node {
+    name packageCount subdirs members { role user { username } } viewerRole
+    packages(first: $first) { totalCount edges { node {
+      name latestVersion members { role user { username } }
+      versions(first: 3) { totalCount edges { node { filename uploader { username } package { name } } } }
+    } } }
+  } } }
+}"""
+
+
+@contextmanager
+def count_statements(services: Services) -> Iterator[list[str]]:
+    """Every statement sent to the database (BEGIN included) while the block runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    engines = {services.db.read_engine.sync_engine, services.db.write_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+async def fill(
+    services: Services, people: People, make_channel: MakeChannel, ingest: Ingest, gql: Gql, channel: str, n: int
+) -> None:
+    await make_channel(channel, people.alice)
+    await set_member(gql, people.alice, channel, people.bob, "MAINTAINER")
+    for i in range(n):
+        await ingest(channel, people.alice if i % 2 else people.bob, f"pkg{i:03d}", "1.0", depends=["python"])
+        if i < 3:
+            await ingest(channel, people.alice, f"pkg{i:03d}", "1.1")
+    await wait_published(services)  # the publisher's statements are not the page's
+
+
+async def statements(gql: Gql, services: Services, query: str, first: int, as_: Person | None = None) -> list[str]:
+    with count_statements(services) as seen:
+        result = data(await gql(query, {"first": first}, as_=as_))
+    assert result
+    return seen
+
+
+async def test_a_100_package_page_costs_constant_statements(
+    gql: Gql, people: People, make_channel: MakeChannel, ingest: Ingest, services: Services
+) -> None:
+    await fill(services, people, make_channel, ingest, gql, "big", 100)
+    small = await statements(gql, services, PAGE, 5)
+    full = await statements(gql, services, PAGE, 100)
+    page = data(await gql(PAGE, {"first": 100}))["channel"]["packages"]
+    assert len(page["edges"]) == 100 and page["totalCount"] == 100
+    node = page["edges"][1]["node"]
+    assert node["latestVersion"] == "1.1" and node["members"] == [{"role": "OWNER", "user": {"username": "alice"}}]
+    assert [f["filename"] for f in node["latestFiles"]] == ["pkg001-1.1-0.conda"]
+    assert len(full) == len(small), "\n".join(full)
+    assert len(full) <= 8, "\n".join(full)
+    # Logged in (the API key lookup included), the page costs the same again.
+    assert len(await statements(gql, services, PAGE, 100, people.alice)) <= 8 + 2
+
+
+async def test_nested_pages_cost_constant_statements(
+    gql: Gql, people: People, make_channel: MakeChannel, ingest: Ingest, services: Services
+) -> None:
+    for name in ("big", "more", "most"):
+        await fill(services, people, make_channel, ingest, gql, name, 6)
+    small = await statements(gql, services, EVERYTHING, 1)
+    large = await statements(gql, services, EVERYTHING, 6)
+    assert len(large) == len(small), "\n".join(large)
+    found = data(await gql(EVERYTHING, {"first": 6}))["channels"]
+    assert [e["node"]["packages"]["totalCount"] for e in found["edges"]] == [6, 6, 6]
+    versions = found["edges"][0]["node"]["packages"]["edges"][0]["node"]["versions"]
+    assert versions["totalCount"] == 2 and [e["node"]["filename"] for e in versions["edges"]] == [
+        "pkg000-1.1-0.conda", "pkg000-1.0-0.conda"]
