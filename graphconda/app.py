@@ -11,11 +11,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from graphconda.http import auth, health
+from graphconda.http import auth, conda, health, upload
 from graphconda.http.errors import exception_handlers
 from graphconda.http.identity import identity_middleware
 from graphconda.schema import graphql_app
 from graphconda.services.context import Services, open_services
+from graphconda.services.publisher import publisher
 from graphconda.settings import Settings
 
 SETTINGS_ENV = "GRAPHCONDA_SETTINGS_JSON"  # how `serve --workers N` hands settings to worker processes
@@ -29,10 +30,12 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
+            publisher(services).start()
             yield
             return
         handle = await open_services(settings)
         app.state.services = handle.services
+        publisher(handle.services).start()  # republishes what a process that died left behind
         try:
             yield
         finally:
@@ -41,6 +44,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     routes: list[Any] = [
         *health.routes,
         *auth.routes(settings),
+        *conda.routes,
+        *upload.routes,
         Route("/graphql", gql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", gql),
     ]

@@ -203,10 +203,7 @@ async def commit_package(
     """Store a staged package and publish it; all or nothing."""
     channel, subdir, filename, name = staged.channel, staged.subdir, staged.filename, staged.meta.name
     assert channel.id is not None
-    async with services.db.read() as session:
-        existing_id = await session.scalar(select(PackageFile.id).where(*_where_file(channel.id, subdir, filename)))
-    if existing_id is not None:
-        _check_replace(actor, staged, force)
+    await check_new(services, actor, staged, force=force)
     key = layout.package_key(channel.name, subdir, staged.sha256, filename)
     await services.storage.put_file(key, staged.path)
     index_state: publishing.IndexState | None = None
@@ -240,6 +237,7 @@ async def commit_package(
             await _undo(services, channel, subdir, filename, staged.sha256, key, name if shards_touched else None)
         raise
     publishing.remember_index(services, index_state)
+    publishing.notify_written(services, [key])
     if replaced is not None and replaced[2]:
         old_key = layout.package_key(channel.name, subdir, replaced[1], filename)
         if old_key != key:
@@ -248,6 +246,16 @@ async def commit_package(
     log.info("stored %s/%s/%s (%d bytes)%s", channel.name, subdir, filename, staged.size,
              " replacing the previous file" if replaced else "")
     return row
+
+
+async def check_new(services: Services, actor: Actor, staged: StagedPackage, *, force: bool = False) -> None:
+    """Raise AlreadyExistsError if the file exists and `force` is off (or the actor may not overwrite)."""
+    assert staged.channel.id is not None
+    async with services.db.read() as session:
+        found = await session.scalar(select(PackageFile.id).where(
+            *_where_file(staged.channel.id, staged.subdir, staged.filename)))
+    if found is not None:
+        _check_replace(actor, staged, force)
 
 
 def _check_replace(actor: Actor, staged: StagedPackage, force: bool) -> None:
@@ -376,8 +384,10 @@ async def delete_package_file(services: Services, actor: Actor, channel_name: st
                 await publishing.repair_shards(services, channel, subdir, [parsed.name])
         raise
     publishing.remember_index(services, index_state)
+    old_key = layout.package_key(channel.name, subdir, row.sha256, filename)
+    publishing.notify_written(services, [old_key])
     if row.stored:
-        await _delete_blob(services, layout.package_key(channel.name, subdir, row.sha256, filename))
+        await _delete_blob(services, old_key)
     request_publish(services, channel.id, subdir)
     log.info("deleted %s/%s/%s", channel.name, subdir, filename)
 

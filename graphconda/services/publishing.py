@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -65,7 +65,8 @@ def add_listener(services: Services, listener: Callable[[Iterable[str]], None]) 
     services.extras.setdefault("publish_listeners", []).append(listener)
 
 
-def _written(services: Services, keys: Iterable[str]) -> None:
+def notify_written(services: Services, keys: Iterable[str]) -> None:
+    """Tell this process's listeners that these blobs changed (were written or deleted)."""
     keys = list(keys)
     for listener in services.extras.get("publish_listeners", ()):
         listener(keys)
@@ -160,7 +161,7 @@ async def publish_shards(
     index = await run_in_threadpool(build_shard_index, subdir, current, now)
     key = layout.subdir_file_key(channel.name, subdir, layout.SHARD_INDEX)
     await services.storage.put(key, index)
-    _written(services, [key])
+    notify_written(services, [key])
     return IndexState(cid, subdir, generation if generation is not None else -1, current)
 
 
@@ -223,7 +224,7 @@ async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bo
             else:
                 await services.storage.put(key, data)
             keys.append(key)
-        _written(services, keys)
+        notify_written(services, keys)
         async with db.write() as session:
             await session.execute(
                 update(SubdirState)
@@ -250,12 +251,11 @@ async def publish_channeldata(services: Services, channel_id: int) -> None:
                            PackageFile.traits, PackageFile.record).where(PackageFile.channel_id == channel_id)
                 )
             ).all()
-            subdirs = (await session.scalars(select(SubdirState.subdir)
-                                             .where(SubdirState.channel_id == channel_id))).all()
-        data = await run_in_threadpool(_build_channeldata, channel.name, abouts, files, [*subdirs, "noarch"])
+        subdirs = await channel_subdirs(services, channel_id)
+        data = await run_in_threadpool(_build_channeldata, channel.name, abouts, files, subdirs)
         key = layout.channel_file_key(channel.name, layout.CHANNELDATA)
         await services.storage.put(key, data)
-        _written(services, [key])
+        notify_written(services, [key])
 
 
 def _build_channeldata(channel: str, abouts: dict[str, Any], files: list[Any], subdirs: list[str]) -> bytes:
@@ -313,7 +313,8 @@ async def expire_shards(services: Services) -> int:
     return deleted
 
 
-async def count_records(services: Services, channel_id: int, subdir: str) -> int:
+async def channel_subdirs(services: Services, channel_id: int) -> list[str]:
+    """Subdirs that ever held a package in the channel (noarch is always there too)."""
     async with services.db.read() as session:
-        return int(await session.scalar(select(func.count()).select_from(PackageFile).where(
-            PackageFile.channel_id == channel_id, PackageFile.subdir == subdir)) or 0)
+        found = (await session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id))).all()
+    return sorted({*found, "noarch"})

@@ -90,9 +90,16 @@ async def package_files(services: Services) -> list[PackageFile]:
 
 
 async def snapshot(services: Services) -> tuple[set[str], list[tuple[str, str]], dict[str, bytes]]:
-    """Everything an upload could change: blob keys, file rows, and the content of published files."""
+    """Everything an upload could change (once published): blob keys, file rows, published files' content."""
+    await wait_published(services)
     keys = await storage_keys(services)
     rows = [(f.filename, f.sha256) for f in await package_files(services)]
     published = {key: await services.storage.read(key) for key in keys
                  if key.rsplit("/", 1)[-1].startswith(("repodata", "run_exports", "channeldata", "current_"))}
     return keys, rows, published
+
+
+def leftover_temp_files(services: Services) -> list[Path]:
+    """Temporary upload files still on disk (there must be none once a request is over)."""
+    directory = services.settings.data_dir / "tmp"
+    return list(directory.iterdir()) if directory.exists() else []

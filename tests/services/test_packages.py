@@ -29,6 +29,7 @@ from graphconda.services.context import Services
 from tests.helpers.channels import (
     add_member,
     chunks,
+    leftover_temp_files,
     make_channel,
     make_user,
     package_files,
@@ -128,7 +129,7 @@ async def test_wrong_sha256_is_refused_without_trace(services: Services, tmp_pat
     with pytest.raises(ChecksumMismatchError, match="sha256"):
         await ingest(services, path, expected_sha256="0" * 64)
     assert await snapshot(services) == before
-    assert not list((services.settings.data_dir / "tmp").iterdir())
+    assert not leftover_temp_files(services)
 
 
 async def test_over_limit_stops_reading_at_once(services: Services, tmp_path: Path) -> None:

@@ -1,0 +1,209 @@
+"""What serving a channel's files needs, cached per process: channel visibility, file metadata, small files.
+
+Conda clients revalidate repodata constantly, so the common request (a 304, a shard, the
+shard index of a public channel) must not cost a database query or a storage round trip.
+Each process keeps what it looked up for `publish.serve_cache_seconds`; writes made by
+this process's publisher invalidate at once (`publishing.add_listener`), writes of other
+processes show up within that time. Files up to `publish.serve_memory_file_bytes` are
+held in memory (LRU, `serve_memory_total_bytes` in all); shards, being content-addressed,
+never change, so they are cached for long.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from sqlalchemy import select
+
+from graphconda.conda.names import KNOWN_SUBDIRS
+from graphconda.db.models import Channel
+from graphconda.errors import BlobNotFoundError, NotFoundError
+from graphconda.services import authz, layout, publishing
+from graphconda.services.access import channel_access
+from graphconda.services.authz import Actor
+from graphconda.services.context import Services
+from graphconda.services.packages import FileRef, find_file
+from graphconda.services.publishing import PublishOptions
+
+IMMUTABLE_SECONDS = 3600.0
+_KEY = "serving_cache"
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    id: int
+    name: str
+    private: bool
+    mirror_mode: str | None
+    publish: PublishOptions
+
+
+@dataclass
+class CachedFile:
+    """A blob's metadata (and, when small, its bytes) as last seen in storage."""
+
+    key: str
+    size: int
+    etag: str
+    mtime: int  # seconds, what If-Modified-Since compares against
+    last_modified: str  # HTTP date
+    data: bytes | None
+    expires: float
+
+
+class ServingCache:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        publish = services.settings.publish
+        self.ttl = publish.serve_cache_seconds
+        self.max_file = publish.serve_memory_file_bytes
+        self.max_total = publish.serve_memory_total_bytes
+        self._channels: dict[str, tuple[float, ChannelInfo | None]] = {}
+        self._access: dict[tuple[int, Actor], tuple[float, bool]] = {}
+        self._files: OrderedDict[str, CachedFile | tuple[float, None]] = OrderedDict()
+        self._held = 0  # bytes of file data in memory
+        self._refs: dict[tuple[str, str, str], tuple[float, FileRef | None]] = {}
+        publishing.add_listener(services, self.invalidate)
+
+    # --- channels ---------------------------------------------------------------------
+
+    async def channel(self, actor: Actor, name: str) -> ChannelInfo:
+        """The channel if `actor` may read it; NotFoundError (naming nothing) otherwise."""
+        now = time.monotonic()
+        cached = self._channels.get(name)
+        if cached is None or cached[0] <= now:
+            info = await self._load_channel(name)
+            self._channels[name] = (now + self.ttl, info)
+            if len(self._channels) > 10_000:
+                self._channels.clear()
+        else:
+            info = cached[1]
+        if info is None or (info.private and not await self._may_read(actor, info, now)):
+            raise NotFoundError("channel not found")
+        return info
+
+    async def _load_channel(self, name: str) -> ChannelInfo | None:
+        async with self.services.db.read() as session:
+            channel = await session.scalar(select(Channel).where(Channel.name == name))
+        if channel is None:
+            return None
+        assert channel.id is not None
+        options = publishing.options_of(self.services.settings, channel.options)
+        return ChannelInfo(channel.id, channel.name, channel.private, channel.mirror_mode, options)
+
+    async def _may_read(self, actor: Actor, info: ChannelInfo, now: float) -> bool:
+        if not actor.authenticated:
+            return False
+        cached = self._access.get((info.id, actor))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self.services.db.read() as session:
+            channel = await session.get(Channel, info.id)
+            allowed = channel is not None and authz.can_read_channel(actor, await channel_access(session, actor,
+                                                                                                  channel))
+        if len(self._access) > 10_000:
+            self._access.clear()
+        self._access[(info.id, actor)] = (now + self.ttl, allowed)
+        return allowed
+
+    def forget_channel(self, name: str) -> None:
+        self._channels.pop(name, None)
+        self._access.clear()
+
+    # --- files --------------------------------------------------------------------------
+
+    async def file(self, key: str, *, immutable: bool = False) -> CachedFile | None:
+        """Metadata (and small bytes) of a published blob, None if it does not exist."""
+        now = time.monotonic()
+        cached = self._files.get(key)
+        if isinstance(cached, CachedFile):
+            if cached.expires > now:
+                if cached.data is not None:
+                    self._files.move_to_end(key)
+                return cached
+        elif cached is not None and cached[0] > now:
+            return None
+        expires = now + (IMMUTABLE_SECONDS if immutable else self.ttl)
+        stat = await self.services.storage.stat(key)
+        if stat is None:
+            self._store(key, (now + self.ttl, None))
+            return None
+        if isinstance(cached, CachedFile) and cached.etag == stat.etag:
+            cached.expires = expires
+            return cached
+        data = None
+        if stat.size <= self.max_file:
+            try:
+                data = await self.services.storage.read(key)
+            except BlobNotFoundError:
+                self._store(key, (now + self.ttl, None))
+                return None
+        entry = CachedFile(key, len(data) if data is not None else stat.size, stat.etag, int(stat.mtime),
+                           formatdate(stat.mtime, usegmt=True), data, expires)
+        self._store(key, entry)
+        return entry
+
+    def _store(self, key: str, entry: CachedFile | tuple[float, None]) -> None:
+        self._drop(key)
+        self._files[key] = entry
+        if isinstance(entry, CachedFile) and entry.data is not None:
+            self._held += len(entry.data)
+        while self._held > self.max_total or len(self._files) > 100_000:
+            oldest = next(iter(self._files))
+            self._drop(oldest)
+
+    def _drop(self, key: str) -> None:
+        old = self._files.pop(key, None)
+        if isinstance(old, CachedFile) and old.data is not None:
+            self._held -= len(old.data)
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._drop(key)
+            parsed = layout.parse_package_key(key)
+            if parsed is not None:
+                self._refs.pop((parsed[0], parsed[1], parsed[3]), None)
+
+    # --- package files ------------------------------------------------------------------
+
+    async def package_file(self, channel: ChannelInfo, subdir: str, filename: str) -> FileRef | None:
+        now = time.monotonic()
+        cached = self._refs.get((channel.name, subdir, filename))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        ref = await find_file(self.services, _channel_stub(channel), subdir, filename)
+        if len(self._refs) > 100_000:
+            self._refs.clear()
+        self._refs[(channel.name, subdir, filename)] = (now + self.ttl, ref)
+        return ref
+
+    def forget_package_file(self, channel: ChannelInfo, subdir: str, filename: str) -> None:
+        self._refs.pop((channel.name, subdir, filename), None)
+
+
+def _channel_stub(info: ChannelInfo) -> Any:
+    return Channel(id=info.id, name=info.name)
+
+
+def serving_cache(services: Services) -> ServingCache:
+    found = services.extras.get(_KEY)
+    if found is None:
+        found = services.extras[_KEY] = ServingCache(services)
+    return found  # type: ignore[no-any-return]
+
+
+def forget_channel(services: Services, name: str) -> None:
+    """Call after a channel's visibility or options change, so this process sees it at once."""
+    cache = services.extras.get(_KEY)
+    if cache is not None:
+        cache.forget_channel(name)
+
+
+def is_known_subdir(subdir: str) -> bool:
+    """Subdirs that exist (empty) in every channel: clients probe them and must not get a 404."""
+    return subdir in KNOWN_SUBDIRS

@@ -1,0 +1,268 @@
+"""Upload routes (Quetz raw and multipart, prefix.dev) and the bad-input corpus, over HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from graphconda.services import api_keys
+from graphconda.services.authz import Role
+from graphconda.services.context import Services
+from tests.helpers.channels import (
+    add_member,
+    leftover_temp_files,
+    make_channel,
+    make_user,
+    package_files,
+    repodata,
+    snapshot,
+)
+from tests.helpers.packages import build_package, sha256_of
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"limits": {"max_upload_bytes": 1_000_000}}
+
+
+@pytest.fixture
+async def owner_key(services: Services) -> str:
+    owner = await make_user(services, "owner", Role.OWNER)
+    _, secret = await api_keys.create_api_key(services, owner)
+    await make_channel(services, "main")
+    return secret
+
+
+def quetz(filename: str, **params: str) -> str:
+    return f"/api/channels/main/upload/{filename}" + ("?" + "&".join(f"{k}={v}" for k, v in params.items())
+                                                       if params else "")
+
+
+async def test_quetz_raw_upload_returns_the_record(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                                   services: Services) -> None:
+    path = build_package(tmp_path, "alpha", "1.0", "0", depends=["beta>=2"])
+    response = await client.post(quetz(path.name, sha256=sha256_of(path)), content=path.read_bytes(),
+                                 headers={"X-API-Key": owner_key})
+    assert response.status_code == 201, response.text
+    record = response.json()
+    assert record["sha256"] == sha256_of(path) and record["depends"] == ["beta>=2"]
+    published = await repodata(services, "main", "noarch")
+    assert published is not None and published["packages.conda"][path.name] == record
+
+
+async def test_duplicate_is_409_and_force_replaces(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                                   services: Services) -> None:
+    first = build_package(tmp_path / "1", "alpha")
+    second = build_package(tmp_path / "2", "alpha", files={"share/new": b"new"})
+    headers = {"X-API-Key": owner_key}
+    assert (await client.post(quetz(first.name), content=first.read_bytes(), headers=headers)).status_code == 201
+    before = await snapshot(services)
+    response = await client.post(quetz(second.name), content=second.read_bytes(), headers=headers)
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+    assert await snapshot(services) == before
+    response = await client.post(quetz(second.name, force="true"), content=second.read_bytes(), headers=headers)
+    assert response.status_code == 201
+    published = await repodata(services, "main", "noarch")
+    assert published is not None and published["packages.conda"][second.name]["sha256"] == sha256_of(second)
+
+
+async def test_prefix_dev_upload(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                 services: Services) -> None:
+    path = build_package(tmp_path, "gamma", "2.0", "h0_0", subdir="linux-64", fmt=".tar.bz2")
+    headers = {"Authorization": f"Bearer {owner_key}", "X-File-Name": path.name, "X-File-SHA256": sha256_of(path)}
+    response = await client.post("/api/v1/upload/main", content=path.read_bytes(), headers=headers)
+    assert response.status_code == 201, response.text
+    again = await client.post("/api/v1/upload/main", content=path.read_bytes(), headers=headers)
+    assert again.status_code == 409
+    missing = await client.post("/api/v1/upload/main", content=path.read_bytes(),
+                                headers={"Authorization": f"Bearer {owner_key}"})
+    assert missing.status_code == 422 and "X-File-Name" in missing.json()["detail"]
+    published = await repodata(services, "main", "linux-64")
+    assert published is not None and list(published["packages"]) == [path.name]
+
+
+async def test_multipart_several_files_and_force_field(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                                       services: Services) -> None:
+    a = build_package(tmp_path, "alpha", "1.0")
+    b = build_package(tmp_path, "beta", "1.0", fmt=".tar.bz2")
+    files = [("files", (a.name, a.read_bytes())), ("files", (b.name, b.read_bytes()))]
+    headers = {"X-API-Key": owner_key}
+    response = await client.post("/api/channels/main/files", files=files, headers=headers)
+    assert response.status_code == 201, response.text
+    assert sorted(r["name"] for r in response.json()) == ["alpha", "beta"]
+    again = await client.post("/api/channels/main/files/", files=files, headers=headers)
+    assert again.status_code == 409
+    forced = await client.post("/api/channels/main/files/", files=files, data={"force": "true"}, headers=headers)
+    assert forced.status_code == 201
+    assert len(await package_files(services)) == 2
+
+
+async def test_multipart_with_one_bad_file_stores_none(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                                       services: Services) -> None:
+    good = build_package(tmp_path, "alpha", "1.0")
+    before = await snapshot(services)
+    files = [("files", (good.name, good.read_bytes())), ("files", ("beta-1.0-0.conda", b"not a package"))]
+    response = await client.post("/api/channels/main/files", files=files, headers={"X-API-Key": owner_key})
+    assert response.status_code == 422
+    assert "beta-1.0-0.conda" in response.json()["detail"]
+    assert await snapshot(services) == before
+    empty = await client.post("/api/channels/main/files", data={"force": "false"}, files={"other": ("x", b"")},
+                              headers={"X-API-Key": owner_key})
+    assert empty.status_code == 422 and "files" in empty.json()["detail"]
+    assert not leftover_temp_files(services)
+
+
+async def test_multipart_over_limit_stops(client: httpx2.AsyncClient, owner_key: str, services: Services) -> None:
+    files = [("files", ("alpha-1.0-0.conda", b"\0" * 1_500_000))]
+    response = await client.post("/api/channels/main/files", files=files, headers={"X-API-Key": owner_key})
+    assert response.status_code == 413
+    assert "1000000 bytes" in response.json()["detail"]
+    assert not leftover_temp_files(services)
+
+
+async def test_who_may_upload(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path, services: Services) -> None:
+    path = build_package(tmp_path, "alpha")
+    body = path.read_bytes()
+    assert (await client.post(quetz(path.name), content=body)).status_code == 401
+    member = await make_user(services, "member")
+    await add_member(services, "main", member, Role.MEMBER)
+    _, member_key = await api_keys.create_api_key(services, member)
+    denied = await client.post(quetz(path.name), content=body, headers={"X-API-Key": member_key})
+    assert denied.status_code == 403
+    bad_key = await client.post(quetz(path.name), content=body, headers={"X-API-Key": "gc_" + "x" * 43})
+    assert bad_key.status_code == 401
+    assert not await package_files(services)
+
+
+# --- the bad-input corpus ------------------------------------------------------------------
+
+
+def tar_bz2(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:bz2") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def renamed_members(path: Path) -> bytes:
+    """A valid .conda whose ZIP members carry another package's names."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename.replace("alpha-1.0-0", "other-1.0-0"), src.read(info))
+    return out.getvalue()
+
+
+INDEX = {"name": "alpha", "version": "1.0", "build": "0", "build_number": 0, "subdir": "noarch", "depends": []}
+
+# name -> (filename, body builder from a valid .conda and .tar.bz2, expected status, words in the message)
+CORPUS: dict[str, tuple[str, Callable[[Path, Path], bytes], int, str]] = {
+    "empty file": ("alpha-1.0-0.conda", lambda c, t: b"", 422, "empty"),
+    "truncated .conda": ("alpha-1.0-0.conda", lambda c, t: c.read_bytes()[: c.stat().st_size // 2], 422,
+                         "not a valid .conda"),
+    "truncated .tar.bz2": ("alpha-1.0-0.tar.bz2", lambda c, t: t.read_bytes()[: t.stat().st_size // 2], 422,
+                           "corrupt or truncated"),
+    "text named .conda": ("alpha-1.0-0.conda", lambda c, t: b"just some text\n", 422, "not a valid .conda"),
+    "wrong .conda members": ("alpha-1.0-0.conda", lambda c, t: renamed_members(c), 422, "missing info-alpha-1.0-0"),
+    "tar.bz2 without index.json": ("alpha-1.0-0.tar.bz2", lambda c, t: tar_bz2({"info/about.json": b"{}"}), 422,
+                                   "no info/index.json"),
+    "index.json not JSON": ("alpha-1.0-0.tar.bz2", lambda c, t: tar_bz2({"info/index.json": b"{not json"}), 422,
+                            "not valid JSON"),
+    "index.json lacks version": (
+        "alpha-1.0-0.tar.bz2",
+        lambda c, t: tar_bz2({"info/index.json": json.dumps({k: v for k, v in INDEX.items() if k != "version"})
+                              .encode()}),
+        422, "'version'"),
+    "filename disagrees": ("alpha-2.0-0.tar.bz2", lambda c, t: t.read_bytes(), 422, "does not match"),
+    "dot-dot name": ("..%2F..%2Falpha-1.0-0.conda", lambda c, t: c.read_bytes(), 422, "must not contain"),
+    "slash in name": ("sub%2Falpha-1.0-0.conda", lambda c, t: c.read_bytes(), 422, "must not contain"),
+    "uppercase name": ("Alpha-1.0-0.conda", lambda c, t: c.read_bytes(), 422, "invalid package name"),
+    "over-long name": ("a" * 70 + "-1.0-0.conda", lambda c, t: c.read_bytes(), 422, "limit is 64"),
+    "over-long build": ("alpha-1.0-" + "b" * 70 + ".conda", lambda c, t: c.read_bytes(), 422, "limit is 64"),
+    "over the size limit": ("alpha-1.0-0.conda", lambda c, t: b"\0" * 1_200_000, 413, "upload limit"),
+}
+
+
+@pytest.fixture
+async def published_state(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                          services: Services) -> tuple[Path, Path, Any]:
+    """One valid package already in the channel, and the valid files the corpus mangles."""
+    existing = build_package(tmp_path / "existing", "zeta", "1.0")
+    response = await client.post(quetz(existing.name), content=existing.read_bytes(), headers={"X-API-Key": owner_key})
+    assert response.status_code == 201
+    assert await repodata(services, "main", "noarch") is not None
+    conda = build_package(tmp_path / "valid", "alpha", "1.0", "0")
+    tarball = build_package(tmp_path / "valid", "alpha", "1.0", "0", fmt=".tar.bz2")
+    return conda, tarball, await snapshot(services)
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+async def test_bad_input_is_refused_and_leaves_no_trace(case: str, client: httpx2.AsyncClient, owner_key: str,
+                                                        published_state: tuple[Path, Path, Any],
+                                                        services: Services) -> None:
+    conda, tarball, before = published_state
+    filename, make_body, status, words = CORPUS[case]
+    body = make_body(conda, tarball)
+    routes = [
+        client.post(quetz(filename), content=body, headers={"X-API-Key": owner_key}),
+        client.post("/api/v1/upload/main", content=body,
+                    headers={"Authorization": f"Bearer {owner_key}", "X-File-Name": filename.replace("%2F", "/")}),
+    ]
+    for request in routes:
+        response = await request
+        assert response.status_code == status, (case, response.text)
+        assert words in response.json()["detail"], (case, response.text)
+        assert await snapshot(services) == before, case
+    assert not leftover_temp_files(services)
+
+
+async def test_wrong_sha256(client: httpx2.AsyncClient, owner_key: str, published_state: tuple[Path, Path, Any],
+                            services: Services) -> None:
+    conda, _, before = published_state
+    response = await client.post(quetz(conda.name, sha256="ab" * 32), content=conda.read_bytes(),
+                                 headers={"X-API-Key": owner_key})
+    assert response.status_code == 422 and "sha256 mismatch" in response.json()["detail"]
+    response = await client.post(quetz(conda.name, sha256="nothex"), content=conda.read_bytes(),
+                                 headers={"X-API-Key": owner_key})
+    assert response.status_code == 422 and "64 hexadecimal" in response.json()["detail"]
+    response = await client.post("/api/v1/upload/main", content=conda.read_bytes(),
+                                 headers={"X-API-Key": owner_key, "X-File-Name": conda.name,
+                                          "X-File-SHA256": "cd" * 32})
+    assert response.status_code == 422 and "sha256 mismatch" in response.json()["detail"]
+    assert await snapshot(services) == before
+
+
+async def test_mirror_missing_and_private_channels(client: httpx2.AsyncClient, owner_key: str,
+                                                   published_state: tuple[Path, Path, Any],
+                                                   services: Services) -> None:
+    conda, _, _ = published_state
+    await make_channel(services, "mirrored", mirror=True)
+    await make_channel(services, "secret", private=True)
+    before = await snapshot(services)
+    body = conda.read_bytes()
+    mirror = await client.post(f"/api/channels/mirrored/upload/{conda.name}", content=body,
+                               headers={"X-API-Key": owner_key})
+    assert mirror.status_code == 409 and "mirror channel" in mirror.json()["detail"]
+    missing = await client.post(f"/api/channels/nope/upload/{conda.name}", content=body,
+                                headers={"X-API-Key": owner_key})
+    assert missing.status_code == 404 and missing.json()["detail"] == "channel not found"
+    private = await client.post(f"/api/channels/secret/upload/{conda.name}", content=body)
+    assert private.status_code == 404 and private.json()["detail"] == "channel not found"
+    outsider = await make_user(services, "outsider")
+    _, outsider_key = await api_keys.create_api_key(services, outsider)
+    private = await client.post(f"/api/channels/secret/upload/{conda.name}", content=body,
+                                headers={"X-API-Key": outsider_key})
+    assert private.status_code == 404
+    assert await snapshot(services) == before
