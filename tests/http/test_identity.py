@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -327,3 +328,27 @@ def test_app_builds_without_a_session_secret(tmp_path: Any) -> None:
     create_app(settings)
     assert secret_file.read_text() == first and len(first) >= 40
     assert secret_file.stat().st_mode & 0o077 == 0
+
+
+async def test_cross_site_websocket_with_the_cookie_is_refused(live_server: Any) -> None:
+    """A page on another site must not open a GraphQL websocket riding on the user's cookie."""
+    import websockets
+    from websockets.exceptions import InvalidStatus
+
+    async with httpx2.AsyncClient(base_url=live_server.url) as browser:
+        login = await browser.get("/auth/dev/login/dev")
+        assert login.status_code == 303
+    cookie = login.headers["set-cookie"].split(";", 1)[0]
+    ws_url = live_server.url.replace("http://", "ws://") + "/graphql"
+    headers = {"Cookie": cookie}
+    with pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(
+            ws_url, subprotocols=["graphql-transport-ws"], additional_headers=headers, origin="http://evil.example.org"
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+    async with websockets.connect(
+        ws_url, subprotocols=["graphql-transport-ws"], additional_headers=headers, origin=live_server.url
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
