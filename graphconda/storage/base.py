@@ -23,17 +23,28 @@ class BlobStat:
     key: str
     size: int
     mtime: float  # seconds since the epoch, UTC
-    etag: str  # opaque, changes when the content changes
+    etag: str  # opaque and quoted (usable as an HTTP ETag), changes when the content changes
 
 
 def check_key(key: str) -> str:
-    """Refuse keys that could escape the store's root or confuse a backend."""
+    """Refuse keys that could escape the store's root or confuse a backend.
+
+    Segments may not start with '.': hidden names are left to the backends' own
+    bookkeeping (the local store's `.tmp/`), so no key can ever collide with it.
+    """
     if not key or len(key) > 1024 or key.startswith("/") or key.endswith("/"):
         raise InvalidNameError(f"invalid storage key {key!r}")
     for part in key.split("/"):
-        if part in ("", ".", "..") or not _SEGMENT.match(part):
+        if part.startswith(".") or not _SEGMENT.match(part):
             raise InvalidNameError(f"invalid storage key {key!r}")
     return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key, or a key followed by '/'."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
 
 
 @runtime_checkable
@@ -47,7 +58,11 @@ class BlobStore(Protocol):
         """Store a local file (consumed: it may be moved into place)."""
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Stream bytes [start, end) of a blob; raises BlobNotFoundError."""
+        """Stream bytes [start, end) of a blob, clipped to its size (empty past the end).
+
+        An invalid key raises at once; a missing blob raises BlobNotFoundError when
+        iteration starts (no I/O happens before that).
+        """
 
     async def read(self, key: str) -> bytes:
         """A whole (small) blob; raises BlobNotFoundError."""
@@ -58,7 +73,7 @@ class BlobStore(Protocol):
         """Remove a blob; a missing key is not an error."""
 
     def list(self, prefix: str = "") -> AsyncIterator[BlobStat]:
-        """Blobs whose key starts with `prefix`."""
+        """Blobs whose key starts with `prefix`, in no promised order (S3 servers differ)."""
 
     async def presigned_url(self, key: str, expires: timedelta) -> str | None:
         """A URL that serves the blob without us, or None where the backend has none."""

@@ -1,0 +1,284 @@
+"""The local filesystem BlobStore: one file per key under a root directory.
+
+Writes land in `root/.tmp/`, are fsync'd and renamed into place, so readers see the old
+blob or the new one, never a mix. Every blocking call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat as stat_mode
+import tempfile
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import suppress
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+from starlette.concurrency import run_in_threadpool
+
+from graphconda.errors import BlobNotFoundError, InvalidNameError, StorageError
+from graphconda.storage.base import CHUNK_SIZE, BlobStat, check_key, check_prefix
+
+TMP_DIR = ".tmp"  # check_key refuses dot-names, so no key can land here
+STALE_TMP_SECONDS = 24 * 3600
+_LIST_BATCH = 500
+_Batch = list[BlobStat]  # `list` is a method name in the class body
+
+
+def _stat_of(key: str, st: os.stat_result) -> BlobStat:
+    return BlobStat(key=key, size=st.st_size, mtime=st.st_mtime_ns / 1e9, etag=f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _seal(fd: int) -> os.stat_result:
+    """Stamp a fresh mtime (coarse kernel timestamps could repeat an etag), make it durable."""
+    now = time.time_ns()
+    os.utime(fd, ns=(now, now))
+    os.fchmod(fd, 0o644)
+    os.fsync(fd)
+    return os.fstat(fd)
+
+
+def _discard(f: BinaryIO, tmp: Path) -> None:
+    f.close()
+    tmp.unlink(missing_ok=True)
+
+
+class LocalBlobStore:
+    backend = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self._tmp = self.root / TMP_DIR
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        """The file for a key; cheap and lexical, so async code may call it."""
+        return self.root / check_key(key)
+
+    def _inside(self, path: Path, key: str) -> Path:
+        """Refuse paths that leave the root through a symlink planted in the tree (touches disk)."""
+        if not path.resolve().is_relative_to(self.root):
+            raise InvalidNameError(f"invalid storage key {key!r}")
+        return path
+
+    def local_path(self, key: str) -> Path | None:
+        try:
+            return self._inside(self._path(key), key)
+        except InvalidNameError:
+            return None
+
+    def _temp_file(self) -> tuple[int, Path]:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        return fd, Path(name)
+
+    def _install(self, tmp: Path, key: str, dest: Path) -> None:
+        try:
+            self._inside(dest, key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise StorageError(f"cannot store {key!r}: {exc}") from exc
+        _fsync_dir(dest.parent)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def put(self, key: str, data: bytes | AsyncIterable[bytes]) -> BlobStat:
+        dest = self._path(key)
+        if isinstance(data, bytes | bytearray | memoryview):
+            return await run_in_threadpool(self._put_bytes, key, dest, bytes(data))
+        fd, tmp = await run_in_threadpool(self._temp_file)
+        f = os.fdopen(fd, "wb")
+        try:
+            async for chunk in data:
+                await run_in_threadpool(f.write, chunk)
+            return await run_in_threadpool(self._finish, f, tmp, key, dest)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_discard, f, tmp)
+            raise
+
+    def _finish(self, f: BinaryIO, tmp: Path, key: str, dest: Path) -> BlobStat:
+        """Make a written temp file durable and rename it over `dest`."""
+        with f:
+            f.flush()
+            st = _seal(f.fileno())
+        self._install(tmp, key, dest)
+        return _stat_of(key, st)
+
+    def _put_bytes(self, key: str, dest: Path, data: bytes) -> BlobStat:
+        fd, tmp = self._temp_file()
+        f = os.fdopen(fd, "wb")
+        try:
+            f.write(data)
+            return self._finish(f, tmp, key, dest)
+        except BaseException:
+            _discard(f, tmp)
+            raise
+
+    async def put_file(self, key: str, path: Path) -> BlobStat:
+        dest = self._path(key)
+        return await run_in_threadpool(self._put_file, key, dest, Path(path))
+
+    def _put_file(self, key: str, dest: Path, src: Path) -> BlobStat:
+        self._inside(dest, key)
+        with open(src, "r+b") as f:
+            st = _seal(f.fileno())
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise StorageError(f"cannot store {key!r}: {exc}") from exc
+            # Another filesystem: copy into our tmp dir so the final rename stays atomic.
+            fd, tmp = self._temp_file()
+            out = os.fdopen(fd, "wb")
+            try:
+                with open(src, "rb") as f:
+                    shutil.copyfileobj(f, out, CHUNK_SIZE)
+                stat = self._finish(out, tmp, key, dest)
+            except BaseException:
+                _discard(out, tmp)
+                raise
+            src.unlink()
+            return stat
+        _fsync_dir(dest.parent)
+        return _stat_of(key, st)
+
+    async def delete(self, key: str) -> None:
+        await run_in_threadpool(self._delete, key, self._path(key))
+
+    def _delete(self, key: str, path: Path) -> None:
+        try:
+            self._inside(path, key).unlink(missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):
+            pass  # not a blob, so nothing to delete
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key!r}: {exc}") from exc
+
+    # -- reading -------------------------------------------------------------------------
+
+    def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        if start < 0 or (end is not None and end < 0):
+            raise ValueError("byte range bounds must be >= 0")
+        return self._stream(key, self._path(key), start, end)
+
+    def _open_file(self, key: str, path: Path, start: int) -> BinaryIO:
+        try:
+            f = open(self._inside(path, key), "rb")  # noqa: SIM115 - closed by _stream
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise BlobNotFoundError(f"blob {key!r} does not exist") from None
+        f.seek(start)
+        return f
+
+    async def _stream(self, key: str, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+        f = await run_in_threadpool(self._open_file, key, path, start)
+        try:
+            remaining = None if end is None else max(end - start, 0)
+            while remaining is None or remaining > 0:
+                size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+                chunk = await run_in_threadpool(f.read, size)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            # Closing a read-only file does no I/O worth a thread, and this must also work
+            # when the generator is finalised outside a running event loop.
+            f.close()
+
+    async def read(self, key: str) -> bytes:
+        return await run_in_threadpool(self._read, key, self._path(key))
+
+    def _read(self, key: str, path: Path) -> bytes:
+        with self._open_file(key, path, 0) as f:
+            return f.read()
+
+    async def stat(self, key: str) -> BlobStat | None:
+        return await run_in_threadpool(self._stat, key, self._path(key))
+
+    def _stat(self, key: str, path: Path) -> BlobStat | None:
+        try:
+            st = os.stat(self._inside(path, key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return _stat_of(key, st) if stat_mode.S_ISREG(st.st_mode) else None
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobStat]:
+        base, _, partial = check_prefix(prefix).rpartition("/")
+        batches = self._walk(base, partial)
+        while (batch := await run_in_threadpool(next, batches, None)) is not None:
+            for item in batch:
+                yield item
+
+    def _walk(self, base: str, partial: str) -> Iterator[_Batch]:
+        """Batches of blobs under directory `base` whose first name there starts with `partial`."""
+        batch: _Batch = []
+        for key, st in self._entries(self.root / base, base, partial):
+            batch.append(_stat_of(key, st))
+            if len(batch) >= _LIST_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _entries(self, top: Path, base: str, partial: str = "") -> Iterator[tuple[str, os.stat_result]]:
+        """(key, stat) of regular files under `top`, in key order, skipping symlinks and dot-names."""
+        try:
+            with os.scandir(top) as it:
+                entries = [e for e in it if e.name.startswith(partial) and not e.name.startswith(".")]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        entries = [e for e in entries if not e.is_symlink()]
+        # Sort as full keys would sort: a directory "a" holds keys "a/...", which follow "a.txt".
+        entries.sort(key=lambda e: e.name + "/" if e.is_dir() else e.name)
+        for entry in entries:
+            key = f"{base}/{entry.name}" if base else entry.name
+            if entry.is_dir():
+                yield from self._entries(Path(entry.path), key)
+            elif entry.is_file():
+                with suppress(FileNotFoundError):  # deleted meanwhile
+                    yield key, entry.stat()
+
+    async def presigned_url(self, key: str, expires: timedelta) -> str | None:
+        check_key(key)
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def check(self) -> None:
+        await run_in_threadpool(self._check)
+
+    def _check(self) -> None:
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fd, probe = self._temp_file()
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"storage path {self.root} is not writable: {exc}") from exc
+        # Leftovers of writers that died mid-put.
+        cutoff = time.time() - STALE_TMP_SECONDS
+        with os.scandir(self._tmp) as it:
+            for entry in it:
+                with suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+    async def close(self) -> None:
+        return None
