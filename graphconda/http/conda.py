@@ -98,9 +98,9 @@ def byte_range(request: Request, size: int, etag: str, last_modified: str | None
             return False if last else None
         return (max(size - int(last), 0), size) if size else False
     start = int(first)
-    end = int(last) + 1 if last else size
+    end = int(last) + 1 if last else max(size, start + 1)
     if end <= start:
-        return None
+        return None  # last before first: not a valid range, so it is ignored
     if start >= size:
         return False
     return start, min(end, size)
