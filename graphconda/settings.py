@@ -80,6 +80,9 @@ class OAuthProvider(_Section):
     kind: Literal["github", "google", "oidc"] = "oidc"
     # Shown on the login button; empty: the provider's name.
     display_name: str = ""
+    # kind = "github" only: GitHub Enterprise Server's web and API URLs.
+    github_url: str = "https://github.com"
+    github_api_url: str = "https://api.github.com"
 
     @model_validator(mode="after")
     def _oidc_needs_discovery(self) -> OAuthProvider:

@@ -37,11 +37,6 @@ from graphconda.settings import GOOGLE_DISCOVERY_URL, OAuthProvider, Settings
 
 log = logging.getLogger("graphconda.auth")
 
-GITHUB = {
-    "access_token_url": "https://github.com/login/oauth/access_token",
-    "authorize_url": "https://github.com/login/oauth/authorize",
-    "api_base_url": "https://api.github.com/",
-}
 NEXT_KEY = "login_next"
 DEV_ADMIN = "dev"
 
@@ -59,8 +54,15 @@ def build_oauth(settings: Settings) -> OAuth:
         kwargs: dict[str, Any] = {"code_challenge_method": "S256"}
         if provider.kind == "github":
             kwargs["scope"] = provider.scope or "read:user user:email"
+            web = provider.github_url.rstrip("/")
             oauth.register(
-                name, client_id=provider.client_id, client_secret=provider.client_secret, client_kwargs=kwargs, **GITHUB
+                name,
+                client_id=provider.client_id,
+                client_secret=provider.client_secret,
+                access_token_url=f"{web}/login/oauth/access_token",
+                authorize_url=f"{web}/login/oauth/authorize",
+                api_base_url=provider.github_api_url.rstrip("/") + "/",
+                client_kwargs=kwargs,
             )
             continue
         kwargs["scope"] = provider.scope or "openid email profile"

@@ -31,7 +31,16 @@ def settings_overrides(oidc: OIDCProvider) -> dict[str, Any]:
         "server_metadata_url": oidc.discovery_url,
         "display_name": "Corp SSO",
     }
-    return {"auth": {"providers": {"corp": corp}, "admins": ["corp:bob@example.org"]}}
+    # The same loopback server also plays GitHub Enterprise (plain OAuth2 + user API).
+    github = {
+        "kind": "github",
+        "client_id": oidc.client.client_id,
+        "client_secret": oidc.client.client_secret,
+        "github_url": oidc.url,
+        "github_api_url": f"{oidc.url}/api",
+    }
+    return {"auth": {"providers": {"corp": corp, "gh": github}, "admins": ["corp:bob@example.org"],
+                     "maintainers": ["gh:bob"]}}
 
 
 @pytest.fixture
@@ -41,17 +50,23 @@ async def idp() -> AsyncIterator[httpx2.AsyncClient]:
         yield http
 
 
-async def login(client: httpx2.AsyncClient, idp: httpx2.AsyncClient, oidc: OIDCProvider, next_: str = "/") -> Any:
+async def login(
+    client: httpx2.AsyncClient, idp: httpx2.AsyncClient, oidc: OIDCProvider, next_: str = "/", provider: str = "corp"
+) -> Any:
     """Walk the redirects by hand: graphconda -> provider (auto-approves) -> graphconda callback."""
-    start = await client.get("/auth/corp/login", params={"next": next_})
+    start = await client.get(f"/auth/{provider}/login", params={"next": next_})
     assert start.status_code == 302
     authorize = start.headers["location"]
-    assert authorize.startswith(f"{oidc.url}/authorize?")
-    assert "code_challenge=" in authorize and "nonce=" in authorize and "state=" in authorize
+    if provider == "gh":
+        assert authorize.startswith(f"{oidc.url}/login/oauth/authorize?")
+    else:
+        assert authorize.startswith(f"{oidc.url}/authorize?")
+        assert "nonce=" in authorize
+    assert "code_challenge=" in authorize and "state=" in authorize
     approved = await idp.get(authorize)
     assert approved.status_code == 302, approved.text
     callback = approved.headers["location"]
-    assert callback.startswith("http://testserver/auth/corp/callback?")
+    assert callback.startswith(f"http://testserver/auth/{provider}/callback?")
     return await client.get(callback)
 
 
@@ -158,7 +173,10 @@ async def test_logout_ends_the_session(
 async def test_only_configured_providers_exist(client: httpx2.AsyncClient) -> None:
     listed = (await client.get("/auth/providers")).json()
     assert listed == {
-        "providers": [{"name": "corp", "displayName": "Corp SSO", "kind": "oidc", "loginUrl": "/auth/corp/login"}],
+        "providers": [
+            {"name": "corp", "displayName": "Corp SSO", "kind": "oidc", "loginUrl": "/auth/corp/login"},
+            {"name": "gh", "displayName": "gh", "kind": "github", "loginUrl": "/auth/gh/login"},
+        ],
         "dev": False,
     }
     unknown = ("/auth/github/login", "/auth/google/callback?code=x&state=y", "/auth/dev/login", "/auth/dev/login/bob")
@@ -197,3 +215,23 @@ async def test_unreachable_provider_gives_a_clear_error(client: httpx2.AsyncClie
     response = await client.get("/auth/down/login")
     assert response.status_code == 502
     assert "unreachable" in response.json()["detail"]
+
+
+async def test_github_login(
+    client: httpx2.AsyncClient, idp: httpx2.AsyncClient, oidc: OIDCProvider, services: Services
+) -> None:
+    oidc.user = OIDCUser("gh-4242", "bob", "bob@example.org", "Bob on GitHub")
+    done = await login(client, idp, oidc, provider="gh")
+    assert done.status_code == 303
+    assert await me(client) == {"id": 1, "username": "bob", "serverRole": "maintainer"}
+    user = await users.get_user(services, "bob")
+    assert (user.email, user.display_name) == ("bob@example.org", "Bob on GitHub")  # the primary, verified e-mail
+    assert user.avatar_url.endswith("/avatars/bob.png")
+    async with services.db.read() as session:
+        identity = await session.scalar(select(Identity))
+    assert identity is not None and (identity.provider, identity.subject) == ("gh", "4242")
+    # The same person through the OIDC provider is a different identity, so a different user.
+    oidc.user = OIDCUser("subject-bob", "bob", "bob@example.org")
+    await client.get("/auth/logout")
+    await login(client, idp, oidc)
+    assert (await me(client) or {})["username"] == "bob-2"
