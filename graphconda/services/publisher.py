@@ -45,6 +45,11 @@ class Publisher:
         if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="graphconda-publisher")
 
+    async def catch_up(self) -> None:
+        """Sweep now: rebuild what any process left unpublished, expire old shards (startup, CLI, tests)."""
+        await self._sweep()
+        await self._publish_pending()
+
     async def wait_idle(self) -> None:
         """Return once every requested rebuild has run (tests and the CLI use it)."""
         await self._idle.wait()
