@@ -39,7 +39,8 @@ async def test_graphiql_on_get(client: httpx2.AsyncClient) -> None:
 
 
 async def test_server_info(client: httpx2.AsyncClient) -> None:
-    response = await client.post("/graphql", json={"query": "{ serverInfo { version storageBackend databaseBackend } }"})
+    query = "{ serverInfo { version storageBackend databaseBackend } }"
+    response = await client.post("/graphql", json={"query": query})
     assert response.status_code == 200
     info = response.json()["data"]["serverInfo"]
     assert info["version"] == graphconda.__version__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from graphconda.cli import main
+from tests.fixtures.seaweedfs import SeaweedFS
 from tests.fixtures.server import free_port
 
 
@@ -105,7 +108,8 @@ def test_unreachable_database_leaves_nothing(tmp_path: Path, cli_env: dict[str, 
 
 def test_unreachable_s3(tmp_path: Path, cli_env: dict[str, str]) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(f'[storage]\nbackend = "s3"\n[storage.s3]\nendpoint = "127.0.0.1:{free_port()}"\nsecure = false\n')
+    endpoint = f"127.0.0.1:{free_port()}"
+    config.write_text(f'[storage]\nbackend = "s3"\n[storage.s3]\nendpoint = "{endpoint}"\nsecure = false\n')
     started = time.monotonic()
     code, _, err = invoke(["migrate", "--config", str(config), "--data-dir", str(tmp_path / "d")], cli_env)
     _one_line_error(code, err, "127.0.0.1", 1)
@@ -122,16 +126,15 @@ def test_port_in_use(tmp_path: Path, cli_env: dict[str, str]) -> None:
     _one_line_error(code, err, f"port {port} on 127.0.0.1 is in use", 2)
 
 
-@pytest.fixture
-def served(tmp_path: Path, cli_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
-    """`graphconda serve` in a subprocess; yields (base URL, its stdout so far)."""
-    extra: list[str] = getattr(request, "param", [])
+@contextlib.contextmanager
+def serve_process(tmp_path: Path, env: dict[str, str], extra: list[str]) -> Iterator[tuple[str, str]]:
+    """`graphconda serve` in a subprocess; yields (base URL, its output until ready)."""
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "graphconda", "serve", "--dev", "--port", str(port),
          "--data-dir", str(tmp_path / "data"), *extra],
-        env=cli_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -156,6 +159,12 @@ def served(tmp_path: Path, cli_env: dict[str, str], request: pytest.FixtureReque
         log.close()
 
 
+@pytest.fixture
+def served(tmp_path: Path, cli_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    with serve_process(tmp_path, cli_env, getattr(request, "param", [])) as running:
+        yield running
+
+
 @pytest.mark.parametrize("served", [[], ["--workers", "2"]], indirect=True, ids=["one-worker", "two-workers"])
 def test_serve_starts_and_is_ready(served: tuple[str, str], tmp_path: Path) -> None:
     url, log = served
@@ -167,3 +176,20 @@ def test_serve_starts_and_is_ready(served: tuple[str, str], tmp_path: Path) -> N
     info = httpx2.post(f"{url}/graphql", json={"query": "{ serverInfo { storageBackend } }"}, timeout=5).json()
     assert info["data"]["serverInfo"]["storageBackend"] == "local"
     assert (tmp_path / "data" / "files").is_dir()
+
+
+@pytest.mark.s3
+def test_serve_with_s3_config_is_ready(tmp_path: Path, cli_env: dict[str, str], seaweedfs: SeaweedFS) -> None:
+    """`serve --config X.toml` with S3 storage (and PostgreSQL when the suite runs on it) starts and is ready."""
+    config = tmp_path / "s3.toml"
+    config.write_text(
+        f'[database]\nurl = "{cli_env["GRAPHCONDA_DATABASE__URL"]}"\n'
+        f'[storage]\nbackend = "s3"\n[storage.s3]\nendpoint = "{seaweedfs.endpoint}"\n'
+        f'access_key = "{seaweedfs.access_key}"\nsecret_key = "{seaweedfs.secret_key}"\n'
+        f'bucket = "cli-serve"\nprefix = "{uuid.uuid4().hex}/"\nsecure = false\n'
+    )
+    env = {k: v for k, v in cli_env.items() if k != "GRAPHCONDA_DATABASE__URL"}
+    with serve_process(tmp_path, env, ["--config", str(config)]) as (url, _):
+        assert httpx2.get(f"{url}/readyz", timeout=5).status_code == 200
+        info = httpx2.post(f"{url}/graphql", json={"query": "{ serverInfo { storageBackend } }"}, timeout=5).json()
+        assert info["data"]["serverInfo"]["storageBackend"] == "s3"
