@@ -15,7 +15,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import Select, func, select, tuple_
@@ -27,6 +27,14 @@ from graphconda.errors import InvalidInputError
 NodeT = TypeVar("NodeT")
 DEFAULT_PAGE_SIZE = 20
 _MAX_CURSOR_LENGTH = 1024
+
+First = Annotated[
+    int | None,
+    strawberry.argument(description="Page size: 0 to the server's limit (100 unless configured); 20 when omitted."),
+]
+After = Annotated[
+    str | None, strawberry.argument(description="Start after this cursor (`pageInfo.endCursor` of the last page).")
+]
 
 
 @strawberry.type(description="An edge in a connection: a node and the cursor that points at it.")

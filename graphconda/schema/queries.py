@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, select
 from graphconda.db import models
 from graphconda.schema import loaders
 from graphconda.schema.context import Context, Info
-from graphconda.schema.pagination import Connection, Keyset, connection, page_args, paginate
+from graphconda.schema.pagination import After, Connection, First, Keyset, connection, page_args, paginate
 from graphconda.schema.types.channel import Channel
 from graphconda.schema.types.inputs import ChannelFilter
 from graphconda.schema.types.package import Package
@@ -61,7 +61,7 @@ class Query:
 
     @strawberry.field(description="The channels you may see, by name.")
     async def channels(
-        self, info: Info, first: int | None = None, after: str | None = None, filter: ChannelFilter | None = None
+        self, info: Info, first: First = None, after: After = None, filter: ChannelFilter | None = None
     ) -> Connection[Channel]:
         page = page_args(CHANNELS, first, after, _max_page(info))
         f = filter or ChannelFilter()
@@ -89,7 +89,7 @@ class Query:
         "Exact name matches first, then name prefixes, name substrings, and summary/description matches."
     )
     async def search(
-        self, info: Info, query: str, first: int | None = None, after: str | None = None
+        self, info: Info, query: str, first: First = None, after: After = None
     ) -> Connection[Package]:
         found = search.search_packages(info.context.actor, query)
         digest = hashlib.sha256(search.normalize(query).encode()).hexdigest()[:12]

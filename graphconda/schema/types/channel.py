@@ -10,7 +10,7 @@ import strawberry
 from graphconda.db import models
 from graphconda.schema import loaders
 from graphconda.schema.context import Info
-from graphconda.schema.pagination import Connection, connection, page_args
+from graphconda.schema.pagination import After, Connection, First, connection, page_args
 from graphconda.schema.types.enums import BigInt, MirrorMode, Role
 from graphconda.schema.types.member import Member
 from graphconda.services import authz
@@ -88,8 +88,8 @@ class Channel:
     async def packages(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
+        first: First = None,
+        after: After = None,
         name_contains: str | None = None,
     ) -> Connection[PackageRef]:
         from graphconda.schema.types.package import Package

@@ -10,7 +10,7 @@ import strawberry
 from graphconda.db import models
 from graphconda.schema import loaders
 from graphconda.schema.context import Info
-from graphconda.schema.pagination import Connection, connection, page_args
+from graphconda.schema.pagination import After, Connection, First, connection, page_args
 from graphconda.schema.types.member import Member
 from graphconda.schema.types.package_file import PackageFile
 
@@ -70,7 +70,7 @@ class Package:
 
     @strawberry.field(description="Every uploaded file of this package, newest upload first.")
     async def versions(
-        self, info: Info, first: int | None = None, after: str | None = None, subdir: str | None = None
+        self, info: Info, first: First = None, after: After = None, subdir: str | None = None
     ) -> Connection[PackageFile]:
         page = page_args(loaders.VERSIONS, first, after, info.context.services.settings.limits.graphql_max_page_size)
         rows = await loaders.package_files(info.context).load((self.id, subdir, page))
