@@ -46,7 +46,8 @@ async def test_concurrent_read_modify_write_transactions_all_commit(services: Se
 
     async def bump() -> None:
         async with services.db.write() as session:
-            job = await session.scalar(select(JobRun).where(JobRun.kind == "counter"))
+            # FOR UPDATE is what services use on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises anyway.
+            job = await session.scalar(select(JobRun).where(JobRun.kind == "counter").with_for_update())
             assert job is not None
             await asyncio.sleep(0)  # let the others interleave between the read and the write
             job.progress_done += 1
