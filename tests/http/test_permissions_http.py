@@ -6,6 +6,7 @@ so the README's matrix, authz and the API cannot drift apart.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import Any
 
 import anyio
 import httpx2
+import itsdangerous
 import pytest
 
 from graphconda.services import api_keys, channels, members, packages, users
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services
+from graphconda.services.publisher import wait_published
 from tests.helpers.packages import build_package
 from tests.services.test_authz import expected
 
@@ -163,3 +166,103 @@ async def test_matrix_over_graphql(
     if got["delete-channel"] != "ok":
         creator_view = await gql(client, world.keys["server-owner"], '{ channel(name: "team") { name } }')
         assert creator_view["channel"] == {"name": "team"}
+
+
+# --- the conda routes and the REST upload routes ------------------------------------
+
+STATUS = {"ok": 200, 401: 401, 403: 403, 404: 404}
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+@pytest.mark.parametrize("who", WHO)
+async def test_matrix_over_conda_and_upload_routes(
+    client: httpx2.AsyncClient, services: Services, tmp_path: Path, who: str, private: bool
+) -> None:
+    world = await make_world(services, tmp_path, private)
+    await wait_published(services)
+    key = world.keys.get(who)
+    headers = {"X-API-Key": key} if key else {}
+    read = STATUS[expected("read", who, private)]
+    for path in ("/get/team/noarch/repodata.json", "/get/team/noarch/numpy-1.0-0.conda"):
+        assert (await client.get(path, headers=headers)).status_code == read, path
+        if key:  # conda's token path
+            assert (await client.get(f"/t/{key}{path}")).status_code == read, path
+    assert (await client.head("/get/team/noarch/repodata.json", headers=headers)).status_code == read
+
+    def created(action: str) -> int:
+        want_ = expected(action, who, private)
+        return 201 if want_ == "ok" else want_
+
+    new = build_package(world.packages, "numpy", "2.0", "0")
+    response = await client.post(
+        f"/api/channels/team/upload/{new.name}", content=await anyio.Path(new).read_bytes(), headers=headers
+    )
+    assert response.status_code == created("upload"), response.text
+    if response.status_code != 201:
+        assert "team" not in response.text  # never named in an error
+    newer = build_package(world.packages, "numpy", "3.0", "0")
+    response = await client.post(
+        "/api/v1/upload/team", content=await anyio.Path(newer).read_bytes(),
+        headers={**headers, "X-File-Name": newer.name},
+    )
+    assert response.status_code == created("upload"), response.text
+    again = world.packages / "again"
+    again.mkdir()
+    same = build_package(again, "numpy", "1.0", "0")
+    response = await client.post(
+        f"/api/channels/team/upload/{same.name}?force=true", content=await anyio.Path(same).read_bytes(),
+        headers=headers,
+    )
+    assert response.status_code == created("upload-force"), response.text
+    await wait_published(services)
+    listed = (await client.get("/get/team/noarch/repodata.json", headers=world_owner(world))).json()
+    names = sorted(listed["packages.conda"])
+    uploaded = expected("upload", who, private) == "ok"
+    assert names == (
+        ["numpy-1.0-0.conda", "numpy-2.0-0.conda", "numpy-3.0-0.conda"] if uploaded else ["numpy-1.0-0.conda"]
+    )
+
+
+def world_owner(world: World) -> dict[str, str]:
+    return {"X-API-Key": world.keys["server-owner"]}
+
+
+async def test_scoped_key_reads_only_its_private_channel(
+    client: httpx2.AsyncClient, services: Services, tmp_path: Path
+) -> None:
+    world = await make_world(services, tmp_path, private=True)
+    owner = users.actor_for(await users.get_user(services, "channel-owner"))
+    await channels.create_channel(services, owner, channels.ChannelSpec("other", private=True))
+    _, other_only = await api_keys.create_api_key(
+        services, owner, scopes=[api_keys.ScopeSpec("other", "owner")]
+    )
+    _, team_reader = await api_keys.create_api_key(services, owner, scopes=[api_keys.ScopeSpec("team", "member")])
+    assert (await client.get(f"/t/{other_only}/get/team/noarch/repodata.json")).status_code == 404
+    assert (await client.get(f"/t/{team_reader}/get/team/noarch/repodata.json")).status_code == 200
+    pkg = build_package(world.packages, "numpy", "2.0", "0")
+    response = await client.post(
+        f"/t/{team_reader}/api/channels/team/upload/{pkg.name}", content=await anyio.Path(pkg).read_bytes()
+    )
+    assert response.status_code == 403  # the channel owner's key, scoped down to member
+
+
+async def test_cookie_uploads_need_same_site_proof(
+    client: httpx2.AsyncClient, services: Services, tmp_path: Path, settings: Any
+) -> None:
+    """A cross-site form could post a multipart upload with the user's cookie; it must be refused."""
+    await make_world(services, tmp_path, private=False)
+    session = itsdangerous.TimestampSigner(settings.auth.session_secret).sign(
+        base64.b64encode(json.dumps({"uid": (await users.get_user(services, "channel-owner")).id}).encode())
+    )
+    client.cookies.set("graphconda_session", session.decode(), domain="testserver.local")
+    pkg = build_package(tmp_path, "scipy", "1.0", "0")
+    files = {"files": (pkg.name, await anyio.Path(pkg).read_bytes(), "application/octet-stream")}
+    refused = await client.post("/api/channels/team/files", files=files)
+    assert refused.status_code == 403
+    refused = await client.post("/api/channels/team/files", files=files, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    await wait_published(services)
+    repodata = (await client.get("/get/team/noarch/repodata.json")).json()
+    assert "scipy-1.0-0.conda" not in repodata["packages.conda"]
+    accepted = await client.post("/api/channels/team/files", files=files, headers={"Origin": "http://testserver"})
+    assert accepted.status_code == 201, accepted.text
