@@ -352,3 +352,12 @@ async def test_cross_site_websocket_with_the_cookie_is_refused(live_server: Any)
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"server": {"dev": True}, "auth": {"cookie_secure": True}}], indirect=True
+)
+async def test_secure_cookie_when_configured(client: httpx2.AsyncClient) -> None:
+    response = await client.get("/auth/dev/login/dev")
+    flags = [part.strip().lower() for part in response.headers["set-cookie"].split(";")]
+    assert {"secure", "httponly", "samesite=lax", "path=/"} <= set(flags)
