@@ -351,3 +351,56 @@ def api_key_revoke(settings: Settings, key_id: int) -> None:
     prepare(settings)
     run(api_keys.revoke_api_key, settings, SYSTEM, key_id)
     click.echo(f"revoked API key {key_id}")
+
+
+@main.command()
+@click.option("--url", required=True, help="The server, e.g. http://localhost:8000.")
+@click.option("--channel", "-c", "channel_name", required=True, help="Channel to upload to.")
+@click.option("--force", is_flag=True, help="Replace files that already exist.")
+@click.option("--api-key", envvar="GRAPHCONDA_API_KEY", default=None, show_envvar=True,
+              help="API key (better passed in the environment than on the command line).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def upload(url: str, channel_name: str, force: bool, api_key: str | None, no_progress: bool,
+           files: tuple[Path, ...]) -> None:
+    """Upload package FILES to a running server; a refused file does not stop the others."""
+    from graphconda.upload_client import upload_files
+
+    failed = upload_files(url, channel_name, files, api_key=api_key, force=force, progress=not no_progress,
+                          echo=click.echo)
+    if failed:
+        fail(f"{failed} of {len(files)} files failed")
+
+
+@main.command()
+@click.argument("channel_name")
+@settings_options
+def reindex(settings: Settings, channel_name: str) -> None:
+    """Rebuild CHANNEL_NAME's records and indexes from the package files in storage."""
+    from graphconda.services.authz import SYSTEM
+    from graphconda.services.reindexing import reindex_channel
+
+    prepare(settings)
+    result = run(reindex_channel, settings, SYSTEM, channel_name)
+    click.echo(f"reindexed {channel_name}: {result.added} files added, {result.removed} removed, "
+               f"{result.skipped} unreadable skipped")
+
+
+@main.group()
+def package() -> None:
+    """Manage package files."""
+
+
+@package.command("delete")
+@click.argument("channel_name")
+@click.argument("subdir")
+@click.argument("filename")
+@settings_options
+def package_delete(settings: Settings, channel_name: str, subdir: str, filename: str) -> None:
+    """Delete FILENAME from CHANNEL_NAME/SUBDIR (indexes and storage)."""
+    from graphconda.services.authz import SYSTEM
+    from graphconda.services.packages import delete_package_file
+
+    prepare(settings)
+    run(delete_package_file, settings, SYSTEM, channel_name, subdir, filename)
+    click.echo(f"deleted {channel_name}/{subdir}/{filename}")

@@ -220,16 +220,7 @@ async def commit_package(
             if existing is not None:
                 _check_replace(actor, staged, force)
                 replaced = (existing.size, existing.sha256, existing.stored)
-            package = await _upsert_package(session, channel, staged.meta, actor, now)
-            row = existing or PackageFile(channel_id=channel.id, subdir=subdir, filename=filename)
-            _fill(row, staged, package, actor, now)
-            session.add(row)
-            await session.flush()
-            delta = staged.size - (replaced[0] if replaced else 0)
-            await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
-                                  .values(size=Channel.size + delta, updated_at=now))
-            if replaced is not None:
-                await _refresh_latest(session, package)
+            row = await write_rows(session, staged, existing, actor, now)
             shards_touched = True
             index_state = await publishing.publish_shards(services, session, channel, subdir, [name], generation)
     except BaseException:
@@ -256,6 +247,24 @@ async def check_new(services: Services, actor: Actor, staged: StagedPackage, *, 
             *_where_file(staged.channel.id, staged.subdir, staged.filename)))
     if found is not None:
         _check_replace(actor, staged, force)
+
+
+async def write_rows(
+    session: AsyncSession, staged: StagedPackage, existing: PackageFile | None, actor: Actor, now: Any
+) -> PackageFile:
+    """Insert (or overwrite `existing`) the file's row, upsert its Package, keep the channel size right."""
+    channel = staged.channel
+    package = await _upsert_package(session, channel, staged.meta, actor, now)
+    delta = staged.size - (existing.size if existing is not None else 0)
+    row = existing or PackageFile(channel_id=channel.id, subdir=staged.subdir, filename=staged.filename)
+    _fill(row, staged, package, actor, now)
+    session.add(row)
+    await session.flush()
+    await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
+                          .values(size=Channel.size + delta, updated_at=now))
+    if existing is not None:
+        await _refresh_latest(session, package)
+    return row
 
 
 def _check_replace(actor: Actor, staged: StagedPackage, force: bool) -> None:

@@ -119,11 +119,14 @@ async def publish_shards(
     subdir: str,
     names: Iterable[str],
     generation: int | None,
+    *,
+    rewrite: bool = False,
 ) -> IndexState:
     """Rewrite the shards of `names` and the subdir's shard index, inside a transaction holding the subdir lock.
 
     `generation` is the one `lock_subdir(bump=True)` returned (None when not bumped: the
     cached name map is then not trusted). Pass the result to `remember_index` after commit.
+    `rewrite` stores shards again even when unchanged (reindexing a store that lost them).
     """
     assert channel.id is not None
     cid, now = channel.id, services.now()
@@ -145,9 +148,11 @@ async def publish_shards(
                                                       Shard.name == name))
         else:
             digest = shard_digest(data)
-            if digest == old:
+            if digest == old and not rewrite:
                 continue
             await services.storage.put(layout.shard_key(channel.name, subdir, digest.hex()), data)
+            if digest == old:
+                continue
             current[name] = digest
             row = {"channel_id": cid, "subdir": subdir, "name": name, "digest": digest.hex(), "updated_at": now}
             result = await session.execute(
