@@ -36,8 +36,11 @@ def _sqlite_engine(url: URL, *, immediate: bool, busy_timeout_ms: int, echo: boo
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # WAL is a property of the file, set when it is created (migrations); switching a file
+        # that other connections have open needs an exclusive lock, so only do it when needed.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

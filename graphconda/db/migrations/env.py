@@ -35,6 +35,9 @@ async def _run_async() -> None:
     engine = create_async_engine(_url(), poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Persisted in the file: every later connection finds it in WAL mode already.
+                await connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             await connection.run_sync(_configure)
     finally:
         await engine.dispose()
