@@ -379,11 +379,13 @@ async def delete_package_file(services: Services, actor: Actor, channel_name: st
             if row is None:
                 raise NotFoundError(f"{filename} not found in {channel.name}/{subdir}")
             await session.execute(delete(PackageFile).where(PackageFile.id == row.id))  # type: ignore[arg-type]
-            await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
-                                  .values(size=Channel.size - row.size, updated_at=now))
+            # Package row before channel row, in the same order as uploads lock them (no deadlock).
             package = await session.get(Package, row.package_id)
             if package is not None:
                 await _refresh_latest(session, package)
+                await session.flush()
+            await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
+                                  .values(size=Channel.size - row.size, updated_at=now))
             shards_touched = True
             index_state = await publishing.publish_shards(services, session, channel, subdir, [parsed.name],
                                                           generation)

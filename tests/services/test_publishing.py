@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from graphconda.db.models import Channel, SubdirState
+from graphconda.db.models import Channel, Package, SubdirState
 from graphconda.services import packages, publishing
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services, open_services
@@ -167,3 +167,30 @@ async def test_channel_options_drive_optional_files(services: Services, tmp_path
     keys = await storage_keys(services, "channels/main/noarch/")
     assert "channels/main/noarch/repodata.json.bz2" not in keys
     assert "channels/main/noarch/current_repodata.json" not in keys
+
+
+
+async def test_uploads_and_deletes_across_subdirs_at_once(services: Services, second_process: Services,
+                                                          tmp_path: Path) -> None:
+    """Changes to several subdirs of one channel (and to one package's row) from two processes."""
+    await make_channel(services, "main")
+    olds = [build_package(tmp_path / "linux-64", "alpha", f"0.{i}", subdir="linux-64") for i in range(6)]
+    for path in olds:
+        await ingest(services, path)
+    news = {subdir: [build_package(tmp_path / subdir, "alpha", f"1.{i}", subdir=subdir) for i in range(6)]
+            for subdir in ("noarch", "osx-64")}
+    work = [ingest(services if i % 2 else second_process, p)
+            for i, p in enumerate(news["noarch"] + news["osx-64"])]
+    work += [packages.delete_package_file(second_process if i % 2 else services, SYSTEM, "main", "linux-64", p.name)
+             for i, p in enumerate(olds)]
+    await asyncio.gather(*work)
+    await wait_published(second_process)
+    for subdir, paths in news.items():
+        await assert_complete(services, {"alpha": {p.name for p in paths}}, subdir)
+    linux = await repodata(services, "main", "linux-64")
+    assert linux is not None and linux["packages.conda"] == {}
+    async with services.db.read() as session:
+        package = (await session.scalars(select(Package))).one()
+        size = await session.scalar(select(Channel.size))
+    assert package.latest_version == "1.5"
+    assert size == sum(p.stat().st_size for paths in news.values() for p in paths)
