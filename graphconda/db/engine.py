@@ -39,7 +39,8 @@ def _sqlite_engine(url: URL, *, immediate: bool, busy_timeout_ms: int, echo: boo
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # WAL is a property of the file, set when it is created (migrations); switching a file
         # that other connections have open needs an exclusive lock, so only do it when needed.
-        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() != "wal":
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")

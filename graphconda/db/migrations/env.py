@@ -38,6 +38,7 @@ async def _run_async() -> None:
             if connection.dialect.name == "sqlite":
                 # Persisted in the file: every later connection finds it in WAL mode already.
                 await connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                await connection.commit()  # end the autobegun transaction so migrations commit their own
             await connection.run_sync(_configure)
     finally:
         await engine.dispose()
