@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
-from graphconda.services import authz, layout, publishing
+from graphconda.services import authz, layout, publishing, serving
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
 from graphconda.services.locks import publish_lock
@@ -171,12 +171,16 @@ def _check_list(values: Sequence[str], field: str) -> list[str]:
 async def _purge_storage(services: Services, name: str) -> None:
     """Delete every blob under the channel's prefix; raise StorageError naming how many failed."""
     failed = 0
+    deleted: list[str] = []
     async for blob in services.storage.list(layout.channel_prefix(name)):
         try:
             await services.storage.delete(blob.key)
+            deleted.append(blob.key)
         except StorageError:
             failed += 1
             log.exception("could not delete %s", blob.key)
+    if deleted:
+        serving.serving_cache(services).invalidate(deleted)
     if failed:
         raise StorageError(f"{failed} files of channel {name!r} could not be deleted from storage")
 
@@ -208,6 +212,7 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
                 session.add(ChannelMember(channel_id=channel.id, user_id=actor.user_id, role=Role.OWNER))
     except IntegrityError:
         raise AlreadyExistsError(f"channel {name!r} already exists") from None
+    serving.forget_channel(services, name)  # this process may remember the name as absent
     return channel
 
 
@@ -243,6 +248,7 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
             setattr(channel, key, value)
         if values:
             channel.updated_at = services.now()
+    serving.forget_channel(services, channel.name)  # a channel made private hides at once
     return channel
 
 
@@ -258,6 +264,7 @@ async def delete_channel(services: Services, actor: Actor, name: str) -> Channel
         # Rows of members, packages, files, shards and jobs go with it (ON DELETE CASCADE).
         await session.execute(delete(Channel).where(Channel.id == channel.id))  # type: ignore[arg-type]
     assert channel.id is not None
+    serving.forget_channel(services, channel.name)
     # A rebuild already running for this channel finishes before its files go, so none
     # writes after the purge (later ones find the channel gone and do nothing).
     for subdir in subdirs:

@@ -168,24 +168,22 @@ async def test_invalid_uploads_are_refused_and_leave_nothing(
         "packageCount": 0, "size": 0}
 
 
-async def test_upload_messages_are_the_services_own(
-    people: People, make_channel: MakeChannel, upload: Upload, services: Services, tmp_path: Path
+@pytest.mark.parametrize(
+    ("filename", "body"),
+    [("numpy-1.0-0.conda", b"PK\x03\x04 truncated"), ("numpy-1.0-0.tar.bz2", b"BZh9 junk"), ("numpy.conda", b"x")],
+)
+async def test_upload_refusals_match_the_rest_routes(
+    people: People, make_channel: MakeChannel, upload: Upload, client: httpx2.AsyncClient, services: Services,
+    filename: str, body: bytes,
 ) -> None:
-    """GraphQL adds nothing to the ingest function's validation: same checks, same words."""
-    from graphconda.errors import InvalidPackageError
-    from graphconda.services import packages, users
-
+    """GraphQL and the REST upload routes end in the same ingest function: same checks, same words."""
     await make_channel("tools", people.alice)
-    actor = users.actor_for(await users.get_user(services, "alice"))
-
-    async def junk() -> Any:
-        yield b"PK\x03\x04 truncated"
-
-    with pytest.raises(InvalidPackageError) as raised:
-        await packages.ingest_package(services, actor, "tools", "numpy-1.0-0.conda", junk())
-    response = await upload("tools", [("numpy-1.0-0.conda", b"PK\x03\x04 truncated")], people.alice)
-    [result] = data(response.json())["uploadPackages"]
-    assert (result["message"], result["field"]) == (raised.value.message, raised.value.field)
+    rest = await client.post(f"/api/channels/tools/upload/{filename}", content=body, headers=people.alice.headers)
+    assert rest.status_code == 422
+    [result] = data((await upload("tools", [(filename, body)], people.alice)).json())["uploadPackages"]
+    assert result["__typename"] == "InvalidInput"
+    assert (result["message"], result["field"]) == (rest.json()["detail"], rest.json()["field"])
+    assert await stored_files(services, "tools") == []
 
 
 async def test_upload_rights(
@@ -261,6 +259,29 @@ async def test_delete_package_file(
     assert await stored_files(services, "tools") == ["numpy-1.0-0.conda"]
     after = data(await gql('{ package(channel: "tools", name: "numpy") { latestVersion versions { totalCount } } }'))
     assert after["package"] == {"latestVersion": "1.0", "versions": {"totalCount": 1}}
+
+
+async def test_channel_changes_reach_the_conda_routes_at_once(
+    gql: Gql, people: People, make_channel: MakeChannel, ingest: Ingest, services: Services,
+    client: httpx2.AsyncClient,
+) -> None:
+    from graphconda.services.publisher import wait_published
+
+    await make_channel("tools", people.alice)
+    await ingest("tools", people.alice, "numpy", "1.0")
+    await wait_published(services)
+    url = "/get/tools/noarch/repodata.json"
+    assert "numpy-1.0-0.conda" in (await client.get(url)).json()["packages.conda"]
+    hide = 'mutation { updateChannel(input: {name: "tools", private: true}) { __typename } }'
+    assert data(await gql(hide, as_=people.alice))["updateChannel"]["__typename"] == "Channel"
+    assert (await client.get(url)).status_code == 404
+    assert (await client.get(url, headers=people.alice.headers)).status_code == 200
+    delete = 'mutation { deleteChannel(name: "tools") { __typename } }'
+    assert data(await gql(delete, as_=people.alice))["deleteChannel"]["__typename"] == "DeletedChannel"
+    assert (await client.get(url, headers=people.alice.headers)).status_code == 404
+    # A new channel of the same name starts empty, whatever was cached.
+    await make_channel("tools", people.bob)
+    assert (await client.get(url)).json()["packages.conda"] == {}
 
 
 async def test_deleting_a_channel_removes_its_files(
