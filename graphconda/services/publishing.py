@@ -83,6 +83,7 @@ class IndexState:
     subdir: str
     generation: int
     shards: dict[str, bytes]
+    channel_created: Any = None  # ids can be reused by a channel created after a deletion
 
 
 def _index_cache(services: Services) -> dict[tuple[int, str], IndexState]:
@@ -131,7 +132,8 @@ async def publish_shards(
     assert channel.id is not None
     cid, now = channel.id, services.now()
     cached = _index_cache(services).get((cid, subdir))
-    if generation is not None and cached is not None and cached.generation == generation - 1:
+    if (generation is not None and cached is not None and cached.generation == generation - 1
+            and cached.channel_created == channel.created_at):
         current = dict(cached.shards)
     else:
         rows = (await session.execute(select(Shard.name, Shard.digest).where(Shard.channel_id == cid,
@@ -167,7 +169,7 @@ async def publish_shards(
     key = layout.subdir_file_key(channel.name, subdir, layout.SHARD_INDEX)
     await services.storage.put(key, index)
     notify_written(services, [key])
-    return IndexState(cid, subdir, generation if generation is not None else -1, current)
+    return IndexState(cid, subdir, generation if generation is not None else -1, current, channel.created_at)
 
 
 async def repair_shards(services: Services, channel: Channel, subdir: str, names: Iterable[str]) -> None:
