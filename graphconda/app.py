@@ -11,7 +11,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from graphconda.http import auth, conda, health, upload
+from graphconda.http import auth, conda, health, upload, web
 from graphconda.http.errors import exception_handlers
 from graphconda.http.identity import identity_middleware
 from graphconda.schema import graphql_app
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         *upload.routes,
         Route("/graphql", gql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", gql),
+        *web.routes,
     ]
     middleware = [*identity_middleware(settings)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=exception_handlers)

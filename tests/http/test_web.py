@@ -1,0 +1,39 @@
+"""The dashboard is served at / and reads everything through the GraphQL API."""
+
+from __future__ import annotations
+
+import re
+
+import httpx2
+
+from graphconda.http.web import WEB_DIR
+
+
+async def test_dashboard_is_served(client: httpx2.AsyncClient) -> None:
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/web/app.js">' in page.text
+    script = await client.get("/web/app.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert (await client.get("/web/style.css")).status_code == 200
+    assert (await client.get("/web/../pyproject.toml")).status_code == 404
+
+
+def test_dashboard_talks_to_graphql_only() -> None:
+    script = (WEB_DIR / "app.js").read_text()
+    assert re.findall(r"fetch\(([^,)]*)", script) == ['"/graphql"']
+    assert "innerHTML" not in script  # user-supplied text never becomes markup
+
+
+async def test_every_dashboard_query_is_valid(client: httpx2.AsyncClient) -> None:
+    """Each operation the dashboard sends validates against the served schema."""
+    script = (WEB_DIR / "app.js").read_text()
+    queries = re.findall(r"gql\(`(.*?)`", script, flags=re.S)
+    assert len(queries) == 5
+    variables = {"name": "x", "c": "x", "n": "x", "q": "x"}
+    for query in queries:
+        used = {k: v for k, v in variables.items() if f"${k}" in query}
+        body = (await client.post("/graphql", json={"query": query, "variables": used})).json()
+        assert not body.get("errors"), (query, body["errors"])
