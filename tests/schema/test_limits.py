@@ -170,3 +170,24 @@ async def test_mutations_over_get_are_refused(client: httpx2.AsyncClient, people
 async def test_introspection_is_on(gql: Gql) -> None:
     found = data(await gql("{ __schema { queryType { name } mutationType { name } } }"))
     assert found["__schema"] == {"queryType": {"name": "Query"}, "mutationType": {"name": "Mutation"}}
+
+
+async def test_queries_over_websocket(live_server: Any, people: People) -> None:
+    """The same schema, context and limits over graphql-transport-ws."""
+    import json
+
+    import websockets
+
+    url = live_server.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
+                                  additional_headers=people.alice.headers) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "{ viewer { username } }"}}))
+        assert json.loads(await ws.recv()) == {"id": "1", "type": "next", "payload": {"data": {"viewer": {
+            "username": "alice"}}}}
+        assert json.loads(await ws.recv()) == {"id": "1", "type": "complete"}
+        deep = {"query": deep_query(3)}
+        await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": deep}))
+        refused = json.loads(await ws.recv())
+        assert refused["type"] == "error" or refused["payload"].get("errors"), refused
