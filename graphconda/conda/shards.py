@@ -28,7 +28,10 @@ HASH_FIELDS = ("md5", "sha256", "legacy_bz2_md5", "attestations_sha256")
 
 def _sorted(value: Any) -> Any:
     """A copy with every dict's keys in sorted order, so msgpack output is canonical."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str or kind is int or kind is bytes or kind is bool or kind is float or value is None:
+        return value  # the common leaves, without the (slow) ABC checks below
+    if kind is dict or isinstance(value, Mapping):
         return {key: _sorted(value[key]) for key in sorted(value)}
     if isinstance(value, list | tuple):
         return [_sorted(item) for item in value]
@@ -39,9 +42,9 @@ def _packb(value: Any) -> bytes:
     return msgpack.packb(_sorted(value), use_bin_type=True)
 
 
-def _compress(data: bytes) -> bytes:
+def _compress(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
     # threads=0: single-threaded output never depends on the machine.
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_content_size=True).compress(data)
+    return zstandard.ZstdCompressor(level=level, threads=0, write_content_size=True).compress(data)
 
 
 def _pack_record(filename: str, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +59,8 @@ def _pack_record(filename: str, record: Mapping[str, Any]) -> dict[str, Any]:
     return packed
 
 
-def build_shard(records: Mapping[str, Mapping[str, Any]], removed: Iterable[str] = ()) -> bytes:
+def build_shard(records: Mapping[str, Mapping[str, Any]], removed: Iterable[str] = (), *,
+                level: int = ZSTD_LEVEL) -> bytes:
     """The compressed shard for one package name from {filename: record}.
 
     Same layout as repodata.json: `packages` (.tar.bz2), `packages.conda`,
@@ -79,7 +83,7 @@ def build_shard(records: Mapping[str, Mapping[str, Any]], removed: Iterable[str]
             shard[legacy_key][filename] = packed
     if v3["conda"] or v3["tar.bz2"]:
         shard["v3"] = v3
-    return _compress(_packb(shard))
+    return _compress(_packb(shard), level)
 
 
 def shard_digest(shard_bytes: bytes) -> bytes:
@@ -111,6 +115,7 @@ def build_shard_index(
     created_at: datetime,
     *,
     base_url: str = "",
+    level: int = ZSTD_LEVEL,
 ) -> bytes:
     """The compressed `repodata_shards.msgpack.zst` from {package name: shard digest}.
 
@@ -132,4 +137,4 @@ def build_shard_index(
         },
         "shards": dict(shards),
     }
-    return _compress(_packb(index))
+    return _compress(_packb(index), level)
