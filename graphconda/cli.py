@@ -292,7 +292,12 @@ def api_key_create(
     expires_in_days: int | None,
     description: str,
 ) -> None:
-    """Create an API key and print it (only it) on stdout; it cannot be shown again."""
+    """Create an API key and print it (only it) on stdout; it cannot be shown again.
+
+    With --channel, the key acts only there, with --role; the user is given that role on
+    the channel (or on --package, if it exists) first when they hold less. Find the key's
+    id for revoking with `graphconda api-key list --user NAME`.
+    """
     from datetime import timedelta
 
     from graphconda.services import api_keys, users
@@ -307,14 +312,15 @@ def api_key_create(
 
     async def create(services: Any) -> Any:
         owner = await users.get_user(services, username)
+        assert owner.id is not None
         expires = services.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        # The admin asked for this role: the user gets it where they hold less, then the key.
+        await api_keys.grant_scope_roles(services, SYSTEM, owner.id, scopes)
         return await api_keys.create_api_key(
             services, SYSTEM, user_id=owner.id, description=description, expires_at=expires, scopes=scopes
         )
 
-    key, secret = run(create, settings)
-    click.echo(f"API key {key.id} for {username} (shown once; revoke with `graphconda api-key revoke {key.id}`)",
-               err=True)
+    _, secret = run(create, settings)
     click.echo(secret)
 
 

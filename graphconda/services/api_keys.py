@@ -220,3 +220,48 @@ async def ensure_dev_admin(services: Services, username: str = "dev") -> tuple[U
         user = await set_server_role(services, authz.SYSTEM, username, Role.OWNER)
     _, secret = await create_api_key(services, authz.SYSTEM, user_id=user.id, description="dev mode start-up key")
     return user, secret
+
+
+async def grant_scope_roles(services: Services, actor: Actor, user_id: int, scopes: Sequence[ScopeSpec]) -> None:
+    """Give the user the roles its key's scopes ask for, where it holds less (the admin CLI's bootstrap).
+
+    A package scope becomes a package role when the package exists, else a channel role up
+    to maintainer (so the key can upload the package's first version). Changes go through the members service,
+    so `actor` needs the rights to make them; channels the actor cannot see are left to
+    `create_api_key` to report.
+    """
+    from graphconda.db.models import Package
+    from graphconda.services import members
+
+    async with services.db.read() as session:
+        user = await session.get(User, user_id)
+        if user is None:
+            raise NotFoundError("user not found")
+    owner = actor_for(user)
+    for spec in scopes:
+        role = authz.parse_role(spec.role, field="scopes")
+        assert role is not None
+        async with services.db.read() as session:
+            channel = await session.scalar(select(Channel).where(Channel.name == spec.channel))
+            if channel is None:
+                continue
+            access = await channel_access(session, owner, channel, spec.package)
+            package_exists = spec.package is not None and (
+                await session.scalar(
+                    select(Package.id).where(Package.channel_id == channel.id, Package.name == spec.package)
+                )
+                is not None
+            )
+        held = authz.package_role(owner, access, spec.package) if spec.package else authz.channel_role(owner, access)
+        if authz.at_least(held, role):
+            continue
+        if spec.package and package_exists:
+            await members.set_package_member(services, actor, spec.channel, spec.package, user.username, role)
+        elif spec.package and role == Role.OWNER:
+            # Only a channel role could stand in for it, and channel ownership is far more.
+            raise InvalidInputError(
+                f"package {spec.package!r} does not exist yet: ask for the maintainer role (enough to upload it)",
+                field="scopes",
+            )
+        elif not authz.at_least(access.member_role, role):
+            await members.set_channel_member(services, actor, spec.channel, user.username, role)

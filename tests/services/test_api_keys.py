@@ -291,3 +291,18 @@ async def test_dev_admin_gets_a_fresh_working_key(services: Services) -> None:
     for s in (secret, again):
         actor = await api_keys.authenticate_key(services, s)
         assert (actor.username, actor.server_role, actor.scopes) == ("dev", Role.OWNER, None)
+
+
+async def test_granting_scope_roles_needs_the_rights_to_grant(services: Services) -> None:
+    owner = await make_user(services, "owner")
+    bot = await make_user(services, "bot")
+    eve = await make_user(services, "eve")
+    await channels.create_channel(services, owner, channels.ChannelSpec("team", private=True))
+    assert bot.user_id is not None
+    with pytest.raises(NotFoundError):  # eve cannot even see the channel
+        await api_keys.grant_scope_roles(services, eve, bot.user_id, [ScopeSpec("team", "maintainer")])
+    await api_keys.grant_scope_roles(services, owner, bot.user_id, [ScopeSpec("team", "maintainer")])
+    _, secret = await api_keys.create_api_key(
+        services, SYSTEM, user_id=bot.user_id, scopes=[ScopeSpec("team", "maintainer")]
+    )
+    assert (await api_keys.authenticate_key(services, secret)).scopes == (KeyScope(1, Role.MAINTAINER),)
