@@ -76,7 +76,11 @@ class Context:
 
 
 class RequestSession(SchemaExtension):
-    """Closes the request's read session when the operation ends."""
+    """Ends the operation's read session and loader caches when it ends.
+
+    Over HTTP a context lives for one operation; over a websocket it lives for the
+    connection, and each operation must still see fresh data.
+    """
 
     async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
         try:
@@ -84,7 +88,7 @@ class RequestSession(SchemaExtension):
         finally:
             context = self.execution_context.context
             if isinstance(context, Context):
-                await context.close()
+                await context.changed()
 
 
 Info = _Info[Context, None]

@@ -33,7 +33,7 @@ from graphconda.schema.types.member import Member
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.package_file import PackageFile
 from graphconda.schema.types.user import User
-from graphconda.services import api_keys, channels, members, users
+from graphconda.services import api_keys, channels, members, packages, users
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1024 * 1024
@@ -97,15 +97,12 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 
 
 async def _upload_one(info: Info, channel: str, upload: Any, force: bool) -> Any:
-    from graphconda.services import packages
-
     if not isinstance(upload, UploadFile):
         return InvalidInput(message="each entry of `files` must be a file part of the multipart request", field="files")
     if not upload.filename:
         return InvalidInput(message="each uploaded file needs a filename", field="files")
     call = packages.ingest_package(
-        info.context.services, info.context.actor, channel, upload.filename, _chunks(upload), force=force,
-        expected_sha256=None,
+        info.context.services, info.context.actor, channel, upload.filename, _chunks(upload), force=force
     )
     return await outcome(_changed(info, call), PackageFile.from_model, UploadPackageResult)
 
@@ -193,8 +190,6 @@ class Mutation:
     async def delete_package_file(
         self, info: Info, channel: str, subdir: str, filename: str
     ) -> DeletePackageFileResult:
-        from graphconda.services import packages
-
         call = packages.delete_package_file(info.context.services, info.context.actor, channel, subdir, filename)
         return await outcome(
             _changed(info, call),

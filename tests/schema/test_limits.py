@@ -187,6 +187,19 @@ async def test_queries_over_websocket(live_server: Any, people: People) -> None:
         assert json.loads(await ws.recv()) == {"id": "1", "type": "next", "payload": {"data": {"viewer": {
             "username": "alice"}}}}
         assert json.loads(await ws.recv()) == {"id": "1", "type": "complete"}
+        # Each operation reads afresh (the connection's context, with its loaders, outlives it).
+        mine = {"query": "{ viewer { memberships { channel { name } } } }"}
+        await ws.send(json.dumps({"id": "c1", "type": "subscribe", "payload": mine}))
+        assert json.loads(await ws.recv())["payload"] == {"data": {"viewer": {"memberships": []}}}
+        await ws.recv()
+        async with httpx2.AsyncClient(base_url=live_server.url, headers=people.alice.headers) as other:
+            create = {"query": 'mutation { createChannel(input: {name: "ws"}) { __typename } }'}
+            assert (await other.post("/graphql", json=create)).json() == {
+                "data": {"createChannel": {"__typename": "Channel"}}}
+        await ws.send(json.dumps({"id": "c2", "type": "subscribe", "payload": mine}))
+        assert json.loads(await ws.recv())["payload"] == {
+            "data": {"viewer": {"memberships": [{"channel": {"name": "ws"}}]}}}
+        await ws.recv()
         deep = {"query": deep_query(3)}
         await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": deep}))
         refused = json.loads(await ws.recv())
