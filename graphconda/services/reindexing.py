@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.archive import read_package
 from graphconda.conda.records import dumps_record, is_v3, make_record
-from graphconda.db.models import Channel, PackageFile, Shard
+from graphconda.db.models import Channel, PackageFile
 from graphconda.errors import GraphcondaError
 from graphconda.services import authz, layout, publishing
 from graphconda.services.access import visible_channel
@@ -28,7 +28,6 @@ from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir
 from graphconda.services.packages import StagedPackage, write_rows
-from graphconda.services.publisher import request_publish, wait_published
 
 log = logging.getLogger("graphconda.reindex")
 
@@ -127,20 +126,14 @@ async def reindex_channel(services: Services, actor: Actor, channel_name: str) -
                     PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
                     PackageFile.filename == item.filename))
                 await write_rows(session, item, existing, actor, services.now())
-            names = set((await session.scalars(select(PackageFile.name).where(
-                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir))).all())
-            names |= set((await session.scalars(select(Shard.name).where(
-                Shard.channel_id == channel.id, Shard.subdir == subdir))).all())
-            publishing.forget_index(services, channel.id, subdir)
-            await publishing.publish_shards(services, session, channel, subdir, names, None, rewrite=True)
+        await publishing.republish_subdir(services, channel.id, subdir)
         result.added += len(staged)
         result.removed += len(gone)
-        request_publish(services, channel.id, subdir)
     async with services.db.write() as session:
         total = select(func.coalesce(func.sum(PackageFile.size), 0)).where(PackageFile.channel_id == channel.id)
         await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
                               .values(size=total.scalar_subquery()))
-    await wait_published(services)
+    await publishing.publish_channeldata(services, channel.id)
     log.info("reindexed %s: %d added, %d removed, %d skipped", channel.name, result.added, result.removed,
              result.skipped)
     return result
