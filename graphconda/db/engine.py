@@ -85,7 +85,7 @@ class Database:
         try:
             async with self.read_engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable"
+        except Exception as exc:
             raise DatabaseError(f"database {redact(self.url)} unreachable: {_one_line(exc)}") from exc
 
     async def close(self) -> None:

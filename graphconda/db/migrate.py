@@ -25,7 +25,7 @@ def upgrade_sync(url: str, revision: str = "head") -> None:
     """Upgrade the database at `url`; raises DatabaseError with a one-line reason."""
     try:
         command.upgrade(alembic_config(url), revision)
-    except Exception as exc:  # noqa: BLE001 - report any failure as one line
+    except Exception as exc:
         raise DatabaseError(f"cannot migrate database {redact(url)}: {_one_line(exc)}") from exc
 
 
