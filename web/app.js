@@ -58,15 +58,16 @@ async function channel(name) {
 
 async function pkg(channelName, name) {
   const data = await gql(`query($c: String!, $n: String!) { package(channel: $c, name: $n) { name summary description
-      home license latestVersion channel { url } versions(first: 100) { nodes { filename subdir version build size uploadedAt } } } }`,
+      home license latestVersion channel { url } versions(first: 100) { nodes { filename subdir version build size uploadedAt depends } } } }`,
     { c: channelName, n: name });
   const p = data.package;
   if (!p) return show(el("p", { class: "error" }, "package not found"));
   show(el("h1", {}, `${p.name} ${p.latestVersion}`), el("p", {}, p.summary), el("p", { class: "muted" }, p.description),
     p.home ? el("p", {}, el("a", { href: p.home, rel: "noopener" }, p.home)) : "",
     el("p", {}, el("code", {}, `conda install -c ${p.channel.url} ${p.name}`)),
-    table(["file", "subdir", "version", "build", "bytes", "uploaded"],
-      p.versions.nodes.map((f) => [f.filename, f.subdir, f.version, f.build, f.size, f.uploadedAt])));
+    table(["file", "subdir", "version", "depends", "bytes", "uploaded"],
+      p.versions.nodes.map((f) => [f.filename, f.subdir, f.version, f.depends.join(", "), f.size,
+        new Date(f.uploadedAt).toLocaleString()])));
 }
 
 async function search(query) {
