@@ -41,7 +41,7 @@ from graphconda.conda.records import dumps_record, is_v3
 from graphconda.conda.repodata import compress_zst
 from graphconda.db.migrate import upgrade_sync
 from graphconda.db.models import Package, PackageFile, SubdirState
-from graphconda.services import api_keys, channels, publishing, users
+from graphconda.services import api_keys, channels, republishing, users
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services, open_services
 from graphconda.settings import Settings, load_settings
@@ -186,9 +186,9 @@ async def main(args: argparse.Namespace, settings: Settings, workdir: Path) -> N
         await store_records(services, big.id, records)
         await store_records(services, small.id, list(corpus.records(100, SUBDIR)))
         start = time.perf_counter()
-        await publishing.republish_subdir(services, big.id, SUBDIR)
+        await republishing.republish_subdir(services, big.id, SUBDIR)
         full_s = time.perf_counter() - start
-        await publishing.republish_subdir(services, small.id, SUBDIR)
+        await republishing.republish_subdir(services, small.id, SUBDIR)
         print(f"full publish: {full_s:.2f} s for {args.records} records / {names} names "
               f"= {full_s / floor_s:.2f}x floor (target <= 1.5x)")
 

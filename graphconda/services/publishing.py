@@ -18,8 +18,6 @@ never write the same files out of order.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -44,7 +42,6 @@ log = logging.getLogger("graphconda.publishing")
 # costs time there (level 16 took 100 ms for a 30,000-name index). Fixed, so that every
 # process writes the same bytes for the same records.
 SHARD_ZSTD_LEVEL = 3
-_PUT_CONCURRENCY = 32  # parallel blob writes when many shards change at once
 
 
 @dataclass(frozen=True)
@@ -168,11 +165,11 @@ async def publish_shards(
                 await session.execute(insert_ignore(session, Shard, row, ["channel_id", "subdir", "name"]))
         if old is not None:
             session.add(SupersededShard(channel_id=cid, subdir=subdir, digest=old.hex(), superseded_at=now))
-    await _put_index(services, channel, subdir, current)
+    await put_index(services, channel, subdir, current)
     return IndexState(cid, subdir, generation if generation is not None else -1, current, channel.created_at)
 
 
-async def _put_index(services: Services, channel: Channel, subdir: str, shards: dict[str, bytes]) -> None:
+async def put_index(services: Services, channel: Channel, subdir: str, shards: dict[str, bytes]) -> None:
     index = await run_in_threadpool(
         lambda: build_shard_index(subdir, shards, services.now(), level=SHARD_ZSTD_LEVEL))
     key = layout.subdir_file_key(channel.name, subdir, layout.SHARD_INDEX)
@@ -187,75 +184,6 @@ async def repair_shards(services: Services, channel: Channel, subdir: str, names
     async with services.db.write() as session:
         await lock_subdir(session, channel.id, subdir, services.now(), bump=False)
         await publish_shards(services, session, channel, subdir, names, None)
-
-
-# --- everything at once (reindex, a first publish of many records) ------------------------
-
-
-def _build_all_shards(rows: list[tuple[str, str, str]]) -> dict[str, bytes]:
-    """{name: shard bytes} from (name, filename, record JSON) rows sorted by name."""
-    return {
-        name: build_shard({fn: json.loads(record) for _, fn, record in group}, level=SHARD_ZSTD_LEVEL)
-        for name, group in itertools.groupby(rows, key=lambda row: row[0])
-    }
-
-
-async def _put_all(services: Services, items: list[tuple[str, bytes]]) -> None:
-    limit = asyncio.Semaphore(_PUT_CONCURRENCY)
-
-    async def put(key: str, data: bytes) -> None:
-        async with limit:
-            await services.storage.put(key, data)
-
-    await asyncio.gather(*(put(key, data) for key, data in items))
-
-
-async def republish_subdir(services: Services, channel_id: int, subdir: str) -> None:
-    """Rebuild every shard, the shard index and the monolithic files of a subdir from its stored records.
-
-    Shards are built outside any lock; if the subdir changed meanwhile, they are built
-    again under it (the changes' own shards must not be overwritten by older ones).
-    """
-    async with services.db.read() as session:
-        channel = await session.get(Channel, channel_id)
-        seen = await session.scalar(select(SubdirState.generation).where(
-            SubdirState.channel_id == channel_id, SubdirState.subdir == subdir))
-    if channel is None:
-        return
-    shards = await _all_shards(services, channel_id, subdir)
-    async with services.db.write() as session:
-        generation = await lock_subdir(session, channel_id, subdir, services.now(), bump=True)
-        if seen is None or generation != seen + 1:
-            shards = await _all_shards(services, channel_id, subdir, session)
-        digests = {name: shard_digest(data) for name, data in shards.items()}
-        await _put_all(services, [(layout.shard_key(channel.name, subdir, d.hex()), shards[n])
-                                  for n, d in digests.items()])
-        where = (Shard.channel_id == channel_id, Shard.subdir == subdir)
-        old = dict((await session.execute(select(Shard.name, Shard.digest).where(*where))).all())
-        now = services.now()
-        superseded = {d for n, d in old.items() if n not in digests or digests[n].hex() != d}
-        await session.execute(delete(Shard).where(*where))
-        if digests:
-            await session.execute(insert(Shard), [{"channel_id": channel_id, "subdir": subdir, "name": n,
-                                                   "digest": d.hex(), "updated_at": now} for n, d in digests.items()])
-        if superseded:
-            await session.execute(insert(SupersededShard), [{"channel_id": channel_id, "subdir": subdir,
-                                                             "digest": d, "superseded_at": now} for d in superseded])
-        await _put_index(services, channel, subdir, digests)
-    remember_index(services, IndexState(channel_id, subdir, generation, digests, channel.created_at))
-    await publish_subdir(services, channel_id, subdir)
-
-
-async def _all_shards(services: Services, channel_id: int, subdir: str,
-                      session: AsyncSession | None = None) -> dict[str, bytes]:
-    query = (select(PackageFile.name, PackageFile.filename, PackageFile.record)
-             .where(PackageFile.channel_id == channel_id, PackageFile.subdir == subdir).order_by(PackageFile.name))
-    if session is None:
-        async with services.db.read() as own:
-            rows = [tuple(row) for row in (await own.execute(query)).all()]
-    else:
-        rows = [tuple(row) for row in (await session.execute(query)).all()]
-    return await run_in_threadpool(_build_all_shards, rows)  # type: ignore[arg-type]
 
 
 # --- monolithic files, coalesced ---------------------------------------------------------
@@ -296,28 +224,37 @@ async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bo
                     )
                 ).all()
             ]
-        opts = options_of(services.settings, channel.options)
-        files = await run_in_threadpool(
-            _build_subdir_files, subdir, rows, removed, opts, services.settings.publish.zstd_level
-        )
-        keys = []
-        for name, data in files.items():
-            key = layout.subdir_file_key(channel.name, subdir, name)
-            if data is None:
-                await services.storage.delete(key)
-            else:
-                await services.storage.put(key, data)
-            keys.append(key)
-        notify_written(services, keys)
-        async with db.write() as session:
-            await session.execute(
-                update(SubdirState)
-                .where(SubdirState.channel_id == channel_id, SubdirState.subdir == subdir,
-                       SubdirState.published_generation < generation)
-                .values(published_generation=generation, published_at=services.now())
-            )
+        files = await run_in_threadpool(build_subdir_files, services, channel, subdir, rows, removed)
+        await write_subdir_files(services, channel, subdir, files, generation)
     log.info("published %s/%s (generation %d, %d records)", channel.name, subdir, generation, len(rows))
     return True
+
+
+def build_subdir_files(services: Services, channel: Channel, subdir: str, rows: list[tuple[str, str, bool]],
+                       removed: list[str]) -> dict[str, bytes | None]:
+    opts = options_of(services.settings, channel.options)
+    return _build_subdir_files(subdir, rows, removed, opts, services.settings.publish.zstd_level)
+
+
+async def write_subdir_files(services: Services, channel: Channel, subdir: str, files: dict[str, bytes | None],
+                             generation: int) -> None:
+    """Store built monolithic files and record the generation they show; hold the publish lock."""
+    keys = []
+    for name, data in files.items():
+        key = layout.subdir_file_key(channel.name, subdir, name)
+        if data is None:
+            await services.storage.delete(key)
+        else:
+            await services.storage.put(key, data)
+        keys.append(key)
+    notify_written(services, keys)
+    async with services.db.write() as session:
+        await session.execute(
+            update(SubdirState)
+            .where(SubdirState.channel_id == channel.id, SubdirState.subdir == subdir,
+                   SubdirState.published_generation < generation)
+            .values(published_generation=generation, published_at=services.now())
+        )
 
 
 async def publish_channeldata(services: Services, channel_id: int) -> None:

@@ -22,7 +22,7 @@ from graphconda.conda.archive import read_package
 from graphconda.conda.records import dumps_record, is_v3, make_record
 from graphconda.db.models import Channel, PackageFile
 from graphconda.errors import GraphcondaError
-from graphconda.services import authz, layout, publishing
+from graphconda.services import authz, layout, publishing, republishing
 from graphconda.services.access import visible_channel
 from graphconda.services.authz import Actor
 from graphconda.services.context import Services
@@ -126,7 +126,7 @@ async def reindex_channel(services: Services, actor: Actor, channel_name: str) -
                     PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
                     PackageFile.filename == item.filename))
                 await write_rows(session, item, existing, actor, services.now())
-        await publishing.republish_subdir(services, channel.id, subdir)
+        await republishing.republish_subdir(services, channel.id, subdir)
         result.added += len(staged)
         result.removed += len(gone)
     async with services.db.write() as session:
