@@ -43,6 +43,7 @@ from graphconda.settings import Settings
 from tests.fixtures.server import free_port
 
 NGINX_CONF = """
+{user}
 worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
@@ -101,7 +102,8 @@ def start_graphconda(settings: Settings, workers: int, port: int) -> subprocess.
 def start_nginx(root: Path, workers: int, port: int, prefix: Path) -> subprocess.Popen[bytes]:
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root))
+    user = "user root;" if os.geteuid() == 0 else ""  # the temporary directories are private to us
+    conf.write_text(NGINX_CONF.format(user=user, workers=workers, prefix=prefix, port=port, root=root))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     return subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf)], start_new_session=True)
 
@@ -194,6 +196,17 @@ def main() -> None:
             shown = [f"{k} {v / 1e6:.0f} MB/s" if "bytes" in k else f"{k} {v:,.0f}"
                      for k, v in results[(name, workers)].items()]
             print(f"{name} ({workers} worker{'s' if workers > 1 else ''}): " + ", ".join(shown))
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(port),
+                                 "--workers", str(workers), "--no-access-log", "--log-level", "warning"],
+                                cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/", proc)
+            ceiling, _ = wrk(f"http://127.0.0.1:{port}/", args.seconds, args.connections)
+        finally:
+            stop(proc)
+        print(f"uvicorn ceiling ({workers} worker(s), constant 304 from a bare ASGI app): {ceiling:,.0f} req/s "
+              f"= {ceiling / results[('nginx', workers)]['304 req/s']:.2f}x nginx")
         ours, theirs = results[("graphconda", workers)], results[("nginx", workers)]
         ratios = {k: ours[k] / theirs[k] for k in ours}
         goal = {"304 req/s": 0.35, "shard req/s": 0.35, "repodata.json.zst bytes/s": 0.8}

@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from graphconda.http import auth, conda, health, upload, web
 from graphconda.http.errors import exception_handlers
+from graphconda.http.fastpath import FastStarlette
 from graphconda.http.identity import identity_middleware
 from graphconda.schema import graphql_app
 from graphconda.services.context import Services, open_services
@@ -51,7 +52,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         *web.routes,
     ]
     middleware = [*identity_middleware(settings)]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=exception_handlers)
+    # FastStarlette answers anonymous revalidations and shard GETs before any middleware.
+    app = FastStarlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=exception_handlers)
     app.state.settings = settings
     return app
 

@@ -147,8 +147,8 @@ class PublishSettings(_Section):
     # metadata); other processes' publishes show up after at most this long.
     serve_cache_seconds: float = Field(1.0, ge=0)
     # Published files up to this size are kept in memory per process for serving.
-    serve_memory_file_bytes: int = Field(1024 * 1024, ge=0)
-    serve_memory_total_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    serve_memory_file_bytes: int = Field(32 * 1024 * 1024, ge=0)
+    serve_memory_total_bytes: int = Field(256 * 1024 * 1024, ge=0)
 
 
 class Settings(_Section):

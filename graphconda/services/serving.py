@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -54,6 +54,10 @@ class CachedFile:
     last_modified: str  # HTTP date
     data: bytes | None
     expires: float
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # etag and last-modified, ready to send
+
+    def __post_init__(self) -> None:
+        self.headers = [(b"etag", self.etag.encode()), (b"last-modified", self.last_modified.encode())]
 
 
 class ServingCache:
@@ -63,6 +67,7 @@ class ServingCache:
         self.ttl = publish.serve_cache_seconds
         self.max_file = publish.serve_memory_file_bytes
         self.max_total = publish.serve_memory_total_bytes
+        self.public_max_age = f"public, max-age={publish.repodata_max_age_seconds}".encode()
         self._channels: dict[str, tuple[float, ChannelInfo | None]] = {}
         self._access: dict[tuple[int, Actor], tuple[float, bool]] = {}
         self._files: OrderedDict[str, CachedFile | tuple[float, None]] = OrderedDict()
@@ -86,6 +91,16 @@ class ServingCache:
         if info is None or (info.private and not await self._may_read(actor, info, now)):
             raise NotFoundError("channel not found")
         return info
+
+    def peek_channel(self, name: str, now: float) -> ChannelInfo | None:
+        """The cached channel if still fresh, without any I/O (None: unknown, absent or stale)."""
+        cached = self._channels.get(name)
+        return cached[1] if cached is not None and cached[0] > now else None
+
+    def peek_file(self, key: str, now: float) -> CachedFile | None:
+        """The cached blob if still fresh, without any I/O."""
+        cached = self._files.get(key)
+        return cached if isinstance(cached, CachedFile) and cached.expires > now else None
 
     async def _load_channel(self, name: str) -> ChannelInfo | None:
         async with self.services.db.read() as session:
