@@ -229,3 +229,40 @@ async def test_deleted_file_disappears(client: httpx2.AsyncClient, channel: dict
     assert (await client.get(url)).status_code == 404
     doc: dict[str, Any] = (await client.get("/get/main/noarch/repodata.json")).json()
     assert doc["packages.conda"] == {}
+
+
+@pytest.mark.parametrize("url", ["/get/main/noarch/repodata.json", "/get/main/noarch/repodata.json.zst",
+                                 "/get/main/noarch/repodata_shards.msgpack.zst"])
+async def test_cached_answers_are_the_same_as_first_answers(client: httpx2.AsyncClient, channel: dict[str, Path],
+                                                            url: str) -> None:
+    """Repeated anonymous requests are answered from memory ahead of routing: nothing may differ."""
+    first = await client.get(url)
+    keys = ("etag", "last-modified", "cache-control", "content-type", "content-length", "accept-ranges")
+    for _ in range(2):
+        again = await client.get(url)
+        assert again.status_code == 200 and again.content == first.content
+        assert {k: again.headers.get(k) for k in keys} == {k: first.headers.get(k) for k in keys}
+        head = await client.head(url)
+        assert head.content == b"" and head.headers["content-length"] == first.headers["content-length"]
+    index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(
+        (await client.get("/get/main/noarch/repodata_shards.msgpack.zst")).content))
+    shard_url = f"/get/main/noarch/shards/{index['shards']['alpha'].hex()}.msgpack.zst"
+    shard_first = await client.get(shard_url)
+    shard_again = await client.get(shard_url, headers={"If-None-Match": shard_first.headers["etag"]})
+    assert shard_again.status_code == 304
+    assert shard_again.headers["cache-control"] == shard_first.headers["cache-control"]
+
+
+async def test_cached_public_files_hide_when_the_channel_turns_private(client: httpx2.AsyncClient,
+                                                                       channel: dict[str, Path],
+                                                                       services: Services) -> None:
+    from graphconda.services import channels
+
+    url = "/get/main/noarch/repodata.json"
+    etag = (await client.get(url)).headers["etag"]
+    assert (await client.get(url, headers={"If-None-Match": etag})).status_code == 304
+    await channels.update_channel(services, SYSTEM, "main", channels.ChannelUpdate(private=True))
+    assert (await client.get(url)).status_code == 404
+    assert (await client.get(url, headers={"If-None-Match": etag})).status_code == 404
+    bad_key = await client.get(url, headers={"X-API-Key": "gc_" + "x" * 43})
+    assert bad_key.status_code == 401
