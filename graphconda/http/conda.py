@@ -41,7 +41,7 @@ def _content_type(name: str) -> str:
     return _CONTENT_TYPES.get(name[name.rfind("."):], "application/octet-stream")
 
 
-def _cache_control(request: Request, info: ChannelInfo, max_age: int) -> str:
+def _cache_control(info: ChannelInfo, max_age: int) -> str:
     # Responses of private channels must never sit in a shared cache.
     return f"{'private' if info.private else 'public'}, max-age={max_age}"
 
@@ -51,8 +51,15 @@ def _immutable(info: ChannelInfo) -> str:
 
 
 def _not_found(request: Request, detail: str = "not found") -> Response:
+    """A 404 clients may cache briefly (so they notice when an optional file appears)."""
     max_age = min(request.app.state.settings.publish.repodata_max_age_seconds, 60)
     return JSONResponse({"detail": detail}, status_code=404, headers={"cache-control": f"public, max-age={max_age}"})
+
+
+def _no_channel() -> Response:
+    # The channel may exist and be private: no shared cache may keep this for a caller with a key.
+    return JSONResponse({"detail": "channel not found"}, status_code=404,
+                        headers={"cache-control": "private, no-cache"})
 
 
 # --- conditional requests and ranges -----------------------------------------------------
@@ -151,7 +158,7 @@ async def serve(request: Request) -> Response:
     try:
         info = await serving_cache(services).channel(actor_of(request), parts[0])
     except NotFoundError:
-        return _not_found(request, "channel not found")
+        return _no_channel()
     rest = parts[1:]
     try:
         if not rest:
@@ -202,7 +209,7 @@ async def _published(request: Request, info: ChannelInfo, key: str, *, immutable
     if immutable:
         control = _immutable(info)
     else:
-        control = _cache_control(request, info, request.app.state.settings.publish.repodata_max_age_seconds)
+        control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
     return await send_blob(request, entry, cache_control=control, content_type=_content_type(key))
 
 
@@ -269,7 +276,7 @@ async def _channel_index(request: Request, info: ChannelInfo) -> Response:
     subdirs = await publishing.channel_subdirs(services_of(request), info.id)
     rows = [(f"{s}/", f"{s}/", "") for s in sorted({*subdirs, "noarch"})]
     rows.append((layout.CHANNELDATA, layout.CHANNELDATA, ""))
-    control = _cache_control(request, info, request.app.state.settings.publish.repodata_max_age_seconds)
+    control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
     return HTMLResponse(_page(f"channel {info.name}", rows), headers={"cache-control": control})
 
 
@@ -282,7 +289,7 @@ async def _subdir_index(request: Request, info: ChannelInfo, subdir: str) -> Res
         if entry is not None and (name != layout.SHARD_INDEX or info.publish.shards):
             rows.append((name, name, f"{entry.size} bytes, {entry.last_modified}"))
     rows += [(f.filename, f.filename, f"{f.size} bytes, {f.uploaded_at:%Y-%m-%d %H:%M}") for f in files]
-    control = _cache_control(request, info, request.app.state.settings.publish.repodata_max_age_seconds)
+    control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
     return HTMLResponse(_page(f"{info.name}/{subdir}", rows), headers={"cache-control": control})
 
 

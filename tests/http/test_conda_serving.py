@@ -56,10 +56,12 @@ async def test_fresh_channel_serves_empty_noarch_and_known_subdirs(client: httpx
     assert json.loads(zstandard.ZstdDecompressor().decompress(zst.content))["info"] == {"subdir": "linux-64"}
     for url in ("/get/fresh/made-up/repodata.json", "/get/fresh/Bad_Subdir/repodata.json",
                 "/get/fresh/noarch/repodata.json.bz2", "/get/fresh/noarch/current_repodata.json",
-                "/get/fresh/noarch/whatever.txt", "/get/nope/noarch/repodata.json"):
+                "/get/fresh/noarch/whatever.txt"):
         missing = await client.get(url)
         assert missing.status_code == 404, url
         assert missing.headers["cache-control"] == "public, max-age=60", url
+    no_channel = await client.get("/get/nope/noarch/repodata.json")
+    assert no_channel.status_code == 404 and no_channel.headers["cache-control"] == "private, no-cache"
 
 
 async def test_repodata_headers_and_bytes(client: httpx2.AsyncClient, channel: dict[str, Path]) -> None:
