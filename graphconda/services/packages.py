@@ -213,13 +213,14 @@ async def commit_package(
     try:
         async with services.db.write() as session:
             generation = await lock_subdir(session, channel.id, subdir, now, bump=True)
-            if await services.storage.stat(key) is None:
-                # A concurrent failed upload of the same bytes removed it before we locked.
-                raise StorageError(f"stored {filename} vanished during a concurrent upload; retry")
             existing = await session.scalar(select(PackageFile).where(*_where_file(channel.id, subdir, filename)))
             if existing is not None:
                 _check_replace(actor, staged, force)
                 replaced = (existing.size, existing.sha256, existing.stored)
+            # Checked after the file's own conflict: a losing upload of the same bytes may have
+            # removed the shared blob, and then this upload has lost the same race.
+            if await services.storage.stat(key) is None:
+                raise StorageError(f"stored {filename} vanished during a concurrent upload; retry")
             row = await write_rows(session, staged, existing, actor, now)
             shards_touched = True
             index_state = await publishing.publish_shards(services, session, channel, subdir, [name], generation)
