@@ -3,8 +3,9 @@
 Used by reindexing and whenever many records arrive without uploads (benchmarks, imports).
 The records are read once and shared by both outputs; shard blobs are written while
 repodata.json is being compressed (the writes wait on the disk, the compression on the
-CPU). Shard rows and the index are then written under the subdir lock; if the subdir
-changed while we built, everything is built again from what is committed then, so a
+CPU), as one batch made durable at once (storage.put_many) before the index that names
+them is written. Shard rows and the index are then written under the subdir lock; if the
+subdir changed while we built, everything is built again from what is committed then, so a
 concurrent upload's shard is never replaced by an older one.
 """
 
@@ -34,8 +35,6 @@ from graphconda.services.publishing import (
     write_subdir_files,
 )
 
-PUT_CONCURRENCY = 32  # parallel shard writes (the local store fsyncs each one)
-
 Row = tuple[str, str, str, bool]  # name, filename, record JSON, v3
 
 
@@ -48,13 +47,9 @@ def _build_all_shards(rows: list[Row]) -> dict[str, bytes]:
 
 
 async def _put_shards(services: Services, channel: Channel, subdir: str, shards: dict[str, bytes]) -> None:
-    limit = asyncio.Semaphore(PUT_CONCURRENCY)
-
-    async def put(data: bytes) -> None:
-        async with limit:
-            await services.storage.put(layout.shard_key(channel.name, subdir, shard_digest(data).hex()), data)
-
-    await asyncio.gather(*(put(data) for data in shards.values()))
+    """Store every shard and make them durable at once (one flush, not one per shard), before any index names them."""
+    await services.storage.put_many({layout.shard_key(channel.name, subdir, shard_digest(data).hex()): data
+                                     for data in shards.values()})
 
 
 async def _rows(session: AsyncSession, channel_id: int, subdir: str) -> list[Row]:

@@ -6,7 +6,7 @@ Storage knows nothing of the database or of conda; keys are relative '/'-separat
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -56,6 +56,14 @@ class BlobStore(Protocol):
 
     async def put_file(self, key: str, path: Path) -> BlobStat:
         """Store a local file (consumed: it may be moved into place)."""
+
+    async def put_many(self, items: Mapping[str, bytes]) -> list[BlobStat]:
+        """Store several blobs, each atomically, cheaper than one `put` each (one flush for all).
+
+        Every key is checked before anything is written. When it returns, every blob is
+        durable, so an index naming them may be written next. On failure some may have
+        been stored, none partially. Stats come back in the order of `items`.
+        """
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes [start, end) of a blob, clipped to its size (empty past the end).

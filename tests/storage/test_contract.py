@@ -183,6 +183,28 @@ async def test_list_stops_early_without_leaking(store: BlobStore) -> None:
     await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def test_put_many_stores_each_blob(store: BlobStore) -> None:
+    await store.put("batch/b", b"old")
+    old = await store.stat("batch/b")
+    items = {f"batch/{name}": blob(size, seed) for seed, (name, size) in enumerate([("a", 10), ("b", 0), ("c", 3000)])}
+    stats = await store.put_many(items)
+    assert [(s.key, s.size) for s in stats] == [(key, len(data)) for key, data in items.items()]
+    for key, data in items.items():
+        assert await store.read(key) == data
+        found = await store.stat(key)
+        assert found is not None and found.etag == stats[list(items).index(key)].etag
+    assert old is not None and stats[1].etag != old.etag  # overwritten
+    assert sorted([s.key async for s in store.list("batch/")]) == sorted(items)
+    assert await store.put_many({}) == []
+
+
+@pytest.mark.parametrize("key", ["../x", "a//b", ".hidden"])
+async def test_put_many_refuses_the_whole_batch_for_one_bad_key(store: BlobStore, key: str) -> None:
+    with pytest.raises(InvalidNameError):
+        await store.put_many({"good/1": b"x", key: b"y", "good/2": b"z"})
+    assert [s async for s in store.list("good/")] == []
+
+
 BAD_KEYS = ["", "../x", "/abs", "a//b", "a/../b", "a/./b", "a\\b", "a\x00b", "a/", "a b", ".hidden", "a/.tmp/x"]
 
 

@@ -8,11 +8,13 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from graphconda.errors import InvalidNameError, StorageError
 from graphconda.settings import Settings
+from graphconda.storage import local as local_module
 from graphconda.storage import open_store
 from graphconda.storage.local import STALE_TMP_SECONDS, TMP_DIR, LocalBlobStore
 
@@ -124,3 +126,35 @@ async def test_check_creates_the_root_and_sweeps_stale_temp_files(tmp_path: Path
     await store.check()
     assert not stale.exists()
     assert fresh.exists()
+
+
+async def test_put_many_flushes_once_before_any_blob_appears(local_store: LocalBlobStore,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    real_replace, real_sync = os.replace, local_module._sync_filesystem
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    def sync(path: Path) -> None:
+        events.append("sync")
+        real_sync(path)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(local_module, "_sync_filesystem", sync)
+    await local_store.put_many({f"shards/{i}": bytes([i]) * 100 for i in range(5)})
+    # The data of every blob is durable before the first becomes visible: an index written
+    # after put_many returns can never name a blob a crash would lose.
+    assert events == ["sync"] + ["rename"] * 5
+    assert [await local_store.read(f"shards/{i}") for i in range(5)] == [bytes([i]) * 100 for i in range(5)]
+    assert list((local_store.root / TMP_DIR).iterdir()) == []
+
+
+async def test_put_many_that_fails_midway_leaves_no_temp_file(local_store: LocalBlobStore) -> None:
+    (local_store.root / "d" / "taken").mkdir(parents=True)  # a directory where a blob should go
+    (local_store.root / "d" / "taken" / "x").write_bytes(b"")
+    with pytest.raises(StorageError):
+        await local_store.put_many({"d/a": b"1", "d/taken": b"2", "d/c": b"3"})
+    assert list((local_store.root / TMP_DIR).iterdir()) == []
+    assert await local_store.stat("d/c") is None
