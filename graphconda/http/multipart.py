@@ -33,6 +33,7 @@ class Part:
     path: Path | None = None
     file: BinaryIO | None = None
     done: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # the part's own headers, lowercased names
 
 
 class MultipartSpool:
@@ -68,8 +69,12 @@ class MultipartSpool:
         self._header[which] += data
 
     def _header_end(self) -> None:
-        if self._header[0].lower() == b"content-disposition":
+        name = self._header[0].lower()
+        if name == b"content-disposition":
             self._disposition = self._header[1]
+        part = self.parts[-1]
+        if len(part.headers) < 32 and len(name) + len(self._header[1]) < 1024:  # bounded: hostile bodies
+            part.headers[name.decode("latin-1")] = self._header[1].decode("latin-1").strip()
         self._header = [b"", b""]
 
     def _headers_finished(self) -> None:
@@ -135,6 +140,10 @@ class MultipartSpool:
     def files(self, *names: str) -> list[tuple[str, Path | None]]:
         """(filename, temporary path) of the file parts under `names`; path None for an empty file."""
         return [(p.filename, p.path) for p in self.parts if p.filename is not None and p.name in names]
+
+    def file_parts(self, *names: str) -> list[Part]:
+        """The file parts under `names` (path None for an empty file), with their own headers."""
+        return [p for p in self.parts if p.filename is not None and p.name in names]
 
     def cleanup(self) -> None:
         for part in self.parts:

@@ -71,6 +71,8 @@ async def quetz_upload(request: Request) -> Response:
 
 async def prefix_upload(request: Request) -> Response:
     """prefix.dev `POST /api/v1/upload/<channel>` with X-File-Name and X-File-SHA256."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        return await _prefix_multipart(request)
     filename = request.headers.get("x-file-name")
     if not filename:
         raise InvalidInputError("the X-File-Name header (the package's filename) is required", field="X-File-Name")
@@ -96,6 +98,34 @@ async def _read(path: Path | None) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         f.close()
+
+
+async def _prefix_multipart(request: Request) -> Response:
+    """What rattler-build (0.40+) and pixi send: one multipart part `file` carrying its own
+    X-File-Name / X-File-SHA256 headers, plus an optional `attestation` field we ignore."""
+    services, actor = services_of(request), actor_of(request)
+    limit = services.settings.limits.max_upload_bytes
+    spool = await spool_multipart(request, services.settings.data_dir / "tmp", limit)
+    try:
+        parts = spool.file_parts("file", "files")
+        if len(parts) != 1:
+            raise InvalidInputError("send exactly one package file, as the multipart field 'file'", field="file")
+        part = parts[0]
+        filename = part.headers.get("x-file-name") or request.headers.get("x-file-name") or part.filename
+        if not filename:
+            raise InvalidInputError("the package's filename is missing (X-File-Name)", field="X-File-Name")
+        row = await packages.ingest_package(
+            services,
+            actor,
+            request.path_params["channel"],
+            filename,
+            _read(part.path),
+            force=_flag(spool.fields().get("force", request.query_params.get("force"))),
+            expected_sha256=part.headers.get("x-file-sha256") or request.headers.get("x-file-sha256") or None,
+        )
+    finally:
+        await run_in_threadpool(spool.cleanup)
+    return _created(row)
 
 
 async def quetz_files(request: Request) -> Response:

@@ -90,6 +90,39 @@ async def test_prefix_dev_upload(client: httpx2.AsyncClient, owner_key: str, tmp
     assert published is not None and list(published["packages"]) == [path.name]
 
 
+def prefix_form(filename: str, body: bytes, sha256: str, boundary: str = "rattler-build-boundary") -> bytes:
+    """The multipart body `rattler-build upload prefix` (0.40+) sends: part `file` with its own
+    X-File-Name / X-File-SHA256 headers, then an `attestation` text part."""
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            f"content-type: application/octet-stream\r\ncontent-length: {len(body)}\r\n"
+            f"x-file-name: {filename}\r\nx-file-sha256: {sha256}\r\n\r\n").encode()
+    tail = (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"attestation\"\r\n\r\n"
+            f"{{}}\r\n--{boundary}--\r\n").encode()
+    return head + body + tail
+
+
+async def test_prefix_dev_multipart_upload_as_rattler_build_sends_it(
+        client: httpx2.AsyncClient, owner_key: str, tmp_path: Path, services: Services) -> None:
+    path = build_package(tmp_path, "delta", "1.0", "0")
+    headers = {"Authorization": f"Bearer {owner_key}",
+               "Content-Type": "multipart/form-data; boundary=rattler-build-boundary"}
+    body = prefix_form(path.name, path.read_bytes(), sha256_of(path))
+    response = await client.post("/api/v1/upload/main", content=body, headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["sha256"] == sha256_of(path)
+    again = await client.post("/api/v1/upload/main", content=body, headers=headers)
+    assert again.status_code == 409
+    before = await snapshot(services)
+    other = build_package(tmp_path / "2", "epsilon", "1.0", "0")
+    wrong = await client.post("/api/v1/upload/main", content=prefix_form(other.name, other.read_bytes(), "ab" * 32),
+                              headers=headers)
+    assert wrong.status_code == 422 and "sha256 mismatch" in wrong.json()["detail"]
+    assert await snapshot(services) == before
+    assert not leftover_temp_files(services)
+    published = await repodata(services, "main", "noarch")
+    assert published is not None and list(published["packages.conda"]) == [path.name]
+
+
 async def test_multipart_several_files_and_force_field(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
                                                        services: Services) -> None:
     a = build_package(tmp_path, "alpha", "1.0")
