@@ -232,8 +232,9 @@ async def _empty(request: Request, info: ChannelInfo, subdir: str, name: str) ->
     entry = _empty_files(subdir).get(name) if is_known_subdir(subdir) else None
     if entry is None:
         return _not_found(request)
-    # Revalidated on every use: the real file replaces it as soon as something is published.
-    return await send_blob(request, entry, cache_control="no-cache", content_type=_content_type(name))
+    # The same max-age as the real file that replaces it (clients treat a missing max-age as stale).
+    control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
+    return await send_blob(request, entry, cache_control=control, content_type=_content_type(name))
 
 
 async def _package_file(request: Request, info: ChannelInfo, subdir: str, filename: str) -> Response:

@@ -50,7 +50,10 @@ async def test_fresh_channel_serves_empty_noarch_and_known_subdirs(client: httpx
     response = await client.get("/get/fresh/noarch/repodata.json")
     assert response.status_code == 200
     assert response.json() == EMPTY_NOARCH
-    assert response.headers["cache-control"] == "no-cache" and response.headers["etag"]
+    assert response.headers["cache-control"] == "public, max-age=60" and response.headers["etag"]
+    assert response.headers["last-modified"]
+    again = await client.get("/get/fresh/noarch/repodata.json", headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "public, max-age=60"
     zst = await client.get("/get/fresh/linux-64/repodata.json.zst")
     assert zst.status_code == 200 and "content-encoding" not in zst.headers
     assert json.loads(zstandard.ZstdDecompressor().decompress(zst.content))["info"] == {"subdir": "linux-64"}
