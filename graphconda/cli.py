@@ -38,10 +38,14 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         overrides: dict[str, Any] = {"server": {}}
         if data_dir is not None:
             overrides["server"]["data_dir"] = str(data_dir)
-        for key in ("host", "port", "workers", "dev"):
+        for key in ("host", "port", "workers"):
             value = kwargs.get(key)
             if value not in (None, False):
                 overrides["server"][key] = value
+        if "dev" in kwargs:
+            # Dev mode (a login for anyone, a printed owner key) only ever comes from the flag,
+            # whatever a config file or GRAPHCONDA_SERVER__DEV says.
+            overrides["server"]["dev"] = bool(kwargs["dev"])
         try:
             settings = load_settings(config_file, overrides=overrides)
             return func(*args, settings=settings, **kwargs)

@@ -127,12 +127,14 @@ def test_port_in_use(tmp_path: Path, cli_env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def serve_process(tmp_path: Path, env: dict[str, str], extra: list[str]) -> Iterator[tuple[str, str]]:
+def serve_process(
+    tmp_path: Path, env: dict[str, str], extra: list[str], *, dev: bool = True
+) -> Iterator[tuple[str, str]]:
     """`graphconda serve` in a subprocess; yields (base URL, its output until ready)."""
     port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "graphconda", "serve", "--dev", "--port", str(port),
+        [sys.executable, "-m", "graphconda", "serve", *(["--dev"] if dev else []), "--port", str(port),
          "--data-dir", str(tmp_path / "data"), *extra],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
@@ -193,3 +195,15 @@ def test_serve_with_s3_config_is_ready(tmp_path: Path, cli_env: dict[str, str], 
         assert httpx2.get(f"{url}/readyz", timeout=5).status_code == 200
         info = httpx2.post(f"{url}/graphql", json={"query": "{ serverInfo { storageBackend } }"}, timeout=5).json()
         assert info["data"]["serverInfo"]["storageBackend"] == "s3"
+
+
+def test_dev_mode_only_with_the_flag(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A config file or environment saying dev = true does not open the dev login (404) nor print a key."""
+    config = tmp_path / "dev.toml"
+    config.write_text("[server]\ndev = true\n")
+    env = {**cli_env, "GRAPHCONDA_SERVER__DEV": "true"}
+    with serve_process(tmp_path, env, ["--config", str(config)], dev=False) as (url, log):
+        assert "dev API key" not in log and "[dev mode]" not in log
+        for path in ("/auth/dev/login/dev", "/auth/dev/login/mallory"):
+            assert httpx2.get(f"{url}{path}", timeout=5, follow_redirects=False).status_code == 404
+        assert httpx2.get(f"{url}/auth/providers", timeout=5).json()["dev"] is False
