@@ -29,6 +29,8 @@ MIRROR_MODES = ("proxy", "mirror")
 MAX_DESCRIPTION = 10_000
 MAX_LIST_ENTRIES = 1_000
 MAX_LIST_ENTRY = 256
+# Never the name: the channel may be private, and private names never appear in messages.
+CHANNEL_TAKEN = "a channel of that name already exists"
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
     try:
         async with services.db.write() as session:
             if await session.scalar(select(Channel.id).where(Channel.name == name)) is not None:
-                raise AlreadyExistsError(f"channel {name!r} already exists")
+                raise AlreadyExistsError(CHANNEL_TAKEN)
             # Leftovers of an earlier channel of this name (a cleanup that failed) must never resurface.
             await _purge_storage(services, name)
             session.add(channel)
@@ -211,7 +213,7 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
             if actor.user_id is not None:
                 session.add(ChannelMember(channel_id=channel.id, user_id=actor.user_id, role=Role.OWNER))
     except IntegrityError:
-        raise AlreadyExistsError(f"channel {name!r} already exists") from None
+        raise AlreadyExistsError(CHANNEL_TAKEN) from None
     serving.forget_channel(services, name)  # this process may remember the name as absent
     return channel
 

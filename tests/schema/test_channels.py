@@ -215,3 +215,16 @@ async def test_server_staff_may_delete_any_channel(
     await make_channel("secret", people.alice, private=True)
     result = data(await gql(DELETE, {"name": "secret"}, as_=getattr(people, who)))["deleteChannel"]
     assert result["__typename"] == "DeletedChannel"
+
+
+async def test_taking_a_private_channels_name_does_not_repeat_it(
+    gql: Gql, people: People, make_channel: MakeChannel
+) -> None:
+    """The name is taken (it must be), but the refusal never names the private channel."""
+    await make_channel("hidden-team", people.alice, private=True)
+    result = data(await gql(CREATE, {"input": {"name": "hidden-team", "private": True}}, as_=people.bob))
+    refusal = result["createChannel"]
+    assert refusal["__typename"] == "AlreadyExists"
+    assert "hidden-team" not in refusal["message"] and "already exists" in refusal["message"]
+    assert await channel_names(gql, people.bob) == []
+    assert await channel_names(gql, people.alice) == ["hidden-team"]
