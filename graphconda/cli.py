@@ -40,7 +40,7 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
             overrides["server"]["data_dir"] = str(data_dir)
         for key in ("host", "port", "workers"):
             value = kwargs.get(key)
-            if value not in (None, False):
+            if value is not None:  # 0 is a value (and an error for --workers), not "unset"
                 overrides["server"][key] = value
         if "dev" in kwargs:
             # Dev mode (a login for anyone, a printed owner key) only ever comes from the flag,

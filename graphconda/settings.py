@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from graphconda.errors import ConfigError
 
@@ -36,6 +36,9 @@ class ServerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+
 class DatabaseSettings(_Section):
     # Empty: SQLite at DATA_DIR/graphconda.db. Otherwise an SQLAlchemy URL,
     # e.g. postgresql+asyncpg://user@host/db or sqlite+aiosqlite:///path.db
@@ -44,6 +47,24 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(10, ge=1)
     # SQLite: how long a writer waits for the lock before failing.
     busy_timeout_ms: int = Field(30_000, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        # Caught here, the mistake is one line naming the key, not a traceback from Alembic.
+        if not url:
+            return url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            driver = make_url(url).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in _DRIVERS:
+            raise ValueError(f"use one of {', '.join(d + '://...' for d in _DRIVERS)}"
+                             + (f", not {driver}://" if driver else " (this is not a database URL)"))
+        return url
 
 
 class S3Settings(_Section):
@@ -215,7 +236,7 @@ def _describe(error: ValidationError) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "config"
     if first["type"] == "extra_forbidden":
         return f"unknown setting '{key}' (see config.example.toml for the valid keys)"
-    return f"invalid setting '{key}': {first['msg']}"
+    return f"invalid setting '{key}': {first['msg'].removeprefix('Value error, ')}"
 
 
 def load_settings(

@@ -106,6 +106,20 @@ def test_unreachable_database_leaves_nothing(tmp_path: Path, cli_env: dict[str, 
     assert not data.exists()
 
 
+def test_malformed_database_url_is_one_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    data = tmp_path / "data"
+    for command in (["migrate"], ["channel", "list"], ["serve", "--port", str(free_port())]):
+        code, _, err = invoke([*command, "--data-dir", str(data)], {**cli_env, "GRAPHCONDA_DATABASE__URL": "notaurl"})
+        _one_line_error(code, err, "invalid setting 'database.url'", 2)
+    assert not data.exists()
+
+
+def test_zero_workers_is_refused_not_ignored(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    code, _, err = invoke(["serve", "--workers", "0", "--data-dir", str(tmp_path / "d")], cli_env)
+    _one_line_error(code, err, "invalid setting 'server.workers'", 2)
+    assert not (tmp_path / "d").exists()
+
+
 def test_unreachable_s3(tmp_path: Path, cli_env: dict[str, str]) -> None:
     config = tmp_path / "c.toml"
     endpoint = f"127.0.0.1:{free_port()}"

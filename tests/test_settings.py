@@ -49,6 +49,10 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ('[storage]\nbackend = "ftp"\n', {}, "invalid setting 'storage.backend'"),
         ('[storage]\nbackend = "s3"\n', {}, "storage.s3.endpoint is required"),
         ("", {"GRAPHCONDA_DATABASE__URLL": "x"}, "unknown setting 'database.urll'"),
+        ('[database]\nurl = "notaurl"\n', {}, "invalid setting 'database.url': use one of postgresql+asyncpg"),
+        ("", {"GRAPHCONDA_DATABASE__URL": "mysql://db/x"}, "invalid setting 'database.url'"),
+        ("", {"GRAPHCONDA_DATABASE__URL": "sqlite:///x.db"}, "not sqlite://"),
+        ("[server]\nworkers = 0\n", {}, "invalid setting 'server.workers'"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str], fragment: str) -> None:
