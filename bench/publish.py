@@ -39,6 +39,7 @@ from bench import corpus
 from graphconda.app import create_app
 from graphconda.conda.records import dumps_record, is_v3
 from graphconda.conda.repodata import compress_zst
+from graphconda.conda.shards import pack_record
 from graphconda.db.migrate import upgrade_sync
 from graphconda.db.models import Package, PackageFile, SubdirState
 from graphconda.services import api_keys, channels, republishing, users
@@ -86,7 +87,8 @@ async def store_records(services: Services, channel_id: int, records: list[tuple
                 "filename": filename, "name": record["name"], "version": str(record["version"])[:256],
                 "build": record["build"][:256], "build_number": int(record.get("build_number") or 0),
                 "size": int(record.get("size") or 0), "md5": record["md5"], "sha256": record["sha256"],
-                "record": dumps_record(record), "v3": is_v3(record), "traits": [], "uploaded_at": now,
+                "record": dumps_record(record), "packed": pack_record(filename, dumps_record(record)),
+                "v3": is_v3(record), "traits": [], "uploaded_at": now,
             })
             if len(batch) == 5000:
                 await session.execute(insert(PackageFile), batch)

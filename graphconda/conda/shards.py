@@ -5,11 +5,17 @@ so their bytes must be deterministic: maps are sorted recursively, compression
 is single-threaded at a fixed level, and the zstd frame records its content
 size. A republish that leaves a name's records alone therefore leaves its
 shard, and every client's cached copy, valid.
+
+Records can be packed once, when they are stored (`pack_record`), and shards then
+assembled from those bytes (`build_shard_packed`) without decoding any record: the
+result is byte for byte what `build_shard` makes from the decoded records.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +65,17 @@ def _pack_record(filename: str, record: Mapping[str, Any]) -> dict[str, Any]:
     return packed
 
 
+def pack_record(filename: str, record: Mapping[str, Any] | str) -> bytes:
+    """A record (a mapping, or its records.dumps_record JSON) as it appears inside a shard.
+
+    Canonical msgpack with checksums as bin; what build_shard_packed concatenates.
+    """
+    if isinstance(record, str):
+        record = json.loads(record)
+    assert not isinstance(record, str)
+    return _packb(_pack_record(filename, record))
+
+
 def build_shard(records: Mapping[str, Mapping[str, Any]], removed: Iterable[str] = (), *,
                 level: int = ZSTD_LEVEL) -> bytes:
     """The compressed shard for one package name from {filename: record}.
@@ -84,6 +101,51 @@ def build_shard(records: Mapping[str, Mapping[str, Any]], removed: Iterable[str]
     if v3["conda"] or v3["tar.bz2"]:
         shard["v3"] = v3
     return _compress(_packb(shard), level)
+
+
+def _map_header(size: int) -> bytes:
+    if size < 16:
+        return bytes((0x80 | size,))
+    if size < 0x10000:
+        return b"\xde" + size.to_bytes(2, "big")
+    return b"\xdf" + size.to_bytes(4, "big")
+
+
+def _packed_map(entries: dict[str, bytes]) -> list[bytes]:
+    """A msgpack map of already packed values, keys in sorted order (as _sorted orders them)."""
+    parts = [_map_header(len(entries))]
+    for key in sorted(entries):
+        parts.append(msgpack.packb(key, use_bin_type=True))
+        parts.append(entries[key])
+    return parts
+
+
+_PACKAGES, _CONDA, _REMOVED, _V3 = (msgpack.packb(key) for key in ("packages", "packages.conda", "removed", "v3"))
+_V3_CONDA, _V3_TAR = (msgpack.packb(key) for key in ("conda", "tar.bz2"))
+
+
+def build_shard_packed(records: Iterable[tuple[str, bytes, bool]], removed: Iterable[str] = (), *,
+                       level: int = ZSTD_LEVEL) -> bytes:
+    """build_shard from (filename, pack_record bytes, is v3) without decoding a record: the same bytes."""
+    legacy: dict[str, bytes] = {}
+    conda: dict[str, bytes] = {}
+    v3_conda: dict[str, bytes] = {}
+    v3_tar: dict[str, bytes] = {}
+    for filename, packed, v3 in records:
+        if filename.endswith(".conda"):
+            target, stem = (v3_conda if v3 else conda), filename[: -len(".conda")]
+        elif filename.endswith(".tar.bz2"):
+            target, stem = (v3_tar if v3 else legacy), filename[: -len(".tar.bz2")]
+        else:
+            raise ValueError(f"not a conda package filename: {filename!r}")
+        target[stem if v3 else filename] = packed
+    has_v3 = bool(v3_conda or v3_tar)
+    # Top-level keys in sorted order: "packages" < "packages.conda" < "removed" < "v3".
+    parts = [_map_header(4 if has_v3 else 3), _PACKAGES, *_packed_map(legacy), _CONDA, *_packed_map(conda),
+             _REMOVED, _packb(sorted(set(removed)))]
+    if has_v3:
+        parts += [_V3, _map_header(2), _V3_CONDA, *_packed_map(v3_conda), _V3_TAR, *_packed_map(v3_tar)]
+    return _compress(b"".join(parts), level)
 
 
 def shard_digest(shard_bytes: bytes) -> bytes:
@@ -122,19 +184,61 @@ def build_shard_index(
     `base_url` is where package files live relative to the index ("" means
     the subdir itself); `shards_base_url` is always "./shards/".
     """
-    for name, digest in shards.items():
-        if not isinstance(digest, bytes) or len(digest) != 32:
-            raise ValueError(f"shard digest for {name!r} must be 32 raw bytes")
-    if base_url and not base_url.endswith("/"):
-        raise ValueError(f"base_url must end in '/', got {base_url!r}")
-    index = {
-        "version": SHARD_INDEX_VERSION,
-        "info": {
-            "subdir": subdir,
-            "base_url": base_url,
-            "shards_base_url": SHARDS_BASE_URL,
-            "created_at": rfc3339(created_at),
-        },
-        "shards": dict(shards),
-    }
-    return _compress(_packb(index), level)
+    return PackedIndex(shards).build(subdir, created_at, base_url=base_url, level=level)
+
+
+def _index_entry(name: str, digest: bytes) -> bytes:
+    if not isinstance(digest, bytes) or len(digest) != 32:
+        raise ValueError(f"shard digest for {name!r} must be 32 raw bytes")
+    return msgpack.packb(name, use_bin_type=True) + msgpack.packb(digest, use_bin_type=True)
+
+
+class PackedIndex:
+    """The `shards` map of an index, kept packed and sorted, so a change re-packs one entry, not all.
+
+    An upload into a subdir of many names rewrites the whole index (CEP 16 makes it one
+    document), but packing it from scratch each time cost more than the rest of the upload.
+    `copy()` before changing one that a committed index was built from.
+    """
+
+    def __init__(self, shards: Mapping[str, bytes] | None = None) -> None:
+        shards = shards or {}
+        names = sorted(shards)
+        self._names = names
+        self._entries = [_index_entry(name, shards[name]) for name in names]
+
+    def copy(self) -> PackedIndex:
+        clone = PackedIndex()
+        clone._names, clone._entries = list(self._names), list(self._entries)
+        return clone
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def set(self, name: str, digest: bytes) -> None:
+        entry = _index_entry(name, digest)
+        at = bisect.bisect_left(self._names, name)
+        if at < len(self._names) and self._names[at] == name:
+            self._entries[at] = entry
+        else:
+            self._names.insert(at, name)
+            self._entries.insert(at, entry)
+
+    def remove(self, name: str) -> None:
+        at = bisect.bisect_left(self._names, name)
+        if at < len(self._names) and self._names[at] == name:
+            del self._names[at], self._entries[at]
+
+    def build(self, subdir: str, created_at: datetime, *, base_url: str = "", level: int = ZSTD_LEVEL) -> bytes:
+        """The compressed index: the same bytes as packing the whole document with sorted maps."""
+        if base_url and not base_url.endswith("/"):
+            raise ValueError(f"base_url must end in '/', got {base_url!r}")
+        info = {"subdir": subdir, "base_url": base_url, "shards_base_url": SHARDS_BASE_URL,
+                "created_at": rfc3339(created_at)}
+        # Keys in sorted order: "info" < "shards" < "version".
+        parts = [_map_header(3), _INFO, _packb(info), _SHARDS, _map_header(len(self._names)), *self._entries,
+                 _VERSION, _packb(SHARD_INDEX_VERSION)]
+        return _compress(b"".join(parts), level)
+
+
+_INFO, _SHARDS, _VERSION = (msgpack.packb(key) for key in ("info", "shards", "version"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from graphconda.db.types import UTCDateTime
@@ -162,6 +162,9 @@ class PackageFile(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     # The repodata record as compact JSON with sorted keys: publishing joins these strings.
     record: str = Field(sa_type=Text)
+    # The same record as it sits inside a shard (conda.shards.pack_record): shards are assembled
+    # from these bytes without decoding JSON. Written together with `record`; NULL means "pack it".
+    packed: bytes | None = Field(default=None, sa_type=LargeBinary, nullable=True)
     v3: bool = False  # schema_version >= 3: published under the "v3" key (CEP 48)
     timestamp: int | None = Field(default=None, sa_type=BigInteger)  # ms, from index.json
     # Files of proxylist packages are not stored; downloads redirect upstream.

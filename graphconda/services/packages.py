@@ -30,6 +30,7 @@ from graphconda.conda import repodata as rd
 from graphconda.conda.archive import PackageMetadata, read_package
 from graphconda.conda.names import parse_filename, validate_subdir
 from graphconda.conda.records import dumps_record, is_v3, make_record
+from graphconda.conda.shards import pack_record
 from graphconda.db.models import Channel, Package, PackageFile, PackageMember
 from graphconda.errors import (
     AlreadyExistsError,
@@ -285,6 +286,7 @@ def _fill(row: PackageFile, staged: StagedPackage, package: Package, actor: Acto
     row.build_number = meta.index["build_number"]
     row.size, row.md5, row.sha256 = staged.size, staged.md5, staged.sha256
     row.record, row.v3 = staged.record_json, staged.v3
+    row.packed = pack_record(staged.filename, staged.record_json)  # shards concatenate these
     row.timestamp = int(timestamp) if timestamp is not None else None
     row.stored = True
     row.traits = sorted(k for k, v in meta.traits.items() if v)

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
-from graphconda.conda.shards import build_shard, shard_digest
+from graphconda.conda.shards import shard_digest
 from graphconda.db.models import Channel, PackageFile, Shard, SubdirState, SupersededShard
 from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir, publish_lock
 from graphconda.services.publishing import (
-    SHARD_ZSTD_LEVEL,
     IndexState,
+    build_packed_shard,
     build_subdir_files,
     log,
     publish_subdir,
@@ -35,15 +34,13 @@ from graphconda.services.publishing import (
     write_subdir_files,
 )
 
-Row = tuple[str, str, str, bool]  # name, filename, record JSON, v3
+Row = tuple[str, str, bytes | None, str, bool]  # name, filename, packed record, record JSON, v3
 
 
 def _build_all_shards(rows: list[Row]) -> dict[str, bytes]:
     """{name: shard bytes} from rows sorted by name."""
-    return {
-        name: build_shard({fn: json.loads(record) for _, fn, record, _ in group}, level=SHARD_ZSTD_LEVEL)
-        for name, group in itertools.groupby(rows, key=lambda row: row[0])
-    }
+    return {name: build_packed_shard([row[1:] for row in group])
+            for name, group in itertools.groupby(rows, key=lambda row: row[0])}
 
 
 async def _put_shards(services: Services, channel: Channel, subdir: str, shards: dict[str, bytes]) -> None:
@@ -53,10 +50,11 @@ async def _put_shards(services: Services, channel: Channel, subdir: str, shards:
 
 
 async def _rows(session: AsyncSession, channel_id: int, subdir: str) -> list[Row]:
-    query = (select(PackageFile.name, PackageFile.filename, PackageFile.record, PackageFile.v3)
+    query = (select(PackageFile.name, PackageFile.filename, PackageFile.packed, PackageFile.record, PackageFile.v3)
              .where(PackageFile.channel_id == channel_id, PackageFile.subdir == subdir)
              .order_by(PackageFile.name))
-    return [(name, fn, record, bool(v3)) for name, fn, record, v3 in (await session.execute(query)).all()]
+    return [(name, fn, packed, record, bool(v3))
+            for name, fn, packed, record, v3 in (await session.execute(query)).all()]
 
 
 async def republish_subdir(services: Services, channel_id: int, subdir: str) -> None:
@@ -72,7 +70,7 @@ async def republish_subdir(services: Services, channel_id: int, subdir: str) -> 
         removed = list(state.removed or []) if state else []
         shards = await run_in_threadpool(_build_all_shards, rows)
         files, _ = await asyncio.gather(
-            run_in_threadpool(build_subdir_files, services, channel, subdir, [(fn, r, v3) for _, fn, r, v3 in rows],
+            run_in_threadpool(build_subdir_files, services, channel, subdir, [(fn, r, v3) for _, fn, _, r, v3 in rows],
                               removed),
             _put_shards(services, channel, subdir, shards),
         )

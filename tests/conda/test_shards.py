@@ -6,6 +6,7 @@ import asyncio
 import functools
 import hashlib
 import http.server
+import json
 import random
 import threading
 from collections.abc import Iterator
@@ -19,10 +20,14 @@ import zstandard
 from rattler.index import index_fs
 
 from graphconda.conda.archive import read_package
-from graphconda.conda.records import make_record
+from graphconda.conda.records import dumps_record, is_v3, make_record
 from graphconda.conda.shards import (
+    PackedIndex,
+    _packed_map,
     build_shard,
     build_shard_index,
+    build_shard_packed,
+    pack_record,
     rfc3339,
     shard_digest,
     shard_filename,
@@ -131,6 +136,49 @@ def test_v3_records_go_under_v3() -> None:
     assert "foo-3.0-0.conda" not in shard["packages.conda"]
 
 
+def _prepacked(records: dict, removed: list[str]) -> bytes:
+    """The shard assembled from records packed one by one from their stored JSON, as publishing does."""
+    rows = [(fn, pack_record(fn, dumps_record(record)), is_v3(record)) for fn, record in records.items()]
+    random.Random(3).shuffle(rows)
+    return build_shard_packed(rows, removed)
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 40, 300])
+def test_prepacked_records_give_the_same_shard_bytes(count: int) -> None:
+    rng = random.Random(count)
+    records: dict = {}
+    for i in range(count):
+        extra: dict = {"timestamp": 1_700_000_000_000 + i, "summary": "ünïcödé ✓" * (i % 3), "score": i / 7,
+                       "nested": {"z": [1, {"b": None, "a": True}], "a": -i}, "noarch": "python" if i % 2 else None}
+        if i % 5 == 0:
+            extra["depends"] = ['bar[when="__unix"]']  # v3
+        if i % 7 == 0:
+            extra["legacy_bz2_md5"] = "cd" * 16
+        ext = ".conda" if rng.random() < 0.6 else ".tar.bz2"
+        records[f"foo-{i}.{rng.randrange(100)}-h{i:x}_0{ext}"] = shuffled(rec("foo", f"{i}", f"h{i:x}_0", **extra), rng)
+    removed = [f"foo-0.{i}-0.conda" for i in range(count % 4)] * 2
+    from_json = {fn: json.loads(dumps_record(record)) for fn, record in records.items()}
+    assert _prepacked(records, removed) == build_shard(from_json, removed, level=16)
+    if count == 40:
+        assert "v3" in decode(_prepacked(records, removed))
+
+
+@pytest.mark.parametrize("size", [0, 15, 16, 65_535, 65_536])
+def test_prepacked_map_headers_are_msgpacks_own(size: int) -> None:
+    entries = {f"k{i:06d}": b"\xc0" for i in range(size)}  # nil values
+    assert b"".join(_packed_map(entries)) == msgpack.packb(dict.fromkeys(sorted(entries)), use_bin_type=True)
+
+
+def test_prepacked_shard_of_real_packages(tmp_path: Path) -> None:
+    """Records made from real archives of both formats, the way ingest stores them."""
+    records = {}
+    for fmt in (".conda", ".tar.bz2"):
+        path = build_package(tmp_path, "real", "1.0", "0", fmt=fmt, depends=["dep >=2.0"])
+        meta = read_package(path, path.name)
+        records[path.name] = make_record(meta, md5="00" * 16, sha256=sha256_of(path), size=path.stat().st_size)
+    assert _prepacked(records, []) == build_shard({fn: json.loads(dumps_record(r)) for fn, r in records.items()})
+
+
 def test_bad_hex_and_filenames_are_refused() -> None:
     with pytest.raises(ValueError, match="sha256 is not hexadecimal"):
         build_shard({"a-1-0.conda": rec("a", sha256="zz")})
@@ -164,6 +212,31 @@ def test_shard_index_layout() -> None:
     assert isinstance(index["shards"]["foo"], bytes)
     assert list(index["shards"]) == ["bar", "foo"]  # sorted in the bytes
     assert build_shard_index("linux-64", dict(reversed(shards.items())), CREATED) == data
+
+
+def test_packed_index_changes_give_the_bytes_of_a_full_repack() -> None:
+    rng = random.Random(5)
+    current = {f"name-{i}": hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(300)}
+    packed = PackedIndex(current)
+    committed = packed.copy()
+    for step in range(200):
+        name = f"name-{rng.randrange(400)}"
+        if rng.random() < 0.3:
+            current.pop(name, None)
+            packed.remove(name)
+        else:
+            current[name] = hashlib.sha256(f"{step}".encode()).digest()
+            packed.set(name, current[name])
+        assert len(packed) == len(current)
+    expected = {"version": 1, "info": {"subdir": "linux-64", "base_url": "", "shards_base_url": "./shards/",
+                                        "created_at": "2026-01-02T03:04:05Z"}, "shards": current}
+    raw = zstandard.ZstdDecompressor().decompress(packed.build("linux-64", CREATED, level=1))
+    assert raw == msgpack.packb({k: expected[k] for k in sorted(expected)} | {
+        "info": dict(sorted(expected["info"].items())), "shards": dict(sorted(current.items()))})
+    assert decode(committed.build("linux-64", CREATED))["shards"] == {
+        f"name-{i}": hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(300)}  # copy untouched
+    with pytest.raises(ValueError, match="32 raw bytes"):
+        packed.set("x", b"short")
 
 
 def test_shard_index_validation() -> None:

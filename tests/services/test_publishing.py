@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from graphconda.db.models import Channel, Package, SubdirState
-from graphconda.services import packages, publishing
+from graphconda.conda.shards import pack_record
+from graphconda.db.models import Channel, Package, PackageFile, SubdirState
+from graphconda.services import packages, publishing, republishing
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services, open_services
 from graphconda.services.locks import publish_lock
@@ -194,3 +195,26 @@ async def test_uploads_and_deletes_across_subdirs_at_once(services: Services, se
         size = await session.scalar(select(Channel.size))
     assert package.latest_version == "1.5"
     assert size == sum(p.stat().st_size for paths in news.values() for p in paths)
+
+
+async def test_shards_from_prepacked_records_equal_shards_from_record_json(services: Services,
+                                                                          tmp_path: Path) -> None:
+    """Uploads store each record pre-packed; rows without it (older ones) give byte-identical shards."""
+    channel = await make_channel(services, "main")
+    for fmt in (".conda", ".tar.bz2"):
+        await ingest(services, build_package(tmp_path, "alpha", "1.0", "0", fmt=fmt, depends=["beta >=2.0"]))
+    await ingest(services, build_package(tmp_path, "beta", "2.0", "0", depends=['gamma[when="__unix"]']))  # v3
+    async with services.db.read() as session:
+        rows = (await session.execute(select(PackageFile.filename, PackageFile.record, PackageFile.packed))).all()
+    assert rows and all(packed == pack_record(fn, record) for fn, record, packed in rows)
+    before = await shard_index(services, "main", "noarch")
+    assert before is not None and set(before["shards"]) == {"alpha", "beta"}
+    async with services.db.write() as session:
+        await session.execute(update(PackageFile).values(packed=None))
+    await republishing.republish_subdir(services, channel.id, "noarch")
+    after = await shard_index(services, "main", "noarch")
+    assert after is not None and after["shards"] == before["shards"]
+    alpha = await shard(services, "main", "noarch", after["shards"]["alpha"])
+    assert {"alpha-1.0-0.conda"} == set(alpha["packages.conda"]) and {"alpha-1.0-0.tar.bz2"} == set(alpha["packages"])
+    beta = await shard(services, "main", "noarch", after["shards"]["beta"])
+    assert set(beta["v3"]["conda"]) == {"beta-2.0-0"}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 08:10:29.868340
+Create Date: 2026-11-21 09:03:30.409494
 """
 
 from __future__ import annotations
@@ -223,6 +223,7 @@ def upgrade() -> None:
     sa.Column('md5', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('record', sa.Text(), nullable=False),
+    sa.Column('packed', sa.LargeBinary(), nullable=True),
     sa.Column('v3', sa.Boolean(), nullable=False),
     sa.Column('timestamp', sa.BigInteger(), nullable=True),
     sa.Column('stored', sa.Boolean(), nullable=False),
