@@ -28,6 +28,7 @@ from graphconda.schema.context import Context, RequestSession
 from graphconda.schema.errors import PublicErrorsOnly, is_public
 from graphconda.schema.mutations import Mutation
 from graphconda.schema.queries import Query
+from graphconda.schema.text import UnstorableTextGuard
 from graphconda.schema.types.enums import SCALARS
 from graphconda.settings import Settings
 
@@ -61,6 +62,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
             lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
             lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
+            UnstorableTextGuard,
             PublicErrorsOnly,
             RequestSession,
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx2
@@ -204,3 +205,49 @@ async def test_queries_over_websocket(live_server: Any, people: People) -> None:
         await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": deep}))
         refused = json.loads(await ws.recv())
         assert refused["type"] == "error" or refused["payload"].get("errors"), refused
+
+
+UNSTORABLE_TEXT = [
+    "query($s: String!) { channel(name: $s) { name } }",
+    "query($s: String!) { package(channel: $s, name: $s) { name } }",
+    "query($s: String!) { channels(filter: {nameContains: $s}) { totalCount } }",
+    'query($s: String!) { channel(name: "tools") { packages(nameContains: $s) { totalCount } } }',
+    "query($s: String!) { search(query: $s) { totalCount } }",
+    'mutation($s: String!) { updateChannel(input: {name: "tools", description: $s}) { __typename } }',
+    'mutation($s: String!) { createChannel(input: {name: "fresh", description: $s}) { __typename } }',
+    "mutation($s: String!) { createApiKey(input: {description: $s}) { __typename } }",
+    "mutation($s: String!) { createApiKey(input: {scopes: [{channel: $s, role: MEMBER}]}) { __typename } }",
+    'mutation($s: String!) { setChannelMember(channel: "tools", username: $s, role: MEMBER) { __typename } }',
+    'mutation($s: String!) { setPackageMember(channel: "tools", package: $s, username: "bob", role: MEMBER) '
+    "{ __typename } }",
+    "mutation($s: String!) { setServerRole(username: $s, role: MEMBER) { __typename } }",
+]
+
+
+@pytest.mark.parametrize("escaped", ["a\\u0000b", "\\ud800", "x\\udfffy"], ids=["nul", "lone-high", "lone-low"])
+@pytest.mark.parametrize("query", UNSTORABLE_TEXT, ids=lambda q: q.split("{")[1].split("(")[0].strip())
+async def test_unstorable_text_is_refused_before_any_work(
+    client: httpx2.AsyncClient, people: People, make_channel: MakeChannel, gql: Gql, query: str, escaped: str
+) -> None:
+    """NUL and lone surrogates (both legal in JSON) get a GraphQL error on SQLite and PostgreSQL alike, not a 500."""
+    await make_channel("tools", people.owner, description="before")
+    body = f'{{"query": {json.dumps(query)}, "variables": {{"s": "{escaped}"}}}}'
+    response = await client.post(
+        "/graphql", content=body.encode(), headers={**people.owner.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["data"] is None
+    [error] = result["errors"]
+    assert error["message"] == "text arguments must not contain NUL characters or unpaired surrogates"
+    assert error["extensions"] == {"code": "InvalidInput"}
+    state = '{ channels { totalCount } channel(name: "tools") { description } viewer { apiKeys { id } } }'
+    after = data(await gql(state, as_=people.owner))
+    assert after["channels"]["totalCount"] == 1 and after["channel"]["description"] == "before"
+    assert len(after["viewer"]["apiKeys"]) == 1
+
+
+async def test_nul_in_a_string_literal_is_refused(gql: Gql) -> None:
+    result = await gql('{ channel(name: "a\\u0000b") { name } }')
+    assert result["data"] is None
+    assert error_messages(result) == ["text arguments must not contain NUL characters or unpaired surrogates"]
