@@ -107,7 +107,10 @@ async def create_api_key(
         raise InvalidInputError("a key description is at most 512 characters", field="description")
     now = services.now()
     if expires_at is not None:
-        expires_at = _aware(expires_at)
+        try:
+            expires_at = _aware(expires_at).astimezone(UTC)
+        except (OverflowError, ValueError):  # 9999-12-31T23:00-05:00 is past the last representable UTC time
+            raise InvalidInputError("the expiry is out of range", field="expiresAt") from None
         if expires_at <= now:
             raise InvalidInputError("the expiry must be in the future", field="expiresAt")
     secret = PREFIX + secrets.token_urlsafe(32)

@@ -88,6 +88,8 @@ async def test_create_key_refusals(gql: Gql, people: People, make_channel: MakeC
         (people.bob, {"scopes": [{"channel": "hidden", "role": "MEMBER"}]}, "InvalidInput", "input.scopes"),
         (people.bob, {"scopes": [{"channel": "../x", "role": "MEMBER"}]}, "InvalidInput", "input.scopes"),
         (people.bob, {"expiresAt": past}, "InvalidInput", "input.expiresAt"),
+        # West of UTC, the last day of year 9999 is past the last representable UTC time.
+        (people.bob, {"expiresAt": "9999-12-31T23:59:59-05:00"}, "InvalidInput", "input.expiresAt"),
         (people.bob, {"description": "x" * 513}, "InvalidInput", "input.description"),
         (people.owner, {"username": "ghost"}, "NotFound", None),
     ]
