@@ -9,10 +9,24 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember
-from graphconda.errors import NotFoundError
+from graphconda.errors import InvalidInputError, NotFoundError
 from graphconda.services import authz
 from graphconda.services.authz import Actor, ChannelAccess, Role
+
+
+def could_be_channel_name(name: object) -> bool:
+    """Whether a channel could have this name; lookups skip the query otherwise.
+
+    Besides saving a query, this keeps text no database takes (NUL, lone surrogates,
+    from a percent-encoded URL) away from the database, where it would fail as a 500.
+    """
+    try:
+        validate_channel_name(name)  # type: ignore[arg-type]
+    except InvalidInputError:
+        return False
+    return True
 
 
 async def channel_member_role(session: AsyncSession, user_id: int | None, channel_id: int) -> Role | None:
@@ -51,7 +65,7 @@ async def visible_channel(
     session: AsyncSession, actor: Actor, name: str, package_name: str | None = None
 ) -> tuple[Channel, ChannelAccess]:
     """The channel called `name` with the actor's access, if the actor may see it; NotFoundError otherwise."""
-    channel = await session.scalar(select(Channel).where(Channel.name == name))
+    channel = await session.scalar(select(Channel).where(Channel.name == name)) if could_be_channel_name(name) else None
     if channel is None:
         raise NotFoundError("channel not found")
     access = await channel_access(session, actor, channel, package_name)

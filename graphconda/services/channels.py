@@ -19,6 +19,7 @@ from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
 from graphconda.services import authz, layout, publishing, serving
+from graphconda.services.access import could_be_channel_name
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
 from graphconda.services.locks import publish_lock
@@ -74,7 +75,7 @@ async def access_for(session: AsyncSession, actor: Actor, channel: Channel) -> C
 
 async def find_with_access(session: AsyncSession, actor: Actor, name: str) -> tuple[Channel, ChannelAccess] | None:
     """The channel called `name` and the actor's access to it, in one query (None when absent)."""
-    if not isinstance(name, str) or len(name) > 256:
+    if not could_be_channel_name(name):
         return None
     stmt: Select[Any] = select(Channel, ChannelMember.role).where(Channel.name == name)
     stmt = stmt.outerjoin(

@@ -177,3 +177,18 @@ async def test_a_recreated_channel_starts_empty(services: Services, tmp_path: Pa
     await services.storage.put(layout.subdir_file_key("tools", "noarch", "repodata.json"), b"{}")
     await channels.create_channel(services, owner, ChannelSpec("tools"))
     assert await blobs(services, "tools") == []
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "\ud800", "x" * 300, "../tools", "Tools", ""])
+async def test_names_no_channel_can_have_are_not_found_without_a_query(
+    services: Services, tmp_path: Path, name: str
+) -> None:
+    """Lookups by such names (a percent-encoded URL can carry NUL) answer 'not found', also on PostgreSQL."""
+    alice = await actor(services, "alice", server_role="owner")
+    await channels.create_channel(services, alice, ChannelSpec("tools"))
+    with pytest.raises(NotFoundError, match=r"^channel not found$"):
+        await upload(services, alice, name, built(tmp_path, "tool"))
+    async with services.db.read() as session:
+        assert await channels.find_with_access(session, alice, name) is None
+        with pytest.raises(NotFoundError, match=r"^channel not found$"):
+            await channels.get_visible(session, alice, name)
