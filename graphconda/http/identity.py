@@ -270,10 +270,13 @@ async def _authenticate(scope: Scope, key: str) -> Actor:
 async def _session_actor(scope: Scope, user_id: object) -> Actor:
     from graphconda.services.users import actor_for, get_user_by_id
 
-    try:
-        user = await get_user_by_id(scope["app"].state.services, int(user_id))  # type: ignore[call-overload]
-    except (GraphcondaError, TypeError, ValueError):
-        user = None
+    user = None
+    # Only we write sessions, but an id outside 64 bits would overflow the database driver.
+    if type(user_id) is int and 0 < user_id < 2**63:
+        try:
+            user = await get_user_by_id(scope["app"].state.services, user_id)
+        except GraphcondaError:
+            user = None
     if user is None or user.disabled:
         scope["session"].clear()
         raise _Reject(401, "your session is no longer valid; log in again", clear_cookie=True)

@@ -204,6 +204,21 @@ async def test_session_signed_with_another_secret_is_refused(client: httpx2.Asyn
     assert (await whoami(client)).json()["user"]["username"] == "dev"
 
 
+@pytest.mark.parametrize("uid", [2**63, 10**30, -1, 0, "1", [1], None, True])
+async def test_session_with_an_impossible_user_id_is_refused(
+    client: httpx2.AsyncClient, settings: Any, uid: object
+) -> None:
+    """Correctly signed (only the server could), yet naming no possible user: 401, never a 500."""
+    signer = itsdangerous.TimestampSigner(settings.auth.session_secret)
+    cookie = signer.sign(base64.b64encode(json.dumps({"uid": uid}).encode())).decode()
+    client.cookies.set("graphconda_session", cookie, domain="testserver.local")
+    response = await whoami(client)
+    if uid is None:  # no user in the session: simply anonymous
+        assert response.json() == {"user": None}
+    else:
+        await assert_401(response, "session")
+
+
 async def test_session_of_a_deleted_user_is_refused(client: httpx2.AsyncClient, services: Services) -> None:
     from sqlalchemy import text
 
