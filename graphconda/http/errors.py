@@ -7,7 +7,14 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from graphconda.errors import AuthenticationError, GraphcondaError, PublicError
+from graphconda.errors import (
+    AuthenticationError,
+    BlobNotFoundError,
+    DatabaseError,
+    GraphcondaError,
+    PublicError,
+    StorageError,
+)
 
 log = logging.getLogger("graphconda")
 
@@ -21,6 +28,10 @@ def error_response(exc: GraphcondaError) -> JSONResponse:
             body["field"] = field
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
     log.error("internal error: %s", exc, exc_info=exc)
+    if isinstance(exc, DatabaseError | StorageError) and not isinstance(exc, BlobNotFoundError):
+        # A backend that is down: 503 says "try again" to clients (and uploaders retry it), as /readyz does.
+        return JSONResponse({"detail": "service temporarily unavailable; try again later"}, status_code=503,
+                            headers={"Retry-After": "5"})
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 

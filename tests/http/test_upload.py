@@ -299,3 +299,20 @@ async def test_mirror_missing_and_private_channels(client: httpx2.AsyncClient, o
                                 headers={"X-API-Key": outsider_key})
     assert private.status_code == 404
     assert await snapshot(services) == before
+
+
+async def test_storage_down_is_503_not_500(client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                           services: Services) -> None:
+    # The blob store fails (here: its root became a file); clients and uploaders should retry, not give up.
+    root = services.settings.storage_path
+    root.mkdir(parents=True, exist_ok=True)
+    for child in sorted(root.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    root.rmdir()
+    root.write_text("a file where the storage directory should be")
+    path = build_package(tmp_path, "alpha")
+    response = await client.post(quetz(path.name), content=path.read_bytes(), headers={"X-API-Key": owner_key})
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"] == "service temporarily unavailable; try again later"
+    assert str(root) not in response.text
+    assert not await package_files(services)
