@@ -157,6 +157,10 @@ async def test_api_key_revoke(cli_env: dict[str, str], data: list[str], services
     with pytest.raises(AuthenticationError):
         await api_keys.authenticate_key(services, secret)
     assert await one_line_error(["api-key", "revoke", "99", *data], cli_env) == "error: API key not found\n"
+    for out_of_range in ("0", "-1", str(2**63), "9" * 30):
+        assert await one_line_error(["api-key", "revoke", *data, "--", out_of_range], cli_env) == (
+            "error: API key not found\n"
+        )
     assert (await run_cli(["api-key", "revoke", "one", *data], cli_env))[0] == 2
     assert "\trevoked\t" in await ok(["api-key", "list", "--user", "alice", *data], cli_env)
 

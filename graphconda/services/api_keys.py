@@ -166,7 +166,8 @@ async def revoke_api_key(services: Services, actor: Actor, key_id: int) -> ApiKe
     """Revoke a key (idempotent). Keys the actor may not manage are reported as not found."""
     authz.require_manage_api_keys(actor, actor.user_id)
     async with services.db.write() as session:
-        key = await session.get(ApiKey, key_id) if isinstance(key_id, int) else None
+        # Ids outside 64 bits (typed on the command line) would overflow the database driver.
+        key = await session.get(ApiKey, key_id) if type(key_id) is int and 0 < key_id < 2**63 else None
         if key is None:
             raise NotFoundError("API key not found")
         try:
