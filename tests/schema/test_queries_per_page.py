@@ -107,3 +107,41 @@ async def test_nested_pages_cost_constant_statements(
     versions = found["edges"][0]["node"]["packages"]["edges"][0]["node"]["versions"]
     assert versions["totalCount"] == 2 and [e["node"]["filename"] for e in versions["edges"]] == [
         "pkg000-1.1-0.conda", "pkg000-1.0-0.conda"]
+
+
+CHANNELS_AND_SEARCH = """
+query($first: Int!) {
+  channels(first: $first) { totalCount nodes {
+    name packageCount size subdirs repodataUrls viewerRole members { role user { username serverRole } }
+  } }
+  search(query: "pkg", first: $first) { totalCount nodes {
+    name latestVersion channel { name packageCount } members { role user { username } }
+    latestFiles { filename uploader { username } }
+  } }
+  viewer { memberships { role channel { name packageCount members { user { username } } } }
+           apiKeys { id scopes { channel package role } } }
+  users { username memberships { role channel { name } } }
+}"""
+
+
+async def test_channel_lists_search_and_viewer_cost_constant_statements(
+    gql: Gql, people: People, make_channel: MakeChannel, ingest: Ingest, services: Services
+) -> None:
+    for i in range(12):
+        await fill(services, people, make_channel, ingest, gql, f"ch{i:02d}", 1)
+    for i in range(3):
+        made = await gql(
+            "mutation($c: String!) { createApiKey(input: {scopes: [{channel: $c, role: MEMBER}]}) { __typename } }",
+            {"c": f"ch{i:02d}"}, as_=people.alice,
+        )
+        assert data(made)["createApiKey"]["__typename"] == "NewApiKey"
+    await set_member(gql, people.alice, "ch00", people.staff, "MEMBER")
+    await statements(gql, services, CHANNELS_AND_SEARCH, 1, people.staff)  # records the key's first use
+    small = await statements(gql, services, CHANNELS_AND_SEARCH, 2, people.staff)
+    large = await statements(gql, services, CHANNELS_AND_SEARCH, 12, people.staff)
+    assert len(large) == len(small), "\n".join(large)
+    found = data(await gql(CHANNELS_AND_SEARCH, {"first": 12}, as_=people.staff))
+    assert found["channels"]["totalCount"] == 12 and found["search"]["totalCount"] == 12
+    assert [m["channel"]["name"] for m in found["viewer"]["memberships"]] == ["ch00"]
+    alice = next(u for u in found["users"] if u["username"] == "alice")
+    assert len(alice["memberships"]) == 12
