@@ -84,6 +84,7 @@ async def test_create_key_refusals(gql: Gql, people: People, make_channel: MakeC
     cases = [
         (None, {}, "PermissionDenied", None),
         (people.bob, {"username": "alice"}, "PermissionDenied", None),  # someone else's key
+        (people.bob, {"username": "ghost"}, "PermissionDenied", None),  # the same answer: no probing for names
         (people.bob, {"scopes": [{"channel": "tools", "role": "OWNER"}]}, "PermissionDenied", None),  # more than held
         (people.bob, {"scopes": [{"channel": "hidden", "role": "MEMBER"}]}, "InvalidInput", "input.scopes"),
         (people.bob, {"scopes": [{"channel": "../x", "role": "MEMBER"}]}, "InvalidInput", "input.scopes"),
