@@ -156,7 +156,9 @@ def serve(settings: Settings, **_: Any) -> None:
         admin, key = run(ensure_dev_admin, settings)
         click.echo(f"  dev login: http://{server.host}:{server.port}/auth/dev/login/{admin.username}")
         click.echo(f"  dev API key: {key}")
-    common = {"host": server.host, "port": server.port, "log_level": server.log_level, "proxy_headers": True}
+    # httptools and uvloop (uvicorn[standard]) explicitly: the pure-Python fallbacks serve far fewer requests.
+    common = {"host": server.host, "port": server.port, "log_level": server.log_level, "proxy_headers": True,
+              "access_log": server.access_log, "http": "httptools", "loop": "uvloop"}
     if server.workers > 1:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("graphconda.app:app_from_env", factory=True, workers=server.workers, **common)

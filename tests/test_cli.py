@@ -194,6 +194,17 @@ def test_serve_starts_and_is_ready(served: tuple[str, str], tmp_path: Path) -> N
     assert (tmp_path / "data" / "files").is_dir()
 
 
+@pytest.mark.parametrize("access_log", [None, "true"])
+def test_serve_access_log_is_off_unless_configured(tmp_path: Path, cli_env: dict[str, str],
+                                                   access_log: str | None) -> None:
+    env = cli_env | ({"GRAPHCONDA_SERVER__ACCESS_LOG": access_log} if access_log else {})
+    with serve_process(tmp_path, env, [], dev=False) as (url, _):
+        assert httpx2.get(f"{url}/readyz", timeout=5).status_code == 200
+        # uvicorn logs the line before it writes the response, and its handler flushes each line.
+        logged = '"GET /readyz HTTP/1.1" 200' in (tmp_path / "serve.log").read_text()
+    assert logged == bool(access_log)
+
+
 @pytest.mark.s3
 def test_serve_with_s3_config_is_ready(tmp_path: Path, cli_env: dict[str, str], seaweedfs: SeaweedFS) -> None:
     """`serve --config X.toml` with S3 storage (and PostgreSQL when the suite runs on it) starts and is ready."""

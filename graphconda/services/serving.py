@@ -11,9 +11,10 @@ never change, so they are cached for long.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -55,9 +56,13 @@ class CachedFile:
     data: bytes | None
     expires: float
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # etag and last-modified, ready to send
+    etag_bytes: bytes = b""
+    # Response starts the fast path (http/fastpath.py) built for this entry, by Cache-Control value.
+    answers: dict[bytes, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.headers = [(b"etag", self.etag.encode()), (b"last-modified", self.last_modified.encode())]
+        self.etag_bytes = self.etag.encode()
+        self.headers = [(b"etag", self.etag_bytes), (b"last-modified", self.last_modified.encode())]
 
 
 class ServingCache:
@@ -73,7 +78,17 @@ class ServingCache:
         self._files: OrderedDict[str, CachedFile | tuple[float, None]] = OrderedDict()
         self._held = 0  # bytes of file data in memory
         self._refs: dict[tuple[str, str, str], tuple[float, FileRef | None]] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
         publishing.add_listener(services, self.invalidate)
+
+    async def _once(self, key: tuple[str, str], load: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `load` once for all concurrent callers: when an entry expires under load, the
+        requests that find it stale together cost one query or stat, not one each."""
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.ensure_future(load())
+            task.add_done_callback(lambda done: self._loading.pop(key) if self._loading.get(key) is done else None)
+        return await asyncio.shield(task)
 
     # --- channels ---------------------------------------------------------------------
 
@@ -82,7 +97,7 @@ class ServingCache:
         now = time.monotonic()
         cached = self._channels.get(name)
         if cached is None or cached[0] <= now:
-            info = await self._load_channel(name)
+            info = await self._once(("channel", name), lambda: self._load_channel(name))
             self._channels[name] = (now + self.ttl, info)
             if len(self._channels) > 10_000:
                 self._channels.clear()
@@ -128,6 +143,7 @@ class ServingCache:
 
     def forget_channel(self, name: str) -> None:
         self._channels.pop(name, None)
+        self._loading.pop(("channel", name), None)
         self._access.clear()
 
     # --- files --------------------------------------------------------------------------
@@ -143,6 +159,11 @@ class ServingCache:
                 return cached
         elif cached is not None and cached[0] > now:
             return None
+        return await self._once(("file", key), lambda: self._refresh(key, immutable))  # type: ignore[no-any-return]
+
+    async def _refresh(self, key: str, immutable: bool) -> CachedFile | None:
+        now = time.monotonic()
+        cached = self._files.get(key)
         expires = now + (IMMUTABLE_SECONDS if immutable else self.ttl)
         stat = await self.services.storage.stat(key)
         if stat is None:
@@ -180,6 +201,7 @@ class ServingCache:
     def invalidate(self, keys: Iterable[str]) -> None:
         for key in keys:
             self._drop(key)
+            self._loading.pop(("file", key), None)  # later requests look again, not at a load begun before
             parsed = layout.parse_package_key(key)
             if parsed is not None:
                 self._refs.pop((parsed[0], parsed[1], parsed[3]), None)
