@@ -240,7 +240,7 @@ async def test_unstorable_text_is_refused_before_any_work(
     assert result["data"] is None
     [error] = result["errors"]
     assert error["message"] == "text arguments must not contain NUL characters or unpaired surrogates"
-    assert error["extensions"] == {"code": "InvalidInput"}
+    assert error["extensions"]["code"] == "InvalidInput" and error["extensions"]["field"]
     state = '{ channels { totalCount } channel(name: "tools") { description } viewer { apiKeys { id } } }'
     after = data(await gql(state, as_=people.owner))
     assert after["channels"]["totalCount"] == 1 and after["channel"]["description"] == "before"
@@ -251,3 +251,21 @@ async def test_nul_in_a_string_literal_is_refused(gql: Gql) -> None:
     result = await gql('{ channel(name: "a\\u0000b") { name } }')
     assert result["data"] is None
     assert error_messages(result) == ["text arguments must not contain NUL characters or unpaired surrogates"]
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "field"),
+    [
+        ('mutation($d: String) { updateChannel(input: {name: "x", description: $d}) { __typename } }',
+         {"d": "a\x00"}, "input.description"),
+        ("mutation($i: UpdateChannelInput!) { updateChannel(input: $i) { __typename } }",
+         {"i": {"name": "x", "includelist": ["ok", "b\x00"]}}, "input.includelist"),
+        ("mutation($s: [ApiKeyScopeInput!]!) { createApiKey(input: {scopes: $s}) { __typename } }",
+         {"s": [{"channel": "x\x00", "role": "MEMBER"}]}, "input.scopes.channel"),
+        ('{ search(query: "a\\u0000") { totalCount } }', {}, "query"),
+    ],
+)
+async def test_unstorable_text_names_the_argument(gql: Gql, query: str, variables: dict[str, Any], field: str) -> None:
+    result = await gql(query, variables)
+    assert result["data"] is None
+    assert result["errors"][0]["extensions"] == {"code": "InvalidInput", "field": field}
