@@ -366,18 +366,22 @@ def api_key_revoke(settings: Settings, key_id: int) -> None:
 
 
 @main.command()
-@click.option("--url", required=True, help="The server, e.g. http://localhost:8000.")
+@click.option("--url", default=None,
+              help="The server, e.g. http://localhost:8000 (default: server.public_url, else server.host:port).")
 @click.option("--channel", "-c", "channel_name", required=True, help="Channel to upload to.")
 @click.option("--force", is_flag=True, help="Replace files that already exist.")
 @click.option("--api-key", envvar="GRAPHCONDA_API_KEY", default=None, show_envvar=True,
               help="API key (better passed in the environment than on the command line).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def upload(url: str, channel_name: str, force: bool, api_key: str | None, no_progress: bool,
-           files: tuple[Path, ...]) -> None:
+@settings_options
+def upload(settings: Settings, url: str | None, channel_name: str, force: bool, api_key: str | None,
+           no_progress: bool, files: tuple[Path, ...]) -> None:
     """Upload package FILES to a running server; a refused file does not stop the others."""
     from graphconda.upload_client import upload_files
 
+    server = settings.server
+    url = url or server.public_url or f"http://{server.host}:{server.port}"
     failed = upload_files(url, channel_name, files, api_key=api_key, force=force, progress=not no_progress,
                           echo=click.echo)
     if failed:

@@ -114,3 +114,14 @@ async def test_package_delete(services: Services, settings: Settings, tmp_path: 
     assert code == 1 and err.startswith("error: ") and "not found" in err
     code, _, err = await run_cli(["package", "delete", "main", "noarch", "../x.conda"], server_env(settings))
     assert code == 1 and "must not contain" in err
+
+
+async def test_upload_finds_the_server_from_the_config(live_server: LiveServer, owner_key: str,
+                                                       tmp_path: Path) -> None:
+    """Like every command, upload takes --config: without --url it uploads to server.public_url."""
+    good = build_package(tmp_path, "alpha")
+    config = tmp_path / "client.toml"
+    config.write_text(f'[server]\npublic_url = "{live_server.url}"\n')
+    code, out, _ = await run_cli(["upload", "--config", str(config), "-c", "main", "--no-progress", str(good)],
+                                 {"GRAPHCONDA_API_KEY": owner_key})
+    assert code == 0 and "uploaded" in out
