@@ -288,6 +288,16 @@ def require_upload(actor: Actor, access: ChannelAccess, package_name: str, *, fo
         raise PermissionDeniedError("overwriting files needs channel owner/maintainer or package owner rights")
 
 
+def require_upload_intent(actor: Actor, access: ChannelAccess) -> None:
+    """Before an upload body is read: the channel is visible and the caller is somebody.
+
+    Which package the files are is only known after reading them; `require_upload` then
+    decides per file. This keeps anonymous callers from making the server spool bodies.
+    """
+    require_read_channel(actor, access)
+    _require_user(actor, "upload")
+
+
 def require_delete_package_file(actor: Actor, access: ChannelAccess, package_name: str) -> None:
     """Delete one file, or a whole package, of `package_name`."""
     require_read_channel(actor, access)

@@ -109,6 +109,16 @@ async def ingest_package(
         await run_in_threadpool(staged.discard)
 
 
+async def precheck_upload(services: Services, actor: Actor, channel_name: str, *, mirror_sync: bool = False) -> None:
+    """The checks an upload can pass or fail before its body is read (multipart bodies are spooled
+    to disk first, so these run before that): channel visible, not a mirror, caller logged in."""
+    async with services.db.read() as session:
+        channel, access = await visible_channel(session, actor, channel_name)
+    if channel.mirror_mode and not mirror_sync:
+        raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
+    authz.require_upload_intent(actor, access)
+
+
 async def stage_package(
     services: Services,
     actor: Actor,

@@ -6,7 +6,7 @@ import io
 import json
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +316,28 @@ async def test_storage_down_is_503_not_500(client: httpx2.AsyncClient, owner_key
     assert response.json()["detail"] == "service temporarily unavailable; try again later"
     assert str(root) not in response.text
     assert not await package_files(services)
+
+
+@pytest.mark.parametrize("route", ["/api/channels/{c}/files", "/api/v1/upload/{c}"])
+@pytest.mark.parametrize(("channel", "key", "status"), [("main", False, 401), ("nope", True, 404),
+                                                         ("secret", False, 404)])
+async def test_multipart_refusals_come_before_the_body_is_read(
+    route: str, channel: str, key: bool, status: int, client: httpx2.AsyncClient, owner_key: str,
+    services: Services,
+) -> None:
+    """Anonymous callers and unknown or invisible channels cannot make the server spool a multipart body."""
+    await make_channel(services, "secret", private=True)
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="alpha-1.0-0.conda"\r\n\r\n'
+        for _ in range(64):
+            sent += 1
+            yield b"\0" * 65536
+
+    headers = {"Content-Type": "multipart/form-data; boundary=b", **({"X-API-Key": owner_key} if key else {})}
+    response = await client.post(route.format(c=channel), content=body(), headers=headers)
+    assert response.status_code == status
+    assert sent < 64  # the refusal did not wait for the upload
+    assert not leftover_temp_files(services)
