@@ -14,7 +14,7 @@ import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -23,6 +23,7 @@ from strawberry.file_uploads.utils import replace_placeholders_with_files
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from graphconda.errors import AuthenticationError
 from graphconda.http.deps import actor_of
 from graphconda.schema.context import Context, RequestSession
 from graphconda.schema.errors import PublicErrorsOnly, is_public
@@ -30,6 +31,7 @@ from graphconda.schema.mutations import Mutation
 from graphconda.schema.queries import Query
 from graphconda.schema.text import UnstorableTextGuard
 from graphconda.schema.types.enums import SCALARS
+from graphconda.services import authz
 from graphconda.settings import Settings
 
 # A JSON document of 5000 tokens is far below this; variables carry the rest.
@@ -107,6 +109,13 @@ class GraphQLView(GraphQL[Context, None]):
                 status_code=400,
             )(scope, receive, send)
             return
+        if multipart:
+            try:  # uploads need a caller; refuse anonymous ones before their body is spooled
+                authz.require_login(actor_of(Request(scope)), "upload packages")
+            except AuthenticationError as exc:
+                body = {"data": None, "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]}
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
         limit = self.max_upload_bytes if multipart else MAX_JSON_BODY_BYTES
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:

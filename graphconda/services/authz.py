@@ -176,6 +176,11 @@ def _require_user(actor: Actor, what: str) -> None:
         raise AuthenticationError(f"log in or pass an API key to {what}")
 
 
+def require_login(actor: Actor, what: str) -> None:
+    """Anonymous callers may not `what` (AuthenticationError, 401)."""
+    _require_user(actor, what)
+
+
 def _require_unscoped(actor: Actor, what: str) -> None:
     _require_user(actor, what)
     if actor.scopes is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +196,10 @@ async def test_upload_rights(
     await set_member(gql, people.alice, "tools", people.carol, "MEMBER")
     pkg = build_package(tmp_path, "numpy", "1.0", "0")
     files = [(pkg.name, pkg.read_bytes())]
+    anonymous = await upload("tools", files, None)
+    assert anonymous.status_code == 401  # refused before the body is read
+    assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     cases = [
-        (None, "tools", "PermissionDenied"),
         (people.carol, "tools", "PermissionDenied"),  # channel members may read, not upload
         (people.bob, "hidden", "NotFound"),  # private: as if absent
         (people.bob, "nowhere", "NotFound"),
@@ -361,6 +364,28 @@ async def test_multipart_without_preflight_header_is_refused(
     )
     assert response.status_code == 400
     assert "CSRF" in response.text
+    assert await stored_files(services, "tools") == []
+
+
+async def test_anonymous_multipart_is_refused_before_its_body_is_read(
+    client: httpx2.AsyncClient, people: People, make_channel: MakeChannel, services: Services
+) -> None:
+    """Uploads need a caller: an anonymous multipart body (preflight header or not) is not spooled."""
+    await make_channel("tools", people.alice)
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'--b\r\nContent-Disposition: form-data; name="operations"\r\n\r\n' + _operations().encode()
+        for _ in range(64):
+            sent += 1
+            yield b"\0" * 65536
+
+    response = await client.post("/graphql", content=body(), headers={
+        "Content-Type": "multipart/form-data; boundary=b", "GraphQL-Require-Preflight": "1"})
+    assert response.status_code == 401
+    assert "log in" in response.json()["errors"][0]["message"]
+    assert sent < 64
     assert await stored_files(services, "tools") == []
 
 
