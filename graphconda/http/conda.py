@@ -27,6 +27,7 @@ from graphconda.conda.shards import build_shard_index
 from graphconda.errors import BlobNotFoundError, InvalidNameError, NotFoundError
 from graphconda.http.deps import actor_of, services_of
 from graphconda.services import layout, packages, publishing
+from graphconda.services.access import could_be_channel_name
 from graphconda.services.downloads import record_download
 from graphconda.services.serving import CachedFile, ChannelInfo, is_known_subdir, serving_cache
 
@@ -155,6 +156,8 @@ async def send_blob(request: Request, entry: CachedFile, *, cache_control: str, 
 async def serve(request: Request) -> Response:
     services = services_of(request)
     parts = request.path_params["path"].split("/")
+    if not could_be_channel_name(parts[0]) or not all(map(_plain_text, parts)):
+        return _no_channel()  # text no channel or file can have never reaches the database
     try:
         info = await serving_cache(services).channel(actor_of(request), parts[0])
     except NotFoundError:
@@ -173,6 +176,11 @@ async def serve(request: Request) -> Response:
     except (InvalidNameError, BlobNotFoundError):
         pass
     return _not_found(request)
+
+
+def _plain_text(part: str) -> bool:
+    """No NUL, control characters or lone surrogates (from a percent-encoded URL)."""
+    return part.isprintable() and not any("\ud800" <= c <= "\udfff" for c in part)
 
 
 async def _channel_file(request: Request, info: ChannelInfo, name: str) -> Response:

@@ -271,3 +271,13 @@ async def test_cached_public_files_hide_when_the_channel_turns_private(client: h
     assert (await client.get(url, headers={"If-None-Match": etag})).status_code == 404
     bad_key = await client.get(url, headers={"X-API-Key": "gc_" + "x" * 43})
     assert bad_key.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["a%00b/noarch/repodata.json", "main/noarch/a%00b.conda", "main/noarch/%01.conda",
+                                  "main/no%00arch/repodata.json", "main/noarch/shards/%ed%a0%80.msgpack.zst",
+                                  "main/%0a/repodata.json"])
+async def test_unstorable_text_in_urls_is_a_404(client: httpx2.AsyncClient, channel: dict[str, Path],
+                                                path: str) -> None:
+    """NUL, control characters and lone surrogates are 404s, never a database error (500 on PostgreSQL)."""
+    response = await client.get(f"/get/{path}")
+    assert response.status_code == 404
