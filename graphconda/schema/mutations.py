@@ -80,6 +80,9 @@ CHANNEL_INPUT = {
     "includelist": "input.includelist",
     "excludelist": "input.excludelist",
     "proxylist": "input.proxylist",
+    "publishBz2": "input.publishBz2",
+    "publishCurrentRepodata": "input.publishCurrentRepodata",
+    "publishShards": "input.publishShards",
 }
 
 
@@ -130,6 +133,9 @@ class Mutation:
             private=input.private,
             mirror_mode=input.mirror_mode.value if input.mirror_mode else None,
             mirror_channel_url=input.mirror_channel_url,
+            publish_bz2=input.publish_bz2,
+            publish_current_repodata=input.publish_current_repodata,
+            publish_shards=input.publish_shards,
         )
         call = channels.create_channel(info.context.services, info.context.actor, spec)
         return await outcome(_changed(info, call), Channel.from_model, CreateChannelResult, fields=CHANNEL_INPUT)
@@ -143,6 +149,9 @@ class Mutation:
             includelist=input.includelist,
             excludelist=input.excludelist,
             proxylist=input.proxylist,
+            publish_bz2=input.publish_bz2,
+            publish_current_repodata=input.publish_current_repodata,
+            publish_shards=input.publish_shards,
         )
         call = channels.update_channel(info.context.services, info.context.actor, input.name, changes)
         return await outcome(_changed(info, call), Channel.from_model, UpdateChannelResult, fields=CHANNEL_INPUT)

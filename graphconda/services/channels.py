@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
-from graphconda.services import authz, layout, publishing, serving
+from graphconda.services import authz, channel_options, layout, publishing, serving
 from graphconda.services.access import could_be_channel_name
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
@@ -41,6 +41,10 @@ class ChannelSpec:
     private: bool = False
     mirror_mode: str | None = None
     mirror_channel_url: str | None = None
+    # Publishing options (see services/channel_options.py); None: the server default.
+    publish_bz2: bool = False
+    publish_current_repodata: bool = False
+    publish_shards: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,14 @@ class ChannelUpdate:
     excludelist: Sequence[str] | None = None
     proxylist: Sequence[str] | None = None
     mirror_channel_url: str | None = None
+    publish_bz2: bool | None = None
+    publish_current_repodata: bool | None = None
+    publish_shards: bool | None = None
+
+    @property
+    def options(self) -> dict[str, bool]:
+        return channel_options.check({"bz2": self.publish_bz2, "current_repodata": self.publish_current_repodata,
+                                      "shards": self.publish_shards})
 
     @property
     def touches_mirroring(self) -> bool:
@@ -193,6 +205,8 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
     name = validate_channel_name(spec.name)
     _check_mirror(spec.mirror_mode, spec.mirror_channel_url)
     description = _check_description(spec.description)
+    options = channel_options.check({"bz2": spec.publish_bz2, "current_repodata": spec.publish_current_repodata,
+                                     "shards": spec.publish_shards})
     now = services.now()
     channel = Channel(
         name=name,
@@ -200,6 +214,7 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
         private=spec.private,
         mirror_mode=spec.mirror_mode,
         mirror_channel_url=spec.mirror_channel_url if spec.mirror_mode else None,
+        options=options,
         created_at=now,
         updated_at=now,
     )
@@ -226,7 +241,11 @@ async def list_channels(services: Services, actor: Actor) -> Sequence[Channel]:
 
 
 async def update_channel(services: Services, actor: Actor, name: str, changes: ChannelUpdate) -> Channel:
-    """Change a channel's settings: owners and maintainers; mirroring settings need server staff."""
+    """Change a channel's settings: owners and maintainers; mirroring settings need server staff.
+
+    A change of publishing options returns once the published files follow it (written or
+    deleted, see services/channel_options.py).
+    """
     values: dict[str, Any] = {}
     if changes.description is not None:
         values["description"] = _check_description(changes.description)
@@ -236,23 +255,42 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
         entries = getattr(changes, field)
         if entries is not None:
             values[field] = _check_list(entries, field)
+    options = changes.options
+    change: channel_options.OptionChange | None = None
+    if options:
+        # Refused or found absent before any file is rebuilt; what must exist before the
+        # change is visible (shard indexes) is built before it commits.
+        async with services.db.read() as session:
+            channel, access = await _found(session, actor, name)
+            authz.require_manage_channel(actor, access, mirror_config=changes.touches_mirroring)
+        await channel_options.before_commit(services, channel,
+                                            channel_options.change_of(services.settings, channel.options, options))
     async with services.db.write() as session:
-        found = await find_with_access(session, actor, name)
-        if found is None:
-            raise NotFoundError("channel not found")
-        channel, access = found
+        channel, access = await _found(session, actor, name)
         authz.require_manage_channel(actor, access, mirror_config=changes.touches_mirroring)
         if changes.mirror_channel_url is not None:
             if channel.mirror_mode is None:
                 raise InvalidInputError("only mirror and proxy channels have an upstream URL", field="mirrorChannelUrl")
             _check_mirror(channel.mirror_mode, changes.mirror_channel_url)
             values["mirror_channel_url"] = changes.mirror_channel_url
+        if options:
+            change = channel_options.change_of(services.settings, channel.options, options)
+            values["options"] = channel_options.merged(channel.options, options)
         for key, value in values.items():
             setattr(channel, key, value)
         if values:
             channel.updated_at = services.now()
     serving.forget_channel(services, channel.name)  # a channel made private hides at once
+    if change is not None:
+        await channel_options.after_commit(services, channel, change)
     return channel
+
+
+async def _found(session: AsyncSession, actor: Actor, name: str) -> tuple[Channel, ChannelAccess]:
+    found = await find_with_access(session, actor, name)
+    if found is None:
+        raise NotFoundError("channel not found")
+    return found
 
 
 async def delete_channel(services: Services, actor: Actor, name: str) -> Channel:

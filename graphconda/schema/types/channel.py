@@ -14,6 +14,7 @@ from graphconda.schema.pagination import After, Connection, First, connection, p
 from graphconda.schema.types.enums import BigInt, MirrorMode, Role
 from graphconda.schema.types.member import Member
 from graphconda.services import authz
+from graphconda.services.publishing import options_of
 
 if TYPE_CHECKING:
     from graphconda.schema.types.package import Package
@@ -21,9 +22,19 @@ if TYPE_CHECKING:
 PackageRef = Annotated["Package", strawberry.lazy("graphconda.schema.types.package")]
 
 
+@strawberry.type(description="Which optional index files a channel publishes in every subdir.")
+class ChannelPublishing:
+    bz2: bool = strawberry.field(description="repodata.json.bz2 (deprecated; rattler reads it only without .zst).")
+    current_repodata: bool = strawberry.field(description="current_repodata.json (conda's classic solver).")
+    shards: bool = strawberry.field(
+        description="Sharded repodata (CEP 16, repodata_shards.msgpack.zst); when false, clients use repodata.json.zst."
+    )
+
+
 @strawberry.type(description="A conda channel: `url` is what users give conda (`-c <url>`).")
 class Channel:
     id: strawberry.Private[int]
+    options: strawberry.Private[dict[str, object]]
     name: str
     description: str
     private: bool = strawberry.field(description="Private channels are visible to their members and server staff only.")
@@ -41,6 +52,7 @@ class Channel:
         assert channel.id is not None
         return cls(
             id=channel.id,
+            options=dict(channel.options or {}),
             name=channel.name,
             description=channel.description,
             private=channel.private,
@@ -53,6 +65,11 @@ class Channel:
             created_at=channel.created_at,
             updated_at=channel.updated_at,
         )
+
+    @strawberry.field(description="The optional index files this channel publishes (server default applied).")
+    def publishing(self, info: Info) -> ChannelPublishing:
+        opts = options_of(info.context.services.settings, self.options)
+        return ChannelPublishing(bz2=opts.bz2, current_repodata=opts.current_repodata, shards=opts.shards)
 
     @strawberry.field(description="The channel URL for conda, mamba and pixi.")
     def url(self, info: Info) -> str:

@@ -23,6 +23,13 @@ class CreateChannelInput:
     private: bool = False
     mirror_mode: MirrorMode | None = strawberry.field(default=None, description="Server staff only.")
     mirror_channel_url: str | None = None
+    publish_bz2: bool = strawberry.field(default=False, description="Also publish repodata.json.bz2 (deprecated).")
+    publish_current_repodata: bool = strawberry.field(
+        default=False, description="Also publish current_repodata.json (conda's classic solver)."
+    )
+    publish_shards: bool | None = strawberry.field(
+        default=None, description="Publish sharded repodata (CEP 16); null: the server default."
+    )
 
 
 @strawberry.input(description="Changes to the channel `name`; omitted fields stay as they are.")
@@ -34,6 +41,17 @@ class UpdateChannelInput:
     includelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
     excludelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
     proxylist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
+    publish_bz2: bool | None = strawberry.field(
+        default=None, description="Publish repodata.json.bz2; false deletes it from every subdir."
+    )
+    publish_current_repodata: bool | None = strawberry.field(
+        default=None, description="Publish current_repodata.json; false deletes it from every subdir."
+    )
+    publish_shards: bool | None = strawberry.field(
+        default=None,
+        description="Publish sharded repodata; false removes every shard index (clients fall back to "
+        "repodata.json.zst), true rebuilds every subdir's shards and index.",
+    )
 
 
 @strawberry.input(description="Restrict a key to `role` on `channel` (only `package`, when given).")
