@@ -267,11 +267,18 @@ def require_manage_members(
 
 
 def _package_rights(actor: Actor, access: ChannelAccess, package_name: str) -> tuple[Role | None, Role | None]:
-    """(effective channel role, effective package role) for acting on `package_name`."""
-    limit = _scope_limit(actor, access.channel_id, package_name)
+    """(effective channel role, effective package role) for acting on `package_name`.
+
+    A key scoped to one package carries a package role: its channel-wide rights come only
+    from channel-wide scopes, and what the user holds on the channel counts for the package
+    up to the scope's role (so a package-maintainer key cannot overwrite or delete files).
+    """
     if actor.system:
         return Role.OWNER, Role.OWNER
-    return lowest(_raw_channel_role(actor, access), limit), lowest(access.package_role, limit)
+    channel = _raw_channel_role(actor, access)
+    channel_limit = _scope_limit(actor, access.channel_id, None)
+    package_limit = _scope_limit(actor, access.channel_id, package_name)
+    return lowest(channel, channel_limit), lowest(highest(channel, access.package_role), package_limit)
 
 
 def can_upload(actor: Actor, access: ChannelAccess, package_name: str, *, force: bool = False) -> bool:

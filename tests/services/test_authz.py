@@ -171,10 +171,19 @@ def test_member_scope_reads_but_cannot_upload() -> None:
 
 
 def test_package_scope_uploads_only_that_package() -> None:
+    """A package-scoped key carries a package role: maintainer uploads, only owner overwrites and deletes."""
     actor, access = keyed("channel-owner", KeyScope(CH, Role.MAINTAINER, PKG))
     authz.require_read_channel(actor, access)
-    authz.require_upload(actor, access, PKG, force=True)
-    authz.require_delete_package_file(actor, access, PKG)
+    authz.require_upload(actor, access, PKG)
+    with pytest.raises(PermissionDeniedError):
+        authz.require_upload(actor, access, PKG, force=True)
+    with pytest.raises(PermissionDeniedError):
+        authz.require_delete_package_file(actor, access, PKG)
+    owner_key, access = keyed("channel-owner", KeyScope(CH, Role.OWNER, PKG))
+    authz.require_upload(owner_key, access, PKG, force=True)
+    authz.require_delete_package_file(owner_key, access, PKG)
+    with pytest.raises(PermissionDeniedError):
+        authz.require_manage_channel(owner_key, access)
     with pytest.raises(PermissionDeniedError):
         authz.require_upload(actor, access, "scipy")
     with pytest.raises(PermissionDeniedError):
