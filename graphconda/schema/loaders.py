@@ -20,7 +20,7 @@ from strawberry.dataloader import DataLoader
 from graphconda.db import models as m
 from graphconda.schema.context import Context
 from graphconda.schema.pagination import Keyset, Page, paginate_per_parent
-from graphconda.services.channels import visible_filter
+from graphconda.services.authz import visible_channels_clause
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -215,7 +215,7 @@ async def user_memberships(ctx: Context, ids: list[int]) -> list[list[tuple[m.Ch
     stmt = (
         select(m.ChannelMember.user_id, m.Channel, m.ChannelMember.role)
         .join(m.Channel, m.Channel.id == m.ChannelMember.channel_id)  # type: ignore[arg-type]
-        .where(m.ChannelMember.user_id.in_(ids), visible_filter(ctx.actor))  # type: ignore[attr-defined]
+        .where(m.ChannelMember.user_id.in_(ids), visible_channels_clause(ctx.actor))  # type: ignore[attr-defined]
         .order_by(m.Channel.name)
     )
     return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))  # type: ignore[no-any-return]
@@ -230,7 +230,7 @@ async def user_api_keys(ctx: Context, ids: list[int]) -> list[list[m.ApiKey]]:
 @loader
 async def api_key_scopes(ctx: Context, ids: list[int]) -> list[list[tuple[str | None, str | None, str]]]:
     """(channel name, package, role) per key; the name is None where the caller may no longer see the channel."""
-    name = case((visible_filter(ctx.actor), m.Channel.name), else_=None)
+    name = case((visible_channels_clause(ctx.actor), m.Channel.name), else_=None)
     stmt = (
         select(m.ApiKeyScope.api_key_id, name, m.ApiKeyScope.package_name, m.ApiKeyScope.role)
         .join(m.Channel, m.Channel.id == m.ApiKeyScope.channel_id)  # type: ignore[arg-type]

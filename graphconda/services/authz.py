@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import ColumnElement, or_, select, true
+
+from graphconda.db.models import Channel, ChannelMember
 from graphconda.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
 
 
@@ -391,3 +394,30 @@ def require_manage_api_keys(actor: Actor, user_id: int | None) -> None:
     if actor.system or (actor.user_id is not None and actor.user_id == user_id) or is_server_owner(actor):
         return
     raise PermissionDeniedError("you may only manage your own API keys")
+
+
+# --- the same rules as SQL, for lists, search and counts ---------------------------------
+
+
+def visible_channels_clause(actor: Actor) -> ColumnElement[bool]:
+    """A WHERE clause selecting the channels `actor` may see (for lists, search and counts).
+
+    Mirrors can_read_channel: staff see all; a scoped key sees public channels and
+    the private ones it is scoped to where its user is staff or a member.
+    """
+    if actor.system or (actor.scopes is None and is_server_staff(actor)):
+        return true()
+    public = Channel.private.is_(False)  # type: ignore[attr-defined]
+    if actor.user_id is None:
+        return public  # type: ignore[no-any-return]
+    if actor.scopes is not None:
+        scoped_ids = sorted({s.channel_id for s in actor.scopes})
+        if at_least(actor.server_role, Role.MAINTAINER):
+            return or_(public, Channel.id.in_(scoped_ids))  # type: ignore[union-attr]
+        member_of = select(ChannelMember.channel_id).where(
+            ChannelMember.user_id == actor.user_id,
+            ChannelMember.channel_id.in_(scoped_ids),  # type: ignore[attr-defined]
+        )
+    else:
+        member_of = select(ChannelMember.channel_id).where(ChannelMember.user_id == actor.user_id)
+    return or_(public, Channel.id.in_(member_of))  # type: ignore[union-attr]

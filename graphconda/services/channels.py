@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, or_, select, true
+from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -111,30 +111,6 @@ async def get_visible(session: AsyncSession, actor: Actor, name: str) -> Channel
     return found[0]
 
 
-def visible_filter(actor: Actor) -> ColumnElement[bool]:
-    """A WHERE clause selecting the channels `actor` may see (for lists, search and counts).
-
-    Mirrors authz.can_read_channel: staff see all; a scoped key sees public channels and
-    the private ones it is scoped to where its user is staff or a member.
-    """
-    if actor.system or (actor.scopes is None and authz.is_server_staff(actor)):
-        return true()
-    public = Channel.private.is_(False)  # type: ignore[attr-defined]
-    if actor.user_id is None:
-        return public  # type: ignore[no-any-return]
-    if actor.scopes is not None:
-        scoped_ids = sorted({s.channel_id for s in actor.scopes})
-        if authz.at_least(actor.server_role, Role.MAINTAINER):
-            return or_(public, Channel.id.in_(scoped_ids))  # type: ignore[union-attr]
-        member_of = select(ChannelMember.channel_id).where(
-            ChannelMember.user_id == actor.user_id,
-            ChannelMember.channel_id.in_(scoped_ids),  # type: ignore[attr-defined]
-        )
-    else:
-        member_of = select(ChannelMember.channel_id).where(ChannelMember.user_id == actor.user_id)
-    return or_(public, Channel.id.in_(member_of))  # type: ignore[union-attr]
-
-
 def visible_channels(
     actor: Actor,
     *,
@@ -144,7 +120,7 @@ def visible_channels(
     mirrored: bool | None = None,
 ) -> Select[tuple[Channel]]:
     """SELECT of the channels `actor` may see, filtered (callers add ordering and paging)."""
-    stmt = select(Channel).where(visible_filter(actor))
+    stmt = select(Channel).where(authz.visible_channels_clause(actor))
     if name_contains:
         stmt = stmt.where(Channel.name.contains(name_contains.lower(), autoescape=True))  # type: ignore[attr-defined]
     if private is not None:

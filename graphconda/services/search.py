@@ -14,8 +14,7 @@ from sqlalchemy import ColumnElement, Select, case, func, or_, select
 
 from graphconda.db.models import Channel, Package
 from graphconda.errors import InvalidInputError
-from graphconda.services.authz import Actor
-from graphconda.services.channels import visible_filter
+from graphconda.services.authz import Actor, visible_channels_clause
 
 MAX_QUERY_LENGTH = 100
 
@@ -56,6 +55,6 @@ def search_packages(actor: Actor, text: str) -> SearchQuery:
     statement = (
         select(Package)
         .join(Channel, Channel.id == Package.channel_id)  # type: ignore[arg-type]
-        .where(visible_filter(actor), matches)
+        .where(visible_channels_clause(actor), matches)
     )
     return SearchQuery(statement=statement, rank=rank)

@@ -75,7 +75,7 @@ async def test_anonymous_and_scoped_keys_cannot_create(services: Services) -> No
         )
 
 
-async def test_visible_filter_agrees_with_authz(services: Services) -> None:
+async def test_visible_channels_clause_agrees_with_authz(services: Services) -> None:
     """Lists (SQL) and single lookups (authz) must never disagree on who sees a channel."""
     owner = await actor(services, "owner")
     member = await actor(services, "member")
