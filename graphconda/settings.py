@@ -151,6 +151,8 @@ class LimitsSettings(_Section):
     graphql_max_tokens: int = Field(5000, ge=1)
     graphql_max_aliases: int = Field(30, ge=1)
     graphql_max_page_size: int = Field(100, ge=1)
+    # The most objects one operation may return, estimated before it runs (see graphconda/schema/cost.py).
+    graphql_max_cost: int = Field(50_000, ge=1)
 
 
 class PublishSettings(_Section):

@@ -1,9 +1,10 @@
 """The Strawberry GraphQL schema and its ASGI view (HTTP, websocket, GraphiQL, multipart uploads).
 
 Hostile documents are cheap to refuse: the body size is capped before it is read in full,
-the token limit aborts parsing, and depth and alias limits fail validation, so none of
-them reaches a resolver. Multipart requests (uploads) must carry a header a cross-site
-form cannot send, and malformed ones get a 400, never a 500.
+the token limit aborts parsing, and depth, alias and cost limits (cost.py: the most objects
+an operation can return) fail validation, so none of them reaches a resolver. Multipart
+requests (uploads) must carry a header a cross-site form cannot send, and malformed ones
+get a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from strawberry.types import ExecutionContext
 from graphconda.errors import AuthenticationError
 from graphconda.http.deps import actor_of
 from graphconda.schema.context import Context, RequestSession
+from graphconda.schema.cost import QueryCostLimiter
 from graphconda.schema.errors import PublicErrorsOnly, is_public
 from graphconda.schema.mutations import Mutation
 from graphconda.schema.queries import Query
@@ -64,6 +66,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
             lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
             lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
+            lambda: QueryCostLimiter(max_cost=limits.graphql_max_cost, max_page_size=limits.graphql_max_page_size),
             UnstorableTextGuard,
             PublicErrorsOnly,
             RequestSession,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from graphql import get_introspection_query
 from sqlalchemy import text
 
 from graphconda.services.context import Services
-from tests.schema.conftest import Gql, MakeChannel, People, data, error_messages
+from tests.schema.conftest import Gql, Ingest, MakeChannel, People, data, error_messages
 from tests.schema.test_queries_per_page import count_statements
 
 
@@ -96,6 +99,106 @@ async def test_limits_are_configurable(gql: Gql) -> None:
         "2 aliases found. Allowed: 1"]
     assert "more than 40 tokens" in error_messages(await gql("{ " + "serverInfo { version } " * 12 + "}"))[0]
     assert data(await gql("{ serverInfo { version } }"))
+
+
+NESTED = (
+    "{ channels(first: %s) { nodes { packages(first: %s) { nodes {"
+    " versions(first: %s) { nodes { filename } } } } } } }"
+)
+
+
+def cost_error(result: dict[str, Any]) -> dict[str, Any]:
+    assert result["data"] is None
+    [error] = result["errors"]
+    assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    return error
+
+
+async def test_costly_query_is_refused_before_any_work(
+    gql: Gql, services: Services, people: People, make_channel: MakeChannel, ingest: Ingest
+) -> None:
+    await make_channel("tools", people.alice)
+    await ingest("tools", people.alice, "hello")
+    with count_statements(services) as seen:
+        result = await gql(NESTED % (100, 100, 100))  # up to a million files
+    error = cost_error(result)
+    assert error["message"].startswith("query cost 1020201 is over the limit of 50000: the most objects it could")
+    assert error["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 1020201, "maxCost": 50000}
+    assert seen == []
+    # Smaller pages of the same shape run: 1 + 20 * (2 + 20 * (2 + 100)).
+    found = data(await gql(NESTED % (20, 20, 100)))
+    assert found["channels"]["nodes"] == [{"packages": {"nodes": [{"versions": {"nodes": [
+        {"filename": "hello-1.0-0.conda"}]}}]}}]
+
+
+async def test_cost_reads_variables_and_their_defaults(gql: Gql, services: Services) -> None:
+    query = "query($n: Int = 40) " + NESTED % ("$n", "$n", "$n")
+    with count_statements(services) as seen:
+        assert cost_error(await gql(query))["extensions"]["cost"] == 1 + 40 * (2 + 40 * 42)
+        assert cost_error(await gql(query, {"n": 37}))["extensions"]["cost"] == 1 + 37 * (2 + 37 * 39)
+        assert cost_error(await gql(query, {"n": 10**9}))["extensions"]["cost"] == 1020201  # clamped to the page limit
+    assert seen == []
+    assert data(await gql(query, {"n": 36}))["channels"] == {"nodes": []}
+    assert data(await gql(query, {"n": None}))  # null: the default page size
+    # A value the variable will not accept counts as a full page until coercion refuses it.
+    assert cost_error(await gql(query, {"n": "many"}))["extensions"]["cost"] == 1020201
+
+
+async def test_fragments_and_aliases_add_up(gql: Gql, client: httpx2.AsyncClient) -> None:
+    body = "channels(first: 50) { nodes { packages(first: 5) { nodes { ...Files } } } }"
+    fragment = "fragment Files on Package { versions(first: 100) { nodes { filename } } }"
+    one = 1 + 50 * (2 + 5 * (2 + 100))
+    assert data(await gql(f"{{ a: {body} }} {fragment}"))  # 25601
+    assert cost_error(await gql(f"{{ a: {body} b: {body} }} {fragment}"))["extensions"]["cost"] == 2 * one
+    inline = f"{{ a: {body} ... on Query {{ b: {body} }} }} {fragment}"
+    assert cost_error(await gql(inline))["extensions"]["cost"] == 2 * one
+    spread = f"{{ ...Both }} fragment Both on Query {{ a: {body} b: {body} }} {fragment}"
+    assert cost_error(await gql(spread))["extensions"]["cost"] == 2 * one
+    # Only the operation that runs counts.
+    two = f"query Small {{ serverInfo {{ version }} }} query Big {{ a: {body} b: {body} }} {fragment}"
+    for name, refused in (("Small", False), ("Big", True)):
+        result = (await client.post("/graphql", json={"query": two, "operationName": name})).json()
+        assert ("errors" in result) is refused
+
+
+async def test_plain_lists_count_a_full_page(gql: Gql) -> None:
+    members = "{ channels(first: %d) { nodes { packages(first: 100) { nodes { members { role } } } } } }"
+    assert data(await gql(members % 4))  # 1 + 4 * (2 + 100 * (1 + 100))
+    assert cost_error(await gql(members % 5))["extensions"]["cost"] == 1 + 5 * (2 + 100 * 101)
+
+
+async def test_default_page_size_and_introspection(gql: Gql) -> None:
+    # `first` omitted: 20 per page.
+    query = "{ channels { nodes { packages { nodes { versions { nodes { filename } } } } } } }"
+    assert data(await gql(query))  # 1 + 20 * (2 + 20 * 22) = 8841
+    # GraphiQL's introspection query is bounded by the schema, not by the cost limit.
+    assert data(await gql(get_introspection_query()))["__schema"]["queryType"]["name"] == "Query"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"limits": {"graphql_max_cost": 8840}}], indirect=True)
+async def test_cost_limit_is_configurable(gql: Gql) -> None:
+    query = "{ channels { nodes { packages { nodes { versions { nodes { filename } } } } } } }"
+    error = cost_error(await gql(query))
+    assert error["message"].startswith("query cost 8841 is over the limit of 8840:")
+    assert data(await gql("{ channels(first: 100) { nodes { name } } }"))
+
+
+def readme_queries() -> list[str]:
+    """The GraphQL documents of the README's examples (curl JSON bodies and the Python pager)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    found = [json.loads(f'"{q}"') for q in re.findall(r'"query": "((?:[^"\\]|\\.)*)"', readme)]
+    found += re.findall(r'query = """(.*?)"""', readme, flags=re.S)
+    found += [f"{{ {q} }}" for q in re.findall(r"`(viewer \{ username.*?\})`", readme)]
+    return found
+
+
+async def test_readme_examples_are_under_the_cost_limit(gql: Gql, people: People) -> None:
+    queries = readme_queries()
+    assert len(queries) >= 6
+    for query in queries:
+        result = await gql(query, {"files": [], "after": None}, as_=people.alice)
+        # Valid and under the limit: any error comes from a resolver (the channel may not exist yet).
+        assert all("path" in e for e in result.get("errors") or []), (query, result)
 
 
 async def test_unexpected_errors_are_masked(

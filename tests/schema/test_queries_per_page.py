@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from graphconda.services.context import Services
@@ -124,6 +125,8 @@ query($first: Int!) {
 }"""
 
 
+# Every list at once, nested lists of lists included: over the default query cost limit (50000).
+@pytest.mark.parametrize("settings_overrides", [{"limits": {"graphql_max_cost": 100_000}}])
 async def test_channel_lists_search_and_viewer_cost_constant_statements(
     gql: Gql, people: People, make_channel: MakeChannel, ingest: Ingest, services: Services
 ) -> None:

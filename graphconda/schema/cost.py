@@ -1,0 +1,212 @@
+"""The query cost limit: an upper bound on the objects an operation can return, checked before it runs.
+
+Depth, token and alias limits bound the document, not its answer: a dozen tokens of nested
+`first: 100` pages ask for a million rows. So validation also estimates the most objects the
+selected operation can return, and refuses it (`extensions.code: QUERY_TOO_COSTLY`, no
+resolver runs) when that is over `limits.graphql_max_cost`.
+
+The estimate, per object field, multiplied down its path:
+
+- a field with a `first` argument (a connection) pages its list fields (`edges`, `nodes`) by
+  `first`: a literal, a variable (its value, else its default), else the default page size;
+  values are clamped to what the resolver accepts (0 to `limits.graphql_max_page_size`);
+- any other list of objects (members, API keys: not paged) counts `list_size`;
+- a single object counts 1; scalars and scalar lists come with their object and count 0;
+- fragments and inline fragments count where they are spread, and every selection counts,
+  so aliases (and a field selected twice) add up; introspection is bounded by the schema
+  and counts 0.
+
+Fragment costs are memoised, so estimating takes time linear in the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLField,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+    VariableNode,
+    get_named_type,
+    is_composite_type,
+    value_from_ast_untyped,
+)
+from graphql.language import ValueNode
+from strawberry.extensions import SchemaExtension
+
+from graphconda.schema.pagination import DEFAULT_PAGE_SIZE
+
+CODE = "QUERY_TOO_COSTLY"
+
+
+class CostEstimator:
+    """The most objects each operation of one document can return (see the module docstring)."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        variables: Mapping[str, Any],
+        *,
+        max_page_size: int,
+        list_size: int,
+    ) -> None:
+        self.schema, self.fragments, self.variables = schema, fragments, variables
+        self.max_page_size, self.list_size = max_page_size, list_size
+        self.defaults: dict[str, ValueNode] = {}
+        self.memo: dict[tuple[str, int | None], int] = {}
+        self.visiting: set[str] = set()
+
+    def operation(self, operation: OperationDefinitionNode) -> int:
+        root = self.schema.get_root_type(operation.operation)
+        if root is None:
+            return 0
+        self.defaults = {
+            d.variable.name.value: d.default_value
+            for d in operation.variable_definitions or ()
+            if d.default_value is not None
+        }
+        self.memo.clear()  # fragment costs depend on this operation's variable defaults
+        return self.selections(operation.selection_set, root, None)
+
+    def selections(self, selection_set: SelectionSetNode, parent: Any, page: int | None) -> int:
+        """Cost of one `parent` object's selections; `page` sizes its lists when it is a connection."""
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += self.field(selection, parent, page)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                scope = self.schema.get_type(condition.name.value) if condition else parent
+                total += self.selections(selection.selection_set, scope, page) if scope else 0
+            elif isinstance(selection, FragmentSpreadNode):
+                total += self.fragment(selection.name.value, page)
+        return total
+
+    def fragment(self, name: str, page: int | None) -> int:
+        key = (name, page)
+        if key not in self.memo:
+            definition = self.fragments.get(name)
+            scope = self.schema.get_type(definition.type_condition.name.value) if definition else None
+            if definition is None or scope is None or name in self.visiting:
+                return 0  # unknown or cyclic: other validation rules report it
+            self.visiting.add(name)
+            try:
+                self.memo[key] = self.selections(definition.selection_set, scope, page)
+            finally:
+                self.visiting.discard(name)
+        return self.memo[key]
+
+    def field(self, node: FieldNode, parent: Any, page: int | None) -> int:
+        if node.name.value.startswith("__") or not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+            return 0
+        definition = parent.fields.get(node.name.value)
+        if definition is None or node.selection_set is None:
+            return 0
+        named = get_named_type(definition.type)
+        if not is_composite_type(named):
+            return 0
+        count = 1
+        for _ in range(_list_depth(definition.type)):
+            count *= self.list_size if page is None else page
+        if count == 0:
+            return 0
+        inner = self.first(node, definition) if "first" in definition.args else None
+        return count * (1 + self.selections(node.selection_set, named, inner))
+
+    def first(self, node: FieldNode, definition: GraphQLField) -> int:
+        """The page size a connection field will use, as `pagination.page_args` would decide it."""
+        value: Any = None
+        argument = next((a for a in node.arguments or () if a.name.value == "first"), None)
+        if argument is not None:
+            if isinstance(argument.value, VariableNode):
+                name = argument.value.name.value
+                if name in self.variables:
+                    value = self.variables[name]
+                elif name in self.defaults:
+                    value = value_from_ast_untyped(self.defaults[name])
+            else:
+                value = value_from_ast_untyped(argument.value)
+        if value is None:
+            return min(DEFAULT_PAGE_SIZE, self.max_page_size)
+        if type(value) is not int:
+            return self.max_page_size  # refused when coerced; assume the worst meanwhile
+        return max(0, min(value, self.max_page_size))
+
+
+def _list_depth(type_: GraphQLOutputType) -> int:
+    depth = 0
+    while isinstance(type_, GraphQLNonNull | GraphQLList):
+        if isinstance(type_, GraphQLList):
+            depth += 1
+        type_ = type_.of_type
+    return depth
+
+
+def cost_rule(
+    variables: Mapping[str, Any], operation_name: str | None, *, max_cost: int, max_page_size: int, list_size: int
+) -> type[ValidationRule]:
+    """A validation rule refusing the operation to run (`operation_name`, else each) above `max_cost`."""
+
+    class QueryCostRule(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            definitions = context.document.definitions
+            fragments = {d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)}
+            estimator = CostEstimator(
+                context.schema, fragments, variables, max_page_size=max_page_size, list_size=list_size
+            )
+            for operation in definitions:
+                if not isinstance(operation, OperationDefinitionNode):
+                    continue
+                if operation_name is not None and (operation.name is None or operation.name.value != operation_name):
+                    continue
+                cost = estimator.operation(operation)
+                if cost > max_cost:
+                    context.report_error(
+                        GraphQLError(
+                            f"query cost {cost} is over the limit of {max_cost}: the most objects it could "
+                            f"return (connections count `first` per parent, other lists {list_size}); "
+                            "ask for smaller pages or fewer nested lists",
+                            operation,
+                            extensions={"code": CODE, "cost": cost, "maxCost": max_cost},
+                        )
+                    )
+
+    return QueryCostRule
+
+
+class QueryCostLimiter(SchemaExtension):
+    """Adds the cost rule, built with this request's variables, to validation."""
+
+    def __init__(self, *, max_cost: int, max_page_size: int, list_size: int | None = None) -> None:
+        self.max_cost, self.max_page_size = max_cost, max_page_size
+        self.list_size = max_page_size if list_size is None else list_size
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        variables = context.variables if isinstance(context.variables, dict) else {}
+        rule = cost_rule(
+            variables,
+            context.operation_name,
+            max_cost=self.max_cost,
+            max_page_size=self.max_page_size,
+            list_size=self.list_size,
+        )
+        context.validation_rules = (*context.validation_rules, rule)
+        yield
