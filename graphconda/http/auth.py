@@ -5,7 +5,8 @@ Routes (only configured providers exist; anything else is 404):
     GET  /auth/providers                 the configured providers (for the login page)
     GET  /auth/<provider>/login[?next=]  redirect to the provider (state, nonce, PKCE)
     GET  /auth/<provider>/callback       code exchange, ID token check, session cookie
-    GET|POST /auth/logout                drop the session
+    POST /auth/logout[?next=]            drop the session (a cookie-authenticated POST: CSRF-checked)
+    GET  /auth/logout[?next=]            a page whose button POSTs the above (a GET changes nothing)
     GET  /auth/me                        who the session (or key) is
     GET  /auth/dev/login/<username>      dev mode only (`graphconda serve --dev`)
 
@@ -16,15 +17,17 @@ audience, expiry, nonce) by authlib before we read a claim.
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx2
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.starlette_client import OAuth
 from joserfc.errors import JoseError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from graphconda.errors import AuthenticationError, GraphcondaError, NotFoundError
@@ -171,10 +174,24 @@ class AuthRoutes:
         }
 
     async def logout(self, request: Request) -> Response:
+        """End the session: JSON for scripts, a redirect to `next` for the logout page's form."""
         request.session.clear()
-        if request.method == "POST":
-            return JSONResponse({"loggedOut": True})
-        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type == "application/x-www-form-urlencoded":
+            return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+        return JSONResponse({"loggedOut": True})
+
+    async def logout_page(self, request: Request) -> Response:
+        """A button that POSTs the logout: a GET (an <img> on any site can send one) must not log out."""
+        action = "logout?" + urlencode({"next": _safe_next(request.query_params.get("next"))})
+        page = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Log out - graphconda</title></head>'
+            f'<body><form method="post" action="{html.escape(action)}"><button type="submit">Log out</button>'
+            "</form></body></html>"
+        )
+        # Not in a frame: another site could otherwise trick a click on the button.
+        headers = {"Content-Security-Policy": "frame-ancestors 'none'", "Cache-Control": "no-store"}
+        return HTMLResponse(page, headers=headers)
 
     async def me(self, request: Request) -> Response:
         actor = actor_of(request)
@@ -202,7 +219,8 @@ def routes(settings: Settings) -> list[BaseRoute]:
     auth = AuthRoutes(settings)
     out: list[BaseRoute] = [
         Route("/auth/providers", auth.providers, methods=["GET"]),
-        Route("/auth/logout", auth.logout, methods=["GET", "POST"]),
+        Route("/auth/logout", auth.logout, methods=["POST"]),
+        Route("/auth/logout", auth.logout_page, methods=["GET"]),
         Route("/auth/me", auth.me, methods=["GET"]),
     ]
     if settings.server.dev:

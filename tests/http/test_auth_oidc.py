@@ -165,8 +165,23 @@ async def test_logout_ends_the_session(
 ) -> None:
     await login(client, idp, oidc)
     assert await me(client) is not None
-    response = await client.get("/auth/logout")
-    assert response.status_code == 303
+    # A GET (an <img> on any site sends one) only shows a button that POSTs; it logs nobody out.
+    page = await client.get("/auth/logout", params={"next": "/web/?x=1&y=\"2\""})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<form method="post" action="logout?next=%2Fweb%2F%3Fx%3D1%26y%3D%222%22">' in page.text
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+    assert await me(client) is not None
+    assert (await client.get("/auth/logout", params={"next": "https://evil.example/"})).text.count("next=%2F\"") == 1
+    # The same POST from another site is refused by the CSRF guard, and the session lives on.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}  # what the button sends (an empty form)
+    forged = await client.post("/auth/logout", content=b"", headers={**form, "Origin": "https://evil.example"})
+    assert forged.status_code == 403
+    assert await me(client) is not None
+    # The page's form, posted from our own origin, ends the session and goes to `next`.
+    response = await client.post(
+        "/auth/logout", params={"next": "/web/"}, content=b"", headers={**form, "Origin": "http://testserver"}
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/web/"
     assert await me(client) is None
 
 
@@ -232,6 +247,6 @@ async def test_github_login(
     assert identity is not None and (identity.provider, identity.subject) == ("gh", "4242")
     # The same person through the OIDC provider is a different identity, so a different user.
     oidc.user = OIDCUser("subject-bob", "bob", "bob@example.org")
-    await client.get("/auth/logout")
+    await client.post("/auth/logout", headers={"Origin": "http://testserver"})
     await login(client, idp, oidc)
     assert (await me(client) or {})["username"] == "bob-2"

@@ -230,6 +230,12 @@ async def test_session_of_a_deleted_user_is_refused(client: httpx2.AsyncClient, 
 
 async def test_logout(client: httpx2.AsyncClient) -> None:
     await dev_login(client, "dev")
+    # GET changes nothing (it answers with a page whose button POSTs), and no site but ours may POST.
+    assert (await client.get("/auth/logout")).status_code == 200
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {}):
+        assert (await client.post("/auth/logout", content=b"", headers={**form, **headers})).status_code == 403
+    assert (await whoami(client)).json()["user"]["username"] == "dev"
     assert (await client.post("/auth/logout", headers={"Origin": "http://testserver"})).json() == {"loggedOut": True}
     assert (await whoami(client)).json() == {"user": None}
 
