@@ -11,13 +11,15 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
 from graphconda.db import Database
 from graphconda.settings import Settings
 from graphconda.storage.base import BlobStore
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -36,6 +38,13 @@ class Services:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def singleton(self, key: str, factory: Callable[[Services], T]) -> T:
+        """The per-process object stored under `key`, made by `factory(self)` on first use."""
+        found = self.extras.get(key)
+        if found is None:
+            found = self.extras[key] = factory(self)
+        return found  # type: ignore[no-any-return]
 
     async def aclose_extras(self) -> None:
         """Close the singletons hung on `extras` (newest first), e.g. flush the publisher."""

@@ -77,10 +77,7 @@ class DownloadCounter:
 
 
 def download_counter(services: Services) -> DownloadCounter:
-    found = services.extras.get(_KEY)
-    if found is None:
-        found = services.extras[_KEY] = DownloadCounter(services)
-    return found  # type: ignore[no-any-return]
+    return services.singleton(_KEY, DownloadCounter)
 
 
 def record_download(services: Services, package_file_id: int) -> None:

@@ -114,10 +114,7 @@ class Publisher:
 
 def publisher(services: Services) -> Publisher:
     """This process's publisher for `services` (created on first use)."""
-    found = services.extras.get(_KEY)
-    if found is None:
-        found = services.extras[_KEY] = Publisher(services)
-    return found  # type: ignore[no-any-return]
+    return services.singleton(_KEY, Publisher)
 
 
 def request_publish(services: Services, channel_id: int, subdir: str) -> None:

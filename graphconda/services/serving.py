@@ -228,10 +228,7 @@ def _channel_stub(info: ChannelInfo) -> Any:
 
 
 def serving_cache(services: Services) -> ServingCache:
-    found = services.extras.get(_KEY)
-    if found is None:
-        found = services.extras[_KEY] = ServingCache(services)
-    return found  # type: ignore[no-any-return]
+    return services.singleton(_KEY, ServingCache)
 
 
 def forget_channel(services: Services, name: str) -> None:
