@@ -12,12 +12,19 @@ from sqlalchemy import delete
 
 from graphconda.cli import main
 from graphconda.db.models import PackageFile
-from graphconda.services import api_keys, packages
-from graphconda.services.authz import SYSTEM, Role
+from graphconda.services import packages
+from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.settings import Settings
 from tests.fixtures.server import LiveServer
-from tests.helpers.channels import chunks, make_channel, make_user, package_files, repodata, storage_keys
+from tests.helpers.channels import (
+    chunks,
+    make_channel,
+    owner_key_for_main,
+    package_files,
+    repodata,
+    storage_keys,
+)
 from tests.helpers.packages import build_package
 
 
@@ -34,10 +41,7 @@ async def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 
 @pytest.fixture
 async def owner_key(services: Services) -> str:
-    owner = await make_user(services, "owner", Role.OWNER)
-    _, secret = await api_keys.create_api_key(services, owner)
-    await make_channel(services, "main")
-    return secret
+    return await owner_key_for_main(services)
 
 
 async def test_upload_continues_past_bad_files_and_fails_at_the_end(live_server: LiveServer, services: Services,

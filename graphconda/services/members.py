@@ -108,6 +108,18 @@ async def remove_channel_member(services: Services, actor: Actor, channel: str, 
     return found
 
 
+async def _package_membership(
+    session: AsyncSession, actor: Actor, channel: str, package: str, username: str
+) -> tuple[Package, ChannelAccess, User, PackageMember | None]:
+    """The package, the actor's access to it (checked: may manage members), the user and their membership."""
+    found, access = await _visible(session, actor, channel)
+    pkg, own_role = await _package(session, actor, found, package)
+    access = ChannelAccess(access.channel_id, access.private, access.member_role, package_role=own_role)
+    authz.require_manage_package_members(actor, access, pkg.name, None)
+    user = await _user(session, username)
+    return pkg, access, user, await session.get(PackageMember, (pkg.id, user.id))
+
+
 async def set_package_member(
     services: Services, actor: Actor, channel: str, package: str, username: str, role: Role | str
 ) -> Membership:
@@ -115,12 +127,7 @@ async def set_package_member(
     new = authz.parse_role(role)
     assert new is not None
     async with services.db.write() as session:
-        found, access = await _visible(session, actor, channel)
-        pkg, own_role = await _package(session, actor, found, package)
-        access = ChannelAccess(access.channel_id, access.private, access.member_role, package_role=own_role)
-        authz.require_manage_package_members(actor, access, pkg.name, None)
-        user = await _user(session, username)
-        member = await session.get(PackageMember, (pkg.id, user.id))
+        pkg, access, user, member = await _package_membership(session, actor, channel, package, username)
         authz.require_manage_package_members(actor, access, pkg.name, new, current_role=member.role if member else None)
         if member is None:
             session.add(PackageMember(package_id=pkg.id, user_id=user.id, role=new.value))  # type: ignore[arg-type]
@@ -132,12 +139,7 @@ async def set_package_member(
 async def remove_package_member(services: Services, actor: Actor, channel: str, package: str, username: str) -> Package:
     """Take `username`'s role on one package away; returns the package."""
     async with services.db.write() as session:
-        found, access = await _visible(session, actor, channel)
-        pkg, own_role = await _package(session, actor, found, package)
-        access = ChannelAccess(access.channel_id, access.private, access.member_role, package_role=own_role)
-        authz.require_manage_package_members(actor, access, pkg.name, None)
-        user = await _user(session, username)
-        member = await session.get(PackageMember, (pkg.id, user.id))
+        pkg, access, user, member = await _package_membership(session, actor, channel, package, username)
         if member is None:
             raise NotFoundError(f"{user.username} is not a member of this package")
         authz.require_manage_package_members(actor, access, pkg.name, None, current_role=member.role)

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from graphconda.db.models import Channel, ChannelMember, PackageFile
 from graphconda.errors import BlobNotFoundError
-from graphconda.services import channels, users
+from graphconda.services import api_keys, channels, users
 from graphconda.services.authz import SYSTEM, Actor, Role
 from graphconda.services.context import Services
 from graphconda.services.publisher import wait_published
@@ -21,6 +21,14 @@ from graphconda.services.publisher import wait_published
 
 async def make_user(services: Services, name: str, role: Role | None = None) -> Actor:
     return users.actor_for(await users.create_user(services, SYSTEM, name, server_role=role))
+
+
+async def owner_key_for_main(services: Services) -> str:
+    """A server owner's API key, with a public channel `main` to upload to."""
+    owner = await make_user(services, "owner", Role.OWNER)
+    _, secret = await api_keys.create_api_key(services, owner)
+    await make_channel(services, "main")
+    return secret
 
 
 async def make_channel(services: Services, name: str, *, private: bool = False, mirror: bool = False,

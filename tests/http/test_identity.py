@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx2
 import itsdangerous
 import pytest
-from sqlalchemy import event
 from starlette.applications import Starlette
 
 from graphconda.errors import NotFoundError
@@ -20,26 +17,9 @@ from graphconda.services import api_keys, channels, users
 from graphconda.services.api_keys import ScopeSpec
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services
+from tests.helpers.sql import count_statements
 
 CREATE = 'mutation { createChannel(input: {name: "made-here"}) { __typename } }'
-
-
-@contextmanager
-def queries(services: Services) -> Iterator[list[str]]:
-    """Every SQL statement the app runs inside the block."""
-    seen: list[str] = []
-    engines = {services.db.read_engine.sync_engine, services.db.write_engine.sync_engine}
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 async def whoami(client: httpx2.AsyncClient, path: str = "/auth/me", **kwargs: Any) -> Any:
@@ -58,7 +38,7 @@ def basic(user: str, password: str) -> str:
 
 
 async def test_anonymous_requests_cost_no_query(client: httpx2.AsyncClient, services: Services) -> None:
-    with queries(services) as seen:
+    with count_statements(services) as seen:
         response = await client.get("/healthz")
         me = await whoami(client)
     assert response.status_code == 200

@@ -21,6 +21,7 @@ from tests.helpers.channels import (
     leftover_temp_files,
     make_channel,
     make_user,
+    owner_key_for_main,
     package_files,
     repodata,
     snapshot,
@@ -35,10 +36,7 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def owner_key(services: Services) -> str:
-    owner = await make_user(services, "owner", Role.OWNER)
-    _, secret = await api_keys.create_api_key(services, owner)
-    await make_channel(services, "main")
-    return secret
+    return await owner_key_for_main(services)
 
 
 def quetz(filename: str, **params: str) -> str:

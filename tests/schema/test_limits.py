@@ -13,8 +13,8 @@ from graphql import get_introspection_query
 from sqlalchemy import text
 
 from graphconda.services.context import Services
+from tests.helpers.sql import count_statements
 from tests.schema.conftest import Gql, Ingest, MakeChannel, People, data, error_messages
-from tests.schema.test_queries_per_page import count_statements
 
 
 @pytest.fixture

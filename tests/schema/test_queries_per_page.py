@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
-from sqlalchemy import event
 
 from graphconda.services.context import Services
 from graphconda.services.publisher import wait_published
+from tests.helpers.sql import count_statements
 from tests.schema.conftest import Gql, Ingest, MakeChannel, People, Person, data, set_member
 
 PAGE = """
@@ -39,24 +35,6 @@ query($first: Int!) {
     } } }
   } } }
 }"""
-
-
-@contextmanager
-def count_statements(services: Services) -> Iterator[list[str]]:
-    """Every statement sent to the database (BEGIN included) while the block runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    engines = {services.db.read_engine.sync_engine, services.db.write_engine.sync_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 async def fill(
