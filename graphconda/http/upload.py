@@ -136,22 +136,19 @@ async def quetz_files(request: Request) -> Response:
     await packages.precheck_upload(services, actor, channel)
     limit = services.settings.limits.max_upload_bytes
     spool = await spool_multipart(request, services.settings.data_dir / "tmp", limit)
-    staged: list[packages.StagedPackage] = []
+
+    async def free_spool() -> None:
+        await run_in_threadpool(spool.cleanup)
+
     try:
         force = _flag(spool.fields().get("force", request.query_params.get("force")))
         files = spool.files("files", "file")
         if not files:
             raise InvalidInputError("no package files: send them as multipart fields named 'files'", field="files")
-        for filename, path in files:
-            staged.append(await packages.stage_package(services, actor, channel, filename, _read(path)))
-        await run_in_threadpool(spool.cleanup)
-        for item in staged:
-            await packages.check_new(services, actor, item, force=force)
-        rows = [await packages.commit_package(services, actor, item, force=force) for item in staged]
+        rows = await packages.ingest_packages(services, actor, channel, [(name, _read(path)) for name, path in files],
+                                              force=force, on_staged=free_spool)
     finally:
-        await run_in_threadpool(spool.cleanup)
-        for item in staged:
-            await run_in_threadpool(item.discard)
+        await free_spool()
     return JSONResponse([json.loads(row.record) for row in rows], status_code=201)
 
 

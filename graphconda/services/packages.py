@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,35 @@ async def precheck_upload(services: Services, actor: Actor, channel_name: str, *
     if channel.mirror_mode and not mirror_sync:
         raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
     authz.require_upload_intent(actor, access)
+
+
+async def ingest_packages(
+    services: Services,
+    actor: Actor,
+    channel_name: str,
+    files: Sequence[tuple[str, AsyncIterator[bytes]]],
+    *,
+    force: bool = False,
+    on_staged: Callable[[], Awaitable[None]] | None = None,
+) -> list[PackageFile]:
+    """Several files at once: every one is validated and checked for conflicts before any is stored.
+
+    `on_staged` runs once all are staged (the caller may free its own copies of the bodies then).
+    """
+    if not files:
+        raise InvalidInputError("no package files were sent", field="files")
+    staged: list[StagedPackage] = []
+    try:
+        for filename, body in files:
+            staged.append(await stage_package(services, actor, channel_name, filename, body))
+        if on_staged is not None:
+            await on_staged()
+        for item in staged:
+            await check_new(services, actor, item, force=force)
+        return [await commit_package(services, actor, item, force=force) for item in staged]
+    finally:
+        for item in staged:
+            await run_in_threadpool(item.discard)
 
 
 async def stage_package(
