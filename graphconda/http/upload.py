@@ -25,7 +25,7 @@ from graphconda.db.models import PackageFile
 from graphconda.errors import InvalidInputError
 from graphconda.http.deps import actor_of, services_of
 from graphconda.http.multipart import spool_multipart
-from graphconda.services import packages
+from graphconda.services import packages, staging
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -104,7 +104,7 @@ async def _prefix_multipart(request: Request) -> Response:
     """What rattler-build (0.40+) and pixi send: one multipart part `file` carrying its own
     X-File-Name / X-File-SHA256 headers, plus an optional `attestation` field we ignore."""
     services, actor = services_of(request), actor_of(request)
-    await packages.precheck_upload(services, actor, request.path_params["channel"])
+    await staging.precheck_upload(services, actor, request.path_params["channel"])
     limit = services.settings.limits.max_upload_bytes
     spool = await spool_multipart(request, services.settings.data_dir / "tmp", limit)
     try:
@@ -133,7 +133,7 @@ async def quetz_files(request: Request) -> Response:
     """Quetz multipart `POST /api/channels/<channel>/files`: every file is checked before any is stored."""
     services, actor = services_of(request), actor_of(request)
     channel = request.path_params["channel"]
-    await packages.precheck_upload(services, actor, channel)
+    await staging.precheck_upload(services, actor, channel)
     limit = services.settings.limits.max_upload_bytes
     spool = await spool_multipart(request, services.settings.data_dir / "tmp", limit)
 

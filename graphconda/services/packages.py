@@ -1,24 +1,19 @@
 """Package files in channels: the one ingest path for every upload, deletion, lookups.
 
 `ingest_package` is what the Quetz and prefix.dev upload routes, GraphQL `uploadPackages`
-and mirror synchronisation all call. It validates the filename before reading a byte,
-checks visibility and upload rights, streams the body to a temporary file while hashing
-it (stopping at the size limit), reads the metadata (info/ only), checks it against the
-filename and the expected checksum, stores the blob, writes the rows and the package's
-shard plus the shard index in one transaction, and asks the publisher to rebuild the
-monolithic files. Any failure leaves no row, no blob and no index change behind.
+and mirror synchronisation all call. services.staging validates the filename before
+reading a byte, checks visibility and upload rights, streams the body to a temporary file
+while hashing it and reads the metadata; `commit_package` here then stores the blob, writes
+the rows and the package's shard plus the shard index in one transaction, and asks the
+publisher to rebuild the monolithic files. Any failure leaves no row, no blob and no index
+change behind.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,57 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda import repodata as rd
-from graphconda.conda.archive import PackageMetadata, read_package
+from graphconda.conda.archive import PackageMetadata
 from graphconda.conda.names import parse_filename, validate_subdir
-from graphconda.conda.records import dumps_record, is_v3, make_record
 from graphconda.conda.shards import pack_record
 from graphconda.db.models import Channel, Package, PackageFile, PackageMember
 from graphconda.errors import (
     AlreadyExistsError,
-    ChecksumMismatchError,
-    ConflictError,
     InvalidInputError,
-    InvalidPackageError,
     NotFoundError,
     StorageError,
-    TooLargeError,
 )
 from graphconda.services import authz, layout, publishing
 from graphconda.services.access import visible_channel
-from graphconda.services.authz import Actor, ChannelAccess, Role
+from graphconda.services.authz import Actor, Role
 from graphconda.services.context import Services
 from graphconda.services.locks import insert_ignore, lock_subdir
 from graphconda.services.publisher import request_publish
+from graphconda.services.staging import StagedPackage, stage_package
 
 log = logging.getLogger("graphconda.packages")
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_WRITE_BATCH = 1024 * 1024
-
-
-@dataclass
-class StagedPackage:
-    """An upload that passed every check and waits in a temporary file to be committed."""
-
-    channel: Channel
-    access: ChannelAccess
-    path: Path
-    meta: PackageMetadata
-    sha256: str
-    md5: str
-    size: int
-    record_json: str
-    v3: bool
-
-    @property
-    def filename(self) -> str:
-        return self.meta.filename
-
-    @property
-    def subdir(self) -> str:
-        return self.meta.subdir
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 async def ingest_package(
@@ -109,16 +72,6 @@ async def ingest_package(
         await run_in_threadpool(staged.discard)
 
 
-async def precheck_upload(services: Services, actor: Actor, channel_name: str, *, mirror_sync: bool = False) -> None:
-    """The checks an upload can pass or fail before its body is read (multipart bodies are spooled
-    to disk first, so these run before that): channel visible, not a mirror, caller logged in."""
-    async with services.db.read() as session:
-        channel, access = await visible_channel(session, actor, channel_name)
-    if channel.mirror_mode and not mirror_sync:
-        raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
-    authz.require_upload_intent(actor, access)
-
-
 async def ingest_packages(
     services: Services,
     actor: Actor,
@@ -146,91 +99,6 @@ async def ingest_packages(
     finally:
         for item in staged:
             await run_in_threadpool(item.discard)
-
-
-async def stage_package(
-    services: Services,
-    actor: Actor,
-    channel_name: str,
-    filename: str,
-    body: AsyncIterator[bytes],
-    *,
-    expected_sha256: str | None = None,
-    expected_size: int | None = None,
-    mirror_sync: bool = False,
-) -> StagedPackage:
-    """Every check an upload must pass, up to (not including) storing it."""
-    parsed = parse_filename(filename)
-    if expected_sha256 is not None and not _SHA256.fullmatch(expected_sha256):
-        raise InvalidInputError("sha256 must be 64 hexadecimal digits", field="sha256")
-    limit = services.settings.limits.max_upload_bytes
-    if expected_size is not None and expected_size > limit:
-        raise TooLargeError(f"{filename} is {expected_size} bytes; the upload limit is {limit} bytes")
-    async with services.db.read() as session:
-        channel, access = await visible_channel(session, actor, channel_name, parsed.name)
-    if channel.mirror_mode and not mirror_sync:
-        raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
-    authz.require_upload(actor, access, parsed.name)
-
-    path = await run_in_threadpool(_temp_path, services)
-    try:
-        sha256, md5, size = await _spool(body, path, filename, limit, expected_size)
-        if expected_size is not None and size != expected_size:
-            raise InvalidPackageError(f"{filename}: received {size} bytes but {expected_size} were announced",
-                                      field="file")
-        if expected_sha256 is not None and expected_sha256.lower() != sha256:
-            raise ChecksumMismatchError(
-                f"sha256 mismatch for {filename}: the uploaded file has {sha256}, expected {expected_sha256.lower()}",
-                field="sha256",
-            )
-        meta = await run_in_threadpool(read_package, path, filename)
-        record = make_record(meta, md5=md5, sha256=sha256, size=size)
-        return StagedPackage(channel, access, path, meta, sha256, md5, size, dumps_record(record), is_v3(record))
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(path.unlink, True)
-        raise
-
-
-def _temp_path(services: Services) -> Path:
-    directory = services.settings.data_dir / "tmp"
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
-    os.close(fd)
-    return Path(name)
-
-
-async def _spool(
-    body: AsyncIterator[bytes], path: Path, filename: str, limit: int, expected_size: int | None
-) -> tuple[str, str, int]:
-    """Write the body to `path` while hashing it; stop reading as soon as it is too big."""
-    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    f = await run_in_threadpool(open, path, "wb")
-
-    def write(data: bytearray) -> None:
-        sha256.update(data)
-        md5.update(data)
-        f.write(data)
-
-    size = 0
-    buffer = bytearray()
-    try:
-        async for chunk in body:
-            size += len(chunk)
-            if size > limit:
-                raise TooLargeError(f"{filename} is larger than the upload limit of {limit} bytes")
-            if expected_size is not None and size > expected_size:
-                raise InvalidPackageError(f"{filename}: more bytes arrived than the {expected_size} announced",
-                                          field="file")
-            buffer += chunk
-            if len(buffer) >= _WRITE_BATCH:
-                await run_in_threadpool(write, buffer)
-                buffer.clear()
-        if buffer:
-            await run_in_threadpool(write, buffer)
-    finally:
-        await run_in_threadpool(f.close)
-    return sha256.hexdigest(), md5.hexdigest(), size
 
 
 def _where_file(channel_id: int, subdir: str, filename: str) -> tuple[Any, ...]:

@@ -27,7 +27,8 @@ from graphconda.services.access import visible_channel
 from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir
-from graphconda.services.packages import StagedPackage, write_rows
+from graphconda.services.packages import write_rows
+from graphconda.services.staging import StagedPackage
 
 log = logging.getLogger("graphconda.reindex")
 
