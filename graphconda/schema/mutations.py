@@ -33,7 +33,7 @@ from graphconda.schema.types.member import Member
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.package_file import PackageFile
 from graphconda.schema.types.user import User
-from graphconda.services import api_keys, authz, channels, members, packages, users
+from graphconda.services import api_keys, channels, members, packages, users
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1024 * 1024
@@ -112,14 +112,10 @@ async def _upload_one(info: Info, channel: str, upload: Any, force: bool) -> Any
 
 async def _create_api_key(info: Info, input: CreateApiKeyInput) -> tuple[Any, str]:
     ctx = info.context
-    if input.username is not None and input.username != ctx.actor.username:
-        # Refuse before the lookup, so that callers cannot probe which usernames exist.
-        authz.require_manage_api_keys(ctx.actor, None)
-    user_id = (await users.get_user(ctx.services, input.username)).id if input.username is not None else None
     scopes = [api_keys.ScopeSpec(channel=s.channel, role=s.role.domain, package=s.package) for s in input.scopes]
     return await api_keys.create_api_key(
-        ctx.services, ctx.actor, user_id=user_id, description=input.description, expires_at=input.expires_at,
-        scopes=scopes,
+        ctx.services, ctx.actor, username=input.username, description=input.description,
+        expires_at=input.expires_at, scopes=scopes,
     )
 
 

@@ -17,7 +17,7 @@ from graphconda.schema.types.inputs import ChannelFilter
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.server import ServerInfo
 from graphconda.schema.types.user import User
-from graphconda.services import authz, channels, search, users
+from graphconda.services import channels, search, users
 
 CHANNELS = Keyset("channel", (models.Channel.name,), (str,))
 
@@ -41,10 +41,8 @@ def _counter(ctx: Context, stmt: Select[Any]):  # type: ignore[no-untyped-def]
 
 async def _visible_channel(ctx: Context, name: str) -> Channel | None:
     async with ctx.read() as session:
-        found = await channels.find_with_access(session, ctx.actor, name)
-    if found is None or not authz.can_read_channel(ctx.actor, found[1]):
-        return None
-    return Channel.from_model(found[0])
+        found = await channels.find_visible(session, ctx.actor, name)
+    return Channel.from_model(found) if found is not None else None
 
 
 @strawberry.type

@@ -25,7 +25,7 @@ from graphconda.services import authz
 from graphconda.services.access import channel_access
 from graphconda.services.authz import Actor, KeyScope, Role
 from graphconda.services.context import Services
-from graphconda.services.users import actor_for
+from graphconda.services.users import actor_for, get_user
 
 PREFIX = "gc_"
 MAX_KEY_LENGTH = 128  # anything longer is not one of ours; refuse before hashing
@@ -94,11 +94,17 @@ async def create_api_key(
     actor: Actor,
     *,
     user_id: int | None = None,
+    username: str | None = None,
     description: str = "",
     expires_at: datetime | None = None,
     scopes: Sequence[ScopeSpec] = (),
 ) -> tuple[ApiKey, str]:
-    """Create a key for `user_id` (default: the actor's user); returns it and its secret, shown once."""
+    """Create a key for `user_id` or `username` (default: the actor's user); returns it and its secret, shown once."""
+    if username is not None and username != actor.username:
+        # Refuse before the lookup, so that callers cannot probe which usernames exist.
+        authz.require_manage_api_keys(actor, None)
+    if username is not None:
+        user_id = (await get_user(services, username)).id
     target = user_id if user_id is not None else actor.user_id
     authz.require_manage_api_keys(actor, target)
     if target is None:
@@ -214,7 +220,7 @@ async def authenticate_key(services: Services, secret: str) -> Actor:
 
 async def ensure_dev_admin(services: Services, username: str = "dev") -> tuple[User, str]:
     """Dev mode start-up: the `username` server owner (created if missing) and a fresh API key for it."""
-    from graphconda.services.users import create_user, get_user, set_server_role
+    from graphconda.services.users import create_user, set_server_role
 
     try:
         user = await get_user(services, username)

@@ -85,6 +85,14 @@ async def access_for(session: AsyncSession, actor: Actor, channel: Channel) -> C
     return ChannelAccess(channel.id, channel.private, await member_role(session, actor, channel.id))
 
 
+async def find_visible(session: AsyncSession, actor: Actor, name: str) -> Channel | None:
+    """The channel called `name` if `actor` may see it, else None (absent and invisible look alike)."""
+    found = await find_with_access(session, actor, name)
+    if found is None or not authz.can_read_channel(actor, found[1]):
+        return None
+    return found[0]
+
+
 async def find_with_access(session: AsyncSession, actor: Actor, name: str) -> tuple[Channel, ChannelAccess] | None:
     """The channel called `name` and the actor's access to it, in one query (None when absent)."""
     if not could_be_channel_name(name):
