@@ -73,6 +73,18 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = _ts(nullable=True)
 
 
+class UserSession(SQLModel, table=True):
+    """A browser login; the signed cookie carries its token, only a hash is stored, so it can be ended."""
+
+    __tablename__ = "user_sessions"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = _fk("users.id")
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
 class ApiKeyScope(SQLModel, table=True):
     """Restricts a key to a role on one channel (and optionally one package)."""
 
@@ -156,7 +168,7 @@ class PackageFile(SQLModel, table=True):
     name: str = Field(max_length=64)
     version: str = Field(max_length=256)
     build: str = Field(max_length=256)
-    build_number: int = 0
+    build_number: int = Field(default=0, sa_type=BigInteger)  # 64-bit on every database
     size: int = Field(default=0, sa_type=BigInteger)
     md5: str = Field(max_length=32)
     sha256: str = Field(max_length=64)
