@@ -16,6 +16,8 @@ The matrix (documented in the README, "Permissions"), with roles after API-key s
     upload a new package / version       channel owner/maintainer, package owner/maintainer
     overwrite (force) / delete files     channel owner/maintainer, package owner
     update a channel, run its jobs       channel owner/maintainer
+    see a channel's jobs and schedules   channel owner/maintainer (a channel they cannot see: never)
+    see server-wide jobs and schedules   server owner/maintainer
     delete a channel                     channel owner
     add/change/remove channel members    channel owner (any role), maintainer (up to maintainer)
     add/change/remove package members    package owner, channel owner/maintainer
@@ -34,9 +36,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
-from graphconda.db.models import Channel, ChannelMember
+from graphconda.db.models import Channel, ChannelMember, JobRun
 from graphconda.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
 
 
@@ -348,6 +350,20 @@ def require_manage_package_members(
         raise PermissionDeniedError("only package owners and channel owners/maintainers may manage package members")
 
 
+# --- jobs ---------------------------------------------------------------------
+
+
+def can_see_job(actor: Actor, access: ChannelAccess | None) -> bool:
+    """See a job run or schedule (status, progress, log, arguments) of a channel, or a server-wide one (None).
+
+    Job details are operational (logs, errors, upstream URLs), so reading the channel is
+    not enough: the job's channel owners and maintainers see them, server staff see all.
+    """
+    if access is None:
+        return is_server_staff(actor)
+    return can_manage_channel(actor, access)
+
+
 # --- users, server roles, API keys -------------------------------------------
 
 
@@ -421,3 +437,30 @@ def visible_channels_clause(actor: Actor) -> ColumnElement[bool]:
     else:
         member_of = select(ChannelMember.channel_id).where(ChannelMember.user_id == actor.user_id)
     return or_(public, Channel.id.in_(member_of))  # type: ignore[union-attr]
+
+
+def visible_jobs_clause(actor: Actor, channel_id: Any = None) -> ColumnElement[bool]:
+    """A WHERE clause selecting the job runs (or, given `JobSchedule.channel_id`, schedules) `actor` may see.
+
+    Mirrors can_see_job: staff see all; others the rows of channels where their effective
+    role (after API key scopes) is maintainer or owner; rows without a channel (server-wide
+    jobs) only staff, since `NULL IN (...)` is never true.
+    """
+    if channel_id is None:
+        channel_id = JobRun.channel_id
+    if actor.system or (actor.scopes is None and is_server_staff(actor)):
+        return true()
+    if actor.user_id is None:
+        return false()
+    managed = select(ChannelMember.channel_id).where(
+        ChannelMember.user_id == actor.user_id,
+        ChannelMember.role.in_([Role.OWNER.value, Role.MAINTAINER.value]),  # type: ignore[attr-defined]
+    )
+    if actor.scopes is None:
+        return channel_id.in_(managed)  # type: ignore[no-any-return]
+    scoped = sorted(
+        {s.channel_id for s in actor.scopes if s.package_name is None and at_least(s.role, Role.MAINTAINER)}
+    )
+    if at_least(actor.server_role, Role.MAINTAINER):
+        return channel_id.in_(scoped)  # type: ignore[no-any-return]
+    return and_(channel_id.in_(scoped), channel_id.in_(managed))
