@@ -9,6 +9,7 @@ import strawberry
 from sqlalchemy import Select, func, select
 
 from graphconda.db import models
+from graphconda.errors import NotFoundError
 from graphconda.schema import loaders
 from graphconda.schema.context import Context, Info
 from graphconda.schema.pagination import After, Connection, First, Keyset, connection, page_args, paginate
@@ -17,7 +18,7 @@ from graphconda.schema.types.inputs import ChannelFilter
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.server import ServerInfo
 from graphconda.schema.types.user import User
-from graphconda.services import channels, search, users
+from graphconda.services import access, channels, search, users
 
 CHANNELS = Keyset("channel", (models.Channel.name,), (str,))
 
@@ -41,8 +42,11 @@ def _counter(ctx: Context, stmt: Select[Any]):  # type: ignore[no-untyped-def]
 
 async def _visible_channel(ctx: Context, name: str) -> Channel | None:
     async with ctx.read() as session:
-        found = await channels.find_visible(session, ctx.actor, name)
-    return Channel.from_model(found) if found is not None else None
+        try:
+            found, _ = await access.gate(session, ctx.actor, name)
+        except NotFoundError:
+            return None
+    return Channel.from_model(found)
 
 
 @strawberry.type

@@ -13,13 +13,12 @@ from typing import Any
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
 from graphconda.services import authz, channel_options, layout, publishing, serving
-from graphconda.services.access import could_be_channel_name
+from graphconda.services.access import find_channel
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
 from graphconda.services.locks import publish_lock
@@ -69,54 +68,6 @@ class ChannelUpdate:
     @property
     def touches_mirroring(self) -> bool:
         return any(v is not None for v in (self.includelist, self.excludelist, self.proxylist, self.mirror_channel_url))
-
-
-async def member_role(session: AsyncSession, actor: Actor, channel_id: int) -> Role | None:
-    if actor.user_id is None:
-        return None
-    role = await session.scalar(
-        select(ChannelMember.role).where(ChannelMember.channel_id == channel_id, ChannelMember.user_id == actor.user_id)
-    )
-    return Role(role) if role else None
-
-
-async def access_for(session: AsyncSession, actor: Actor, channel: Channel) -> ChannelAccess:
-    assert channel.id is not None
-    return ChannelAccess(channel.id, channel.private, await member_role(session, actor, channel.id))
-
-
-async def find_visible(session: AsyncSession, actor: Actor, name: str) -> Channel | None:
-    """The channel called `name` if `actor` may see it, else None (absent and invisible look alike)."""
-    found = await find_with_access(session, actor, name)
-    if found is None or not authz.can_read_channel(actor, found[1]):
-        return None
-    return found[0]
-
-
-async def find_with_access(session: AsyncSession, actor: Actor, name: str) -> tuple[Channel, ChannelAccess] | None:
-    """The channel called `name` and the actor's access to it, in one query (None when absent)."""
-    if not could_be_channel_name(name):
-        return None
-    stmt: Select[Any] = select(Channel, ChannelMember.role).where(Channel.name == name)
-    stmt = stmt.outerjoin(
-        ChannelMember,
-        (ChannelMember.channel_id == Channel.id) & (ChannelMember.user_id == (actor.user_id or -1)),  # type: ignore[arg-type]
-    )
-    row = (await session.execute(stmt)).first()
-    if row is None:
-        return None
-    channel, role = row
-    assert channel.id is not None
-    return channel, ChannelAccess(channel.id, channel.private, Role(role) if role else None)
-
-
-async def get_visible(session: AsyncSession, actor: Actor, name: str) -> Channel:
-    """The channel called `name` if `actor` may see it; NotFoundError (naming nothing) otherwise."""
-    found = await find_with_access(session, actor, name)
-    if found is None:
-        raise NotFoundError("channel not found")
-    authz.require_read_channel(actor, found[1])
-    return found[0]
 
 
 def visible_channels(
@@ -245,12 +196,12 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
         # Refused or found absent before any file is rebuilt; what must exist before the
         # change is visible (shard indexes) is built before it commits.
         async with services.db.read() as session:
-            channel, access = await _found(session, actor, name)
+            channel, access = _found(await find_channel(session, actor, name))
             authz.require_manage_channel(actor, access, mirror_config=changes.touches_mirroring)
         await channel_options.before_commit(services, channel,
                                             channel_options.change_of(services.settings, channel.options, options))
     async with services.db.write() as session:
-        channel, access = await _found(session, actor, name)
+        channel, access = _found(await find_channel(session, actor, name))
         authz.require_manage_channel(actor, access, mirror_config=changes.touches_mirroring)
         if changes.mirror_channel_url is not None:
             if channel.mirror_mode is None:
@@ -270,8 +221,8 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
     return channel
 
 
-async def _found(session: AsyncSession, actor: Actor, name: str) -> tuple[Channel, ChannelAccess]:
-    found = await find_with_access(session, actor, name)
+def _found(found: tuple[Channel, ChannelAccess] | None) -> tuple[Channel, ChannelAccess]:
+    # Invisible channels are refused by authz as "not found" too (require_manage_channel and co.).
     if found is None:
         raise NotFoundError("channel not found")
     return found
@@ -280,10 +231,7 @@ async def _found(session: AsyncSession, actor: Actor, name: str) -> tuple[Channe
 async def delete_channel(services: Services, actor: Actor, name: str) -> Channel:
     """Delete a channel with its packages, files and published repodata. Channel owners only."""
     async with services.db.write() as session:
-        found = await find_with_access(session, actor, name)
-        if found is None:
-            raise NotFoundError("channel not found")
-        channel, access = found
+        channel, access = _found(await find_channel(session, actor, name))
         authz.require_delete_channel(actor, access)
         subdirs = list(await session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel.id)))
         # Rows of members, packages, files, shards and jobs go with it (ON DELETE CASCADE).

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember, User
 from graphconda.errors import ConflictError, NotFoundError
 from graphconda.services import authz
+from graphconda.services.access import gate
 from graphconda.services.authz import Actor, ChannelAccess, Role
-from graphconda.services.channels import find_with_access
 from graphconda.services.context import Services
 
 
@@ -28,11 +28,7 @@ class Membership:
 
 
 async def _visible(session: AsyncSession, actor: Actor, channel: str) -> tuple[Channel, ChannelAccess]:
-    found = await find_with_access(session, actor, channel)
-    if found is None:
-        raise NotFoundError("channel not found")
-    authz.require_read_channel(actor, found[1])
-    return found
+    return await gate(session, actor, channel)
 
 
 async def _user(session: AsyncSession, username: str) -> User:

@@ -33,7 +33,7 @@ from graphconda.errors import (
     StorageError,
 )
 from graphconda.services import authz, layout, publishing
-from graphconda.services.access import visible_channel
+from graphconda.services.access import UPLOADS, ChannelKind, gate
 from graphconda.services.authz import Actor, Role
 from graphconda.services.context import Services
 from graphconda.services.locks import insert_ignore, lock_subdir
@@ -53,18 +53,18 @@ async def ingest_package(
     force: bool = False,
     expected_sha256: str | None = None,
     expected_size: int | None = None,
-    mirror_sync: bool = False,
+    allow: frozenset[ChannelKind] = UPLOADS,
 ) -> PackageFile:
     """Validate, store and publish one package file; see the module docstring.
 
     Raises InvalidNameError / InvalidPackageError / ChecksumMismatchError (bad input),
     TooLargeError, NotFoundError (no such channel, or invisible), AuthenticationError /
-    PermissionDeniedError, ConflictError (a mirror channel, unless `mirror_sync`) and
+    PermissionDeniedError, ConflictError (a channel whose kind is not in `allow`: mirrors and proxies by default) and
     AlreadyExistsError (the file exists and `force` is not set).
     """
     staged = await stage_package(
         services, actor, channel_name, filename, body,
-        expected_sha256=expected_sha256, expected_size=expected_size, mirror_sync=mirror_sync,
+        expected_sha256=expected_sha256, expected_size=expected_size, allow=allow,
     )
     try:
         return await commit_package(services, actor, staged, force=force)
@@ -277,7 +277,8 @@ async def delete_package_file(services: Services, actor: Actor, channel_name: st
     parsed = parse_filename(filename)
     validate_subdir(subdir)
     async with services.db.read() as session:
-        channel, access = await visible_channel(session, actor, channel_name, parsed.name)
+        channel, access = await gate(session, actor, channel_name, allow=UPLOADS, action="deletions",
+                                     package_name=parsed.name)
     authz.require_delete_package_file(actor, access, parsed.name)
     assert channel.id is not None
     now = services.now()
@@ -342,7 +343,7 @@ async def find_file(services: Services, channel: Channel, subdir: str, filename:
 async def get_package_file(services: Services, actor: Actor, channel_name: str, subdir: str,
                            filename: str) -> PackageFile:
     async with services.db.read() as session:
-        channel, _ = await visible_channel(session, actor, channel_name)
+        channel, _ = await gate(session, actor, channel_name)
         row = await session.scalar(select(PackageFile).where(*_where_file(channel.id, subdir, filename)))  # type: ignore[arg-type]
     if row is None:
         raise NotFoundError(f"{filename} not found in {channel_name}/{subdir}")
@@ -353,7 +354,7 @@ async def list_package_files(services: Services, actor: Actor, channel_name: str
                              name: str | None = None) -> Sequence[PackageFile]:
     """A channel's files (optionally of one subdir or package name), by subdir and filename."""
     async with services.db.read() as session:
-        channel, _ = await visible_channel(session, actor, channel_name)
+        channel, _ = await gate(session, actor, channel_name)
         query = select(PackageFile).where(PackageFile.channel_id == channel.id)
         if subdir is not None:
             query = query.where(PackageFile.subdir == subdir)

@@ -23,7 +23,7 @@ from graphconda.conda.records import dumps_record, is_v3, make_record
 from graphconda.db.models import Channel, PackageFile
 from graphconda.errors import GraphcondaError
 from graphconda.services import authz, layout, publishing, republishing
-from graphconda.services.access import visible_channel
+from graphconda.services.access import gate
 from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir
@@ -88,7 +88,7 @@ async def _stage(services: Services, channel: Channel, key: str, subdir: str, sh
 
 async def reindex_channel(services: Services, actor: Actor, channel_name: str) -> ReindexResult:
     async with services.db.read() as session:
-        channel, access = await visible_channel(session, actor, channel_name)
+        channel, access = await gate(session, actor, channel_name)
         rows = {(f.subdir, f.filename): f.sha256 for f in await session.scalars(
             select(PackageFile).where(PackageFile.channel_id == channel.id, PackageFile.stored.is_(True)))}  # type: ignore[attr-defined]
     authz.require_manage_channel(actor, access)

@@ -24,13 +24,12 @@ from graphconda.conda.records import dumps_record, is_v3, make_record
 from graphconda.db.models import Channel
 from graphconda.errors import (
     ChecksumMismatchError,
-    ConflictError,
     InvalidInputError,
     InvalidPackageError,
     TooLargeError,
 )
 from graphconda.services import authz
-from graphconda.services.access import visible_channel
+from graphconda.services.access import UPLOADS, ChannelKind, gate
 from graphconda.services.authz import Actor, ChannelAccess
 from graphconda.services.context import Services
 
@@ -64,13 +63,12 @@ class StagedPackage:
         self.path.unlink(missing_ok=True)
 
 
-async def precheck_upload(services: Services, actor: Actor, channel_name: str, *, mirror_sync: bool = False) -> None:
+async def precheck_upload(services: Services, actor: Actor, channel_name: str,
+                         *, allow: frozenset[ChannelKind] = UPLOADS) -> None:
     """The checks an upload can pass or fail before its body is read (multipart bodies are spooled
-    to disk first, so these run before that): channel visible, not a mirror, caller logged in."""
+    to disk first, so these run before that): channel visible, of a kind in `allow`, caller logged in."""
     async with services.db.read() as session:
-        channel, access = await visible_channel(session, actor, channel_name)
-    if channel.mirror_mode and not mirror_sync:
-        raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
+        _, access = await gate(session, actor, channel_name, allow=allow, action="uploads")
     authz.require_upload_intent(actor, access)
 
 
@@ -83,7 +81,7 @@ async def stage_package(
     *,
     expected_sha256: str | None = None,
     expected_size: int | None = None,
-    mirror_sync: bool = False,
+    allow: frozenset[ChannelKind] = UPLOADS,
 ) -> StagedPackage:
     """Every check an upload must pass, up to (not including) storing it."""
     parsed = parse_filename(filename)
@@ -93,9 +91,8 @@ async def stage_package(
     if expected_size is not None and expected_size > limit:
         raise TooLargeError(f"{filename} is {expected_size} bytes; the upload limit is {limit} bytes")
     async with services.db.read() as session:
-        channel, access = await visible_channel(session, actor, channel_name, parsed.name)
-    if channel.mirror_mode and not mirror_sync:
-        raise ConflictError(f"channel {channel.name!r} is a {channel.mirror_mode} channel; it accepts no uploads")
+        channel, access = await gate(session, actor, channel_name, allow=allow, action="uploads",
+                                     package_name=parsed.name)
     authz.require_upload(actor, access, parsed.name)
 
     path = await run_in_threadpool(_temp_path, services)

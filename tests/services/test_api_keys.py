@@ -15,7 +15,7 @@ from graphconda.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from graphconda.services import api_keys, channels, users
+from graphconda.services import access, api_keys, channels, users
 from graphconda.services.api_keys import ScopeSpec
 from graphconda.services.authz import ANONYMOUS, SYSTEM, Actor, KeyScope, Role
 from graphconda.services.context import Services
@@ -42,7 +42,7 @@ async def make_user(services: Services, name: str, role: Role | None = None) -> 
 
 async def add_member(services: Services, channel: str, actor: Actor, role: Role) -> None:
     async with services.db.write() as session:
-        found = await channels.get_visible(session, SYSTEM, channel)
+        found, _ = await access.gate(session, SYSTEM, channel)
         session.add(ChannelMember(channel_id=found.id, user_id=actor.user_id, role=role.value))
 
 

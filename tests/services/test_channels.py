@@ -16,7 +16,7 @@ from graphconda.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from graphconda.services import authz, channels, layout, members, packages, users
+from graphconda.services import access, authz, channels, layout, members, packages, users
 from graphconda.services.authz import ANONYMOUS, SYSTEM, Actor, KeyScope, Role
 from graphconda.services.channels import ChannelSpec, ChannelUpdate
 from graphconda.services.context import Services
@@ -102,7 +102,7 @@ async def test_visible_channels_clause_agrees_with_authz(services: Services) -> 
         async with services.db.read() as session:
             expected = set()
             for channel in (public, private, other):
-                found = await channels.find_with_access(session, who, channel.name)
+                found = await access.find_channel(session, who, channel.name)
                 assert found is not None
                 if authz.can_read_channel(who, found[1]):
                     expected.add(channel.name)
@@ -115,10 +115,10 @@ async def test_get_visible_hides_private_channels(services: Services) -> None:
     owner = await actor(services, "owner")
     await channels.create_channel(services, owner, ChannelSpec("secret", private=True))
     async with services.db.read() as session:
-        assert (await channels.get_visible(session, owner, "secret")).name == "secret"
+        assert (await access.gate(session, owner, "secret"))[0].name == "secret"
         for name in ("secret", "absent", "x" * 1000):
             with pytest.raises(NotFoundError) as raised:
-                await channels.get_visible(session, ANONYMOUS, name)
+                await access.gate(session, ANONYMOUS, name)
             assert str(raised.value) == "channel not found"
 
 
@@ -189,6 +189,6 @@ async def test_names_no_channel_can_have_are_not_found_without_a_query(
     with pytest.raises(NotFoundError, match=r"^channel not found$"):
         await upload(services, alice, name, built(tmp_path, "tool"))
     async with services.db.read() as session:
-        assert await channels.find_with_access(session, alice, name) is None
+        assert await access.find_channel(session, alice, name) is None
         with pytest.raises(NotFoundError, match=r"^channel not found$"):
-            await channels.get_visible(session, alice, name)
+            await access.gate(session, alice, name)

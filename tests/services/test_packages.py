@@ -24,6 +24,7 @@ from graphconda.errors import (
     TooLargeError,
 )
 from graphconda.services import packages
+from graphconda.services.access import ChannelKind
 from graphconda.services.authz import ANONYMOUS, SYSTEM, Role
 from graphconda.services.context import Services
 from tests.helpers.channels import (
@@ -194,7 +195,8 @@ async def test_mirror_channels_refuse_uploads(services: Services, tmp_path: Path
     await make_channel(services, "mirrored", mirror=True)
     with pytest.raises(ConflictError, match="accepts no uploads"):
         await ingest(services, build_package(tmp_path, "alpha"), "mirrored")
-    row = await ingest(services, build_package(tmp_path, "alpha"), "mirrored", mirror_sync=True)
+    # What the gate allows is the caller's choice: a mirror sync stores into mirror channels.
+    row = await ingest(services, build_package(tmp_path, "alpha"), "mirrored", allow=frozenset({ChannelKind.MIRROR}))
     assert row.filename == "alpha-1.0-0.conda"
 
 
