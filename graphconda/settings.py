@@ -140,9 +140,42 @@ class AuthSettings(_Section):
 class JobsSettings(_Section):
     # Run the scheduler inside `graphconda serve` (guarded by a database lease).
     embedded_scheduler: bool = True
+    # Run queued jobs inside `graphconda serve` (any number of processes may).
+    embedded_runner: bool = True
+    # Built-in periodic jobs, in seconds (0 = never).
+    cleanup_interval_seconds: int = Field(3600, ge=0)
     mirror_sync_interval_seconds: int = Field(3600, ge=0)
     metrics_interval_seconds: int = Field(300, ge=0)
-    lease_seconds: int = Field(60, ge=5)
+    # The scheduler lease: renewed every third of this; another process takes over after it.
+    lease_seconds: float = Field(60, ge=1)
+    # Jobs one process runs at once.
+    concurrency: int = Field(2, ge=1)
+    # An idle runner looks for queued runs this often (runs queued in the same process start at once).
+    poll_seconds: float = Field(2.0, gt=0)
+    # A running job's process writes its heartbeat (and progress) this often ...
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    # ... and a run whose heartbeat is older than this is taken to be dead and requeued.
+    stale_seconds: float = Field(30.0, gt=0)
+    # Claims of one run (first try, retries, requeues after a crash) before it is failed.
+    max_attempts: int = Field(3, ge=1)
+    # A transient failure is retried after this, doubled on every further attempt.
+    retry_backoff_seconds: float = Field(10.0, ge=0)
+    # Finished runs are deleted by the cleanup job after this long.
+    run_retention_seconds: int = Field(30 * 24 * 3600, ge=0)
+    # The most characters of log kept per run (the newest lines).
+    log_tail_chars: int = Field(8000, ge=0)
+    # API keys revoked or expired longer ago than this are deleted by the cleanup job.
+    api_key_retention_seconds: int = Field(90 * 24 * 3600, ge=0)
+    # Blobs no row references are deleted by the cleanup job once they are this old.
+    orphan_blob_grace_seconds: int = Field(7 * 24 * 3600, ge=0)
+    # Extra modules to import that register job kinds (graphconda.jobs.registry.job_kind).
+    modules: list[str] = []
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeat(self) -> JobsSettings:
+        if self.stale_seconds <= self.heartbeat_seconds:
+            raise ValueError("jobs.stale_seconds must be longer than jobs.heartbeat_seconds")
+        return self
 
 
 class LimitsSettings(_Section):

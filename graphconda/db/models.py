@@ -260,22 +260,52 @@ class DownloadCount(SQLModel, table=True):
 
 
 class JobRun(SQLModel, table=True):
-    """One run of a job (scheduled or triggered), visible to every process and client."""
+    """One run of a job (scheduled or triggered), visible to every process and client.
+
+    Lifecycle (graphconda/jobs/runner.py): queued -> running -> succeeded | failed | cancelled,
+    back to queued when its process died or stopped (up to jobs.max_attempts) or a transient
+    failure waits `run_after` for a retry.
+    """
 
     __tablename__ = "job_runs"
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=64, index=True)  # synchronize | reindex | metrics | ...
+    kind: str = Field(max_length=64, index=True)  # reindex | cleanup | synchronize | ...
     channel_id: int | None = _fk("channels.id", nullable=True)
-    status: str = Field(default="pending", max_length=16, index=True)  # pending|running|succeeded|failed|cancelled
+    status: str = Field(default="queued", max_length=16, index=True)  # queued|running|succeeded|failed|cancelled
+    args: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    # "kind:channel_id" while queued or running, NULL once finished: the unique constraint keeps
+    # at most one active run per (kind, channel) on every database, without a race.
+    active_key: str | None = Field(default=None, max_length=96, unique=True, index=True, nullable=True)
+    attempt: int = 0  # how many times a runner claimed it
+    holder: str | None = Field(default=None, max_length=256)  # the process running it
+    heartbeat_at: datetime | None = _ts(nullable=True)
+    run_after: datetime | None = _ts(nullable=True)  # not claimable before (retry backoff)
+    cancel_requested: bool = False
     progress_done: int = 0
     progress_total: int | None = None
     message: str = Field(default="", sa_type=Text)
     log_tail: str = Field(default="", sa_type=Text)
+    error: str = Field(default="", sa_type=Text)
     triggered_by_id: int | None = _fk("users.id", nullable=True, ondelete="SET NULL")
     scheduled: bool = False
     created_at: datetime = _ts()
     started_at: datetime | None = _ts(nullable=True)
     finished_at: datetime | None = _ts(nullable=True)
+
+
+class JobSchedule(SQLModel, table=True):
+    """A periodic job of one channel (or server-wide when channel_id is NULL): interval or cron."""
+
+    __tablename__ = "job_schedules"
+    __table_args__ = (UniqueConstraint("kind", "channel_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64)
+    channel_id: int | None = _fk("channels.id", nullable=True)
+    interval_seconds: int | None = None
+    cron: str | None = Field(default=None, max_length=128)  # five fields, as crontab(5)
+    enabled: bool = True
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
 
 
 class SchedulerLease(SQLModel, table=True):

@@ -364,6 +364,16 @@ def can_see_job(actor: Actor, access: ChannelAccess | None) -> bool:
     return can_manage_channel(actor, access)
 
 
+def require_run_job(actor: Actor, access: ChannelAccess | None) -> None:
+    """Run or cancel a job, or set its schedule: whoever may see it (can_see_job); the channel must be visible."""
+    if access is not None:
+        require_read_channel(actor, access)
+    _require_user(actor, "run jobs")
+    if not can_see_job(actor, access):
+        raise PermissionDeniedError("only server owners and maintainers may run server jobs" if access is None
+                                    else "only channel owners and maintainers may run this channel's jobs")
+
+
 # --- users, server roles, API keys -------------------------------------------
 
 

@@ -11,13 +11,16 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 
 from graphconda.db import Database
 from graphconda.settings import Settings
 from graphconda.storage.base import BlobStore
+
+if TYPE_CHECKING:
+    from graphconda.jobs.runner import Runner
 
 T = TypeVar("T")
 
@@ -33,6 +36,8 @@ class Services:
     storage: BlobStore
     http: httpx2.AsyncClient  # for upstream channels and OAuth; injected so tests can swap it
     clock: Callable[[], datetime] = utcnow
+    # This process's job runner, when it runs one (serve, scheduler): run_job wakes it.
+    runner: Runner | None = None
     # Per-process singletons other services hang here (publisher, event hubs, ...).
     extras: dict[str, Any] = field(default_factory=dict)
 

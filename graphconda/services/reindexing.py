@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,9 @@ async def _stage(services: Services, channel: Channel, key: str, subdir: str, sh
             path.unlink(missing_ok=True)
 
 
-async def reindex_channel(services: Services, actor: Actor, channel_name: str) -> ReindexResult:
+async def reindex_channel(services: Services, actor: Actor, channel_name: str, *,
+                          on_subdir: Callable[[int, int, str], None] | None = None) -> ReindexResult:
+    """Reindex the channel; `on_subdir(done, total, subdir)` is called before each subdir (job progress)."""
     async with services.db.read() as session:
         channel, access = await gate(session, actor, channel_name)
         rows = {(f.subdir, f.filename): f.sha256 for f in await session.scalars(
@@ -102,7 +105,9 @@ async def reindex_channel(services: Services, actor: Actor, channel_name: str) -
     directory = services.settings.data_dir / "tmp"
     directory.mkdir(parents=True, exist_ok=True)
     subdirs = {subdir for subdir, _ in [*blobs, *rows]}
-    for subdir in sorted(subdirs):
+    for index, subdir in enumerate(sorted(subdirs)):
+        if on_subdir is not None:
+            on_subdir(index, len(subdirs), subdir)
         staged: list[StagedPackage] = []
         for (sd, filename), shas in sorted(blobs.items()):
             if sd != subdir or rows.get((sd, filename)) in shas:

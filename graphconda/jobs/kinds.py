@@ -1,0 +1,33 @@
+"""The built-in job kinds: thin wrappers that call service functions and report progress."""
+
+from __future__ import annotations
+
+from graphconda.jobs.registry import JobArg, JobContext, job_kind
+from graphconda.services import authz
+
+
+@job_kind("reindex", channel=True)
+async def reindex(ctx: JobContext) -> None:
+    """Rebuild the channel's records from its package files in storage, then republish."""
+    from graphconda.services.reindexing import reindex_channel
+
+    assert ctx.channel is not None
+
+    def on_subdir(done: int, total: int, subdir: str) -> None:
+        ctx.check_cancelled()
+        ctx.progress(done=done, total=total, message=f"reindexing {subdir}")
+
+    result = await reindex_channel(ctx.services, authz.SYSTEM, ctx.channel.name, on_subdir=on_subdir)
+    ctx.progress(done=ctx.total or 0, message=f"{result.added} added, {result.removed} removed, "
+                                               f"{result.skipped} skipped")
+    ctx.log(ctx.message)
+
+
+@job_kind("cleanup", channel=False, args={"dry_run": JobArg(bool, False, "only report what would be deleted")})
+async def cleanup(ctx: JobContext) -> None:
+    """Delete what nothing needs any more (see services/cleanup.py); `dry_run` only reports."""
+    from graphconda.services.cleanup import run_cleanup
+
+    report = await run_cleanup(ctx.services, dry_run=ctx.args["dry_run"], progress=ctx.progress, log=ctx.log,
+                               check_cancelled=ctx.check_cancelled)
+    ctx.progress(message=report.summary(dry_run=ctx.args["dry_run"]))

@@ -1,0 +1,30 @@
+"""Job kinds for tests only, registered when a test imports this module or names it in `jobs.modules`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from graphconda.jobs.registry import JobArg, JobContext, TransientJobError, job_kind
+
+
+@job_kind("test_steps", channel=False, args={"steps": JobArg(int, 3), "delay": JobArg(float, 0.05),
+                                             "fail": JobArg(str, ""), "label": JobArg(str, "")})
+async def steps(ctx: JobContext) -> None:
+    """Counts to `steps`, sleeping `delay` between steps; `fail`: "transient" or "error" at the end."""
+    total = ctx.args["steps"]
+    for i in range(total):
+        ctx.check_cancelled()
+        ctx.progress(done=i, total=total, message=f"step {i}")
+        ctx.log(f"step {i}")
+        await asyncio.sleep(ctx.args["delay"])
+    ctx.progress(done=total, total=total, message="done")
+    if ctx.args["fail"] == "transient":
+        raise TransientJobError("upstream unavailable")
+    if ctx.args["fail"] == "error":
+        raise RuntimeError("boom")
+
+
+@job_kind("test_channel_noop", channel=True)
+async def channel_noop(ctx: JobContext) -> None:
+    assert ctx.channel is not None
+    ctx.log(f"channel {ctx.channel.name}")
