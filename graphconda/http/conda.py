@@ -13,25 +13,21 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from email.utils import parsedate_to_datetime
-from functools import cache
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from graphconda.conda.names import EXTENSIONS, validate_subdir
-from graphconda.conda.repodata import compress_zst, empty_repodata
-from graphconda.conda.shards import build_shard_index
 from graphconda.errors import BlobNotFoundError, InvalidNameError, NotFoundError
+from graphconda.http import conditional
 from graphconda.http.deps import actor_of, services_of
-from graphconda.services import layout, packages, publishing
+from graphconda.services import delivery, layout, packages, publishing
 from graphconda.services.access import could_be_channel_name
+from graphconda.services.delivery import SUBDIR_FILES
 from graphconda.services.downloads import record_download
-from graphconda.services.serving import CachedFile, ChannelInfo, is_known_subdir, serving_cache
+from graphconda.services.serving import CachedFile, ChannelInfo, serving_cache
 
-SUBDIR_FILES = frozenset({*layout.SUBDIR_FILES, layout.SHARD_INDEX})
 _SHARD = re.compile(r"[0-9a-f]{64}\.msgpack\.zst")
 _DIGITS = re.compile(r"[0-9]+")
 _CONTENT_TYPES = {".json": "application/json", ".zst": "application/zstd", ".bz2": "application/x-bzip2",
@@ -66,25 +62,9 @@ def _no_channel() -> Response:
 # --- conditional requests and ranges -----------------------------------------------------
 
 
-def _strip_weak(tag: str) -> str:
-    return tag[2:] if tag.startswith("W/") else tag
-
-
 def not_modified(request: Request, etag: str, mtime: int | None) -> bool:
-    """RFC 9110: If-None-Match (weak comparison) wins over If-Modified-Since."""
-    inm = request.headers.get("if-none-match")
-    if inm is not None:
-        if inm.strip() == "*":
-            return True
-        ours = _strip_weak(etag)
-        return any(_strip_weak(tag.strip()) == ours for tag in inm.split(","))
-    ims = request.headers.get("if-modified-since")
-    if ims is None or mtime is None:
-        return False
-    try:
-        return mtime <= int(parsedate_to_datetime(ims).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
+    return conditional.not_modified(request.headers.get("if-none-match"), request.headers.get("if-modified-since"),
+                                    etag, mtime)
 
 
 def byte_range(request: Request, size: int, etag: str, last_modified: str | None) -> tuple[int, int] | bool | None:
@@ -172,7 +152,7 @@ async def serve(request: Request) -> Response:
         if len(rest) == 2:
             return await _subdir_file(request, info, subdir, rest[1])
         if len(rest) == 3 and rest[1] == "shards" and _SHARD.fullmatch(rest[2]):
-            return await _published(request, info, layout.shard_key(info.name, subdir, rest[2][:64]), immutable=True)
+            return await _deliver(request, info, subdir, f"shards/{rest[2]}")
     except (InvalidNameError, BlobNotFoundError):
         pass
     return _not_found(request)
@@ -187,85 +167,41 @@ async def _channel_file(request: Request, info: ChannelInfo, name: str) -> Respo
     if name in ("", "index.html"):
         return await _channel_index(request, info)
     if name == layout.CHANNELDATA:
-        return await _published(request, info, layout.channel_file_key(info.name, name))
+        return await _deliver(request, info, None, name)
     validate_subdir(name)
     return RedirectResponse(f"{name}/", status_code=301)
 
 
 async def _subdir_file(request: Request, info: ChannelInfo, subdir: str, name: str) -> Response:
-    if name.endswith(EXTENSIONS):
-        return await _package_file(request, info, subdir, name)
     if name in ("", "index.html"):
         return await _subdir_index(request, info, subdir)
-    if name not in SUBDIR_FILES:
+    if not name.endswith(EXTENSIONS) and name not in SUBDIR_FILES:
         return _not_found(request)
-    if name == layout.SHARD_INDEX and not info.publish.shards:
-        return _not_found(request, "this channel does not publish sharded repodata")
-    response = await _published(request, info, layout.subdir_file_key(info.name, subdir, name), missing_ok=True)
-    if response is None:
-        return await _empty(request, info, subdir, name)
-    return response
+    return await _deliver(request, info, subdir, name)
 
 
-async def _published(request: Request, info: ChannelInfo, key: str, *, immutable: bool = False,
-                     missing_ok: bool = False) -> Response:
-    entry = await serving_cache(services_of(request)).file(key, immutable=immutable)
-    if entry is None:
-        if missing_ok:
-            return None  # type: ignore[return-value]
-        return _not_found(request)
-    if immutable:
+async def _deliver(request: Request, info: ChannelInfo, subdir: str | None, name: str) -> Response:
+    """Turn the serving decision (services/delivery.py) into HTTP."""
+    services = services_of(request)
+    full_get = request.method == "GET" and "range" not in request.headers
+    found = await delivery.locate(services, info, subdir, name, redirect_ok=request.method == "GET")
+    if isinstance(found, delivery.Missing):
+        return _not_found(request, found.detail)
+    if isinstance(found, delivery.Unavailable):
+        return JSONResponse({"detail": found.detail}, status_code=found.status,
+                            headers={"cache-control": "no-store"})
+    if isinstance(found, delivery.Redirect):
+        fresh = found.entry is not None and not_modified(request, found.entry.etag, found.entry.mtime)
+        if full_get and found.download_id is not None and not fresh:
+            record_download(services, found.download_id)
+        return RedirectResponse(found.url, status_code=302, headers={"cache-control": "no-store"})
+    if found.immutable:
         control = _immutable(info)
     else:
         control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
-    return await send_blob(request, entry, cache_control=control, content_type=_content_type(key))
-
-
-@cache
-def _empty_files(subdir: str) -> dict[str, CachedFile]:
-    """What a known subdir serves before anything was published there."""
-    from datetime import UTC, datetime
-    from hashlib import sha256
-
-    epoch = datetime(2000, 1, 1, tzinfo=UTC)
-    repodata = empty_repodata(subdir)
-    files = {layout.REPODATA: repodata, layout.REPODATA_ZST: compress_zst(repodata),
-             layout.SHARD_INDEX: build_shard_index(subdir, {}, epoch)}
-    return {name: CachedFile(name, len(data), f'"empty-{sha256(data).hexdigest()[:16]}"', 946684800,
-                             "Sat, 01 Jan 2000 00:00:00 GMT", data, float("inf"))
-            for name, data in files.items()}
-
-
-async def _empty(request: Request, info: ChannelInfo, subdir: str, name: str) -> Response:
-    entry = _empty_files(subdir).get(name) if is_known_subdir(subdir) else None
-    if entry is None:
-        return _not_found(request)
-    # The same max-age as the real file that replaces it (clients treat a missing max-age as stale).
-    control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
-    return await send_blob(request, entry, cache_control=control, content_type=_content_type(name))
-
-
-async def _package_file(request: Request, info: ChannelInfo, subdir: str, filename: str) -> Response:
-    services = services_of(request)
-    cache_ = serving_cache(services)
-    ref = await cache_.package_file(info, subdir, filename)
-    if ref is None or ref.key is None:
-        return _not_found(request, "package file not found")
-    entry = await cache_.file(ref.key, immutable=True)
-    if entry is None:
-        cache_.forget_package_file(info, subdir, filename)
-        return _not_found(request, "package file not found")
-    full_get = request.method == "GET" and "range" not in request.headers
-    s3 = services.settings.storage.s3
-    if services.storage.backend == "s3" and s3.presign_downloads and request.method == "GET":
-        url = await services.storage.presigned_url(ref.key, timedelta(seconds=s3.presign_expiry_seconds))
-        if url:
-            if full_get and not not_modified(request, entry.etag, entry.mtime):
-                record_download(services, ref.id)
-            return RedirectResponse(url, status_code=302, headers={"cache-control": "no-store"})
-    response = await send_blob(request, entry, cache_control=_immutable(info), content_type=_content_type(filename))
-    if full_get and response.status_code == 200:
-        record_download(services, ref.id)
+    response = await send_blob(request, found.entry, cache_control=control, content_type=_content_type(name))
+    if found.download_id is not None and full_get and response.status_code == 200:
+        record_download(services, found.download_id)
     return response
 
 

@@ -16,6 +16,7 @@ import time
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from graphconda.http.conditional import etag_matches
 from graphconda.services import layout
 from graphconda.services.serving import CachedFile, ServingCache, serving_cache
 
@@ -26,17 +27,6 @@ _TYPES = {".json": b"application/json", ".zst": b"application/zstd", ".bz2": b"a
 _CHUNK = 4 * 1024 * 1024
 IMMUTABLE = b"public, max-age=31536000, immutable"
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
-
-
-def _strip_weak(tag: bytes) -> bytes:
-    return tag[2:] if tag.startswith(b"W/") else tag
-
-
-def _matches(inm: bytes, etag: bytes) -> bool:
-    if inm == etag:
-        return True
-    ours = _strip_weak(etag)
-    return inm.strip() == b"*" or any(_strip_weak(t.strip()) == ours for t in inm.split(b","))
 
 
 class FastStarlette(Starlette):
@@ -88,7 +78,7 @@ async def serve_fast(cache: ServingCache, scope: Scope, send: Send) -> bool:
     answers = entry.answers.get(control)
     if answers is None:
         answers = entry.answers[control] = _answers(entry, control)
-    if inm is not None and _matches(inm, entry.etag_bytes):
+    if inm is not None and (inm == entry.etag_bytes or etag_matches(inm.decode("latin-1"), entry.etag)):
         await send(answers[0])
         await send(_EMPTY_BODY)
         return True

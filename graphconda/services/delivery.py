@@ -1,0 +1,120 @@
+"""Serving policy: for one file of a channel, where its bytes come from.
+
+`locate` answers, for a channel file, a subdir file, a shard or a package file: a local
+blob (with how long clients may cache it), a redirect (presigned storage URL, or an
+upstream URL for proxylisted mirror packages), nothing, or "upstream failed". For proxy
+channels the bytes are fetched from upstream first (services/proxy.py), so a route never
+talks to an upstream itself; it only turns the answer into HTTP (http/conda.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from hashlib import sha256
+
+from graphconda.conda.repodata import compress_zst, empty_repodata
+from graphconda.conda.shards import build_shard_index
+from graphconda.services import layout
+from graphconda.services.context import Services
+from graphconda.services.serving import CachedFile, ChannelInfo, is_known_subdir, serving_cache
+
+# Files a subdir may serve besides packages and shards.
+SUBDIR_FILES = frozenset({*layout.SUBDIR_FILES, layout.SHARD_INDEX})
+
+
+@dataclass(frozen=True)
+class LocalBlob:
+    entry: CachedFile
+    immutable: bool  # content-addressed (shards, package files): cache for a year
+    download_id: int | None = None  # a package file row: a full GET counts as a download
+
+
+@dataclass(frozen=True)
+class Redirect:
+    url: str
+    entry: CachedFile | None = None  # when known, a revalidation is answered 304 instead
+    download_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Missing:
+    detail: str = "not found"
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """An upstream failed (502) or did not answer in time (504) and nothing is cached."""
+
+    status: int
+    detail: str
+
+
+Delivery = LocalBlob | Redirect | Missing | Unavailable
+
+
+async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str,
+                 *, redirect_ok: bool = False) -> Delivery:
+    """Where the bytes of `<channel>/[<subdir>/]<name>` come from (`name` may be `shards/<hex>.msgpack.zst`).
+
+    Names are already checked by the caller (http/conda.py): subdir valid, name one a
+    channel can serve. `redirect_ok`: the request may be answered with a redirect to
+    presigned storage (full GETs of package files).
+    """
+    if info.mirror_mode == "proxy":
+        from graphconda.services import proxy  # proxy builds on this module
+
+        return await proxy.locate(services, info, subdir, name)
+    if subdir is None:
+        return await _published(services, layout.channel_file_key(info.name, name))
+    if name.startswith("shards/"):
+        return await _published(services, layout.shard_key(info.name, subdir, name[7:71]), immutable=True)
+    if name.endswith((".conda", ".tar.bz2")):
+        return await _package_file(services, info, subdir, name, redirect_ok)
+    if name == layout.SHARD_INDEX and not info.publish.shards:
+        return Missing("this channel does not publish sharded repodata")
+    found = await _published(services, layout.subdir_file_key(info.name, subdir, name))
+    if isinstance(found, Missing):
+        return empty_file(subdir, name) or found
+    return found
+
+
+async def _published(services: Services, key: str, *, immutable: bool = False) -> LocalBlob | Missing:
+    entry = await serving_cache(services).file(key, immutable=immutable)
+    return Missing() if entry is None else LocalBlob(entry, immutable)
+
+
+@cache
+def _empty_files(subdir: str) -> dict[str, CachedFile]:
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    repodata = empty_repodata(subdir)
+    files = {layout.REPODATA: repodata, layout.REPODATA_ZST: compress_zst(repodata),
+             layout.SHARD_INDEX: build_shard_index(subdir, {}, epoch)}
+    return {name: CachedFile(name, len(data), f'"empty-{sha256(data).hexdigest()[:16]}"', 946684800,
+                             "Sat, 01 Jan 2000 00:00:00 GMT", data, float("inf"))
+            for name, data in files.items()}
+
+
+def empty_file(subdir: str, name: str) -> LocalBlob | None:
+    """What a known subdir serves before anything was published there (noarch must always answer)."""
+    entry = _empty_files(subdir).get(name) if is_known_subdir(subdir) else None
+    return LocalBlob(entry, immutable=False) if entry is not None else None
+
+
+async def _package_file(services: Services, info: ChannelInfo, subdir: str, filename: str,
+                        redirect_ok: bool) -> Delivery:
+    cache_ = serving_cache(services)
+    ref = await cache_.package_file(info, subdir, filename)
+    if ref is None or ref.key is None:
+        return Missing("package file not found")
+    entry = await cache_.file(ref.key, immutable=True)
+    if entry is None:
+        cache_.forget_package_file(info, subdir, filename)
+        return Missing("package file not found")
+    s3 = services.settings.storage.s3
+    if redirect_ok and services.storage.backend == "s3" and s3.presign_downloads:
+        url = await services.storage.presigned_url(ref.key, timedelta(seconds=s3.presign_expiry_seconds))
+        if url:
+            return Redirect(url, entry, ref.id)
+    return LocalBlob(entry, immutable=True, download_id=ref.id)
