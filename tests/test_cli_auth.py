@@ -15,6 +15,7 @@ from graphconda.errors import AuthenticationError, NotFoundError
 from graphconda.services import api_keys, packages, users
 from graphconda.services.authz import Role
 from graphconda.services.context import Services
+from tests.helpers.keys import assert_conda_reads_the_whole_key
 from tests.helpers.packages import build_package
 from tests.test_cli import cli_env, invoke, served  # noqa: F401 - fixtures shared with the CLI suite
 
@@ -69,7 +70,8 @@ async def test_api_key_create_prints_only_the_key(
     code, out, err = await run_cli(["api-key", "create", "--user", "alice", "--description", "laptop", *data], cli_env)
     assert code == 0, err
     secret = out.strip()
-    assert out == secret + "\n" and secret.startswith("gc_")
+    assert out == secret + "\n" and secret.startswith("gc-")
+    assert_conda_reads_the_whole_key(secret)
     assert err == ""
     actor = await api_keys.authenticate_key(services, secret)
     assert (actor.username, actor.scopes) == ("alice", None)
@@ -170,7 +172,8 @@ def test_serve_dev_prints_a_working_admin_key(served: tuple[str, str]) -> None: 
     lines = [line for line in log.splitlines() if line.startswith("  dev API key: ")]
     assert len(lines) == 1
     key = lines[0].removeprefix("  dev API key: ")
-    assert key.startswith("gc_")
+    assert key.startswith("gc-")
+    assert_conda_reads_the_whole_key(key)
     me = httpx2.get(f"{url}/auth/me", headers={"X-API-Key": key}, timeout=5).json()
     assert me["user"]["username"] == "dev" and me["user"]["serverRole"] == "owner"
     assert httpx2.get(f"{url}/t/{key}/auth/me", timeout=5).json() == me

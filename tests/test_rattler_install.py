@@ -24,7 +24,8 @@ from graphconda.services import api_keys
 from graphconda.services.authz import Role
 from graphconda.services.context import Services
 from tests.fixtures.server import LiveServer
-from tests.helpers.channels import make_channel, make_user
+from tests.helpers.channels import add_member, make_channel, make_user
+from tests.helpers.keys import assert_conda_reads_the_whole_key, legacy_key
 from tests.helpers.packages import build_package, sha256_of
 
 pytestmark = pytest.mark.slow
@@ -87,11 +88,11 @@ def upload_all(server: LiveServer, channel: str, key: str, paths: list[Path]) ->
             assert response.status_code == 201, response.text
 
 
-def wait_for_repodata(server: LiveServer, channel: str, paths: list[Path]) -> None:
+def wait_for_repodata(server: LiveServer, channel: str, paths: list[Path], key: str | None = None) -> None:
     """The monolithic files are rebuilt just after the uploads return; wait until they hold everything."""
     wanted = {p.name for p in paths}
     deadline = time.monotonic() + 30
-    with httpx2.Client(base_url=server.url, timeout=10) as http:
+    with httpx2.Client(base_url=server.url, headers={"X-API-Key": key} if key else {}, timeout=10) as http:
         while True:
             found: set[str] = set()
             for subdir in ("noarch", "linux-64"):
@@ -183,3 +184,28 @@ async def test_records_match_rattlers_indexer(live_server: LiveServer, services:
                             assert all(same_spec(a, b) for a, b in zip(value, expected[field], strict=True)), field
                         else:
                             assert value == expected[field], (filename, field)
+
+
+@pytest.mark.parametrize("issued", ["new", "legacy"])
+async def test_rattler_installs_from_a_private_channel_through_a_token_url(
+    live_server: LiveServer, services: Services, uploader_key: str, tmp_path: Path, issued: str
+) -> None:
+    """`/t/<key>/get/<channel>`: the key travels in the path, as conda and rattler users write it."""
+    await make_channel(services, "secret", private=True)
+    paths = build_packages(tmp_path / "pkgs")
+    await anyio.to_thread.run_sync(upload_all, live_server, "secret", uploader_key, paths)
+    await anyio.to_thread.run_sync(wait_for_repodata, live_server, "secret", paths, uploader_key)
+    reader = await make_user(services, "reader")
+    await add_member(services, "secret", reader, Role.MEMBER)
+    if issued == "new":
+        key = (await api_keys.create_api_key(services, reader))[1]
+        assert_conda_reads_the_whole_key(key)
+    else:
+        key = await legacy_key(services, reader)  # `gc_...`: conda cannot read it, rattler can
+    channel_url = f"{live_server.url}/t/{key}/get/secret"
+    async with httpx2.AsyncClient() as http:
+        assert (await http.get(f"{live_server.url}/get/secret/noarch/repodata.json")).status_code == 404
+    solved = await run_client(tmp_path, command="install", channel=channel_url, specs=["app"], sharded=True,
+                              zstd=True, prefix=str(tmp_path / "env"), cache=str(tmp_path / "cache"))
+    assert_installed(tmp_path / "env", solved, channel_url, paths)
+

@@ -1,6 +1,9 @@
 """API keys: creation (secret shown once, stored as a hash), scopes, revocation, authentication.
 
-A key is `gc_` + 43 URL-safe characters (256 random bits). Because the secret is
+A key is `gc-` + 43 letters and digits (256 random bits): only characters conda accepts
+in a token URL (`/t/<key>/get/...`, which conda reads with `/t/([a-zA-Z0-9-]*)`). Keys
+issued before that change are `gc_` + 43 URL-safe characters (`_` included); they are
+still accepted, and looked up by their hash like any other. Because the secret is
 high-entropy, a plain SHA-256 is a sound, fast hash: there is nothing to brute-force,
 and authenticating a request costs one indexed lookup. Scopes restrict a key to a role
 on a channel (optionally one package); they can never grant more than the key's user holds.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,11 +31,14 @@ from graphconda.services.authz import Actor, KeyScope, Role
 from graphconda.services.context import Services
 from graphconda.services.users import actor_for, get_user
 
-PREFIX = "gc_"
+PREFIX = "gc-"
+SECRET_CHARACTERS = 43  # from 62 letters and digits: 256 bits
+_ALPHABET = string.ascii_letters + string.digits
 MAX_KEY_LENGTH = 128  # anything longer is not one of ours; refuse before hashing
 MAX_SCOPES = 50
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # write last_used_at at most this often per key
-_KEY_SHAPE = re.compile(r"gc_[A-Za-z0-9_-]{20,120}")
+# New keys, then the `gc_` keys issued before conda token URLs were taken into account.
+_KEY_SHAPE = re.compile(r"gc-[A-Za-z0-9-]{20,120}|gc_[A-Za-z0-9_-]{20,120}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,11 @@ class ApiKeyInfo:
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def new_secret() -> str:
+    """A fresh key: letters and digits only after the prefix, so conda's token URL pattern reads all of it."""
+    return PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(SECRET_CHARACTERS))
 
 
 def looks_like_key(secret: str) -> bool:
@@ -119,7 +131,7 @@ async def create_api_key(
             raise InvalidInputError("the expiry is out of range", field="expiresAt") from None
         if expires_at <= now:
             raise InvalidInputError("the expiry must be in the future", field="expiresAt")
-    secret = PREFIX + secrets.token_urlsafe(32)
+    secret = new_secret()
     async with services.db.write() as session:
         user = await session.get(User, target)
         if user is None or user.disabled:

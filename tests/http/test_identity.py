@@ -17,6 +17,7 @@ from graphconda.services import access, api_keys, channels, users
 from graphconda.services.api_keys import ScopeSpec
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services
+from tests.helpers.keys import legacy_key
 from tests.helpers.sql import count_statements
 
 CREATE = 'mutation { createChannel(input: {name: "made-here"}) { __typename } }'
@@ -46,11 +47,17 @@ async def test_anonymous_requests_cost_no_query(client: httpx2.AsyncClient, serv
     assert seen == []
 
 
+@pytest.mark.parametrize("issued", ["new", "legacy"])
 @pytest.mark.parametrize(
     "how",
     ["x-api-key", "bearer", "token-scheme", "basic-password", "basic-user", "token-path"],
 )
-async def test_every_key_form_is_accepted(client: httpx2.AsyncClient, alice_key: str, how: str) -> None:
+async def test_every_key_form_is_accepted(
+    client: httpx2.AsyncClient, services: Services, alice_key: str, how: str, issued: str
+) -> None:
+    if issued == "legacy":  # a `gc_...` key issued before new keys left out `_`
+        alice = users.actor_for(await users.get_user(services, "alice"))
+        alice_key = await legacy_key(services, alice)
     headers, path = {}, "/auth/me"
     if how == "x-api-key":
         headers["X-API-Key"] = alice_key

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx2
 
+from tests.helpers.keys import assert_conda_reads_the_whole_key
 from tests.schema.conftest import Gql, MakeChannel, People, Person, data, error_messages
 
 CREATE_KEY = """
@@ -60,7 +61,8 @@ async def test_create_and_use_a_scoped_key(
     await make_channel("tools", people.alice)
     await make_channel("other", people.alice)
     made = await create_key(gql, people.alice, description="ci", scopes=[{"channel": "tools", "role": "MEMBER"}])
-    assert made["__typename"] == "NewApiKey" and made["secret"].startswith("gc_")
+    assert made["__typename"] == "NewApiKey" and made["secret"].startswith("gc-")
+    assert_conda_reads_the_whole_key(made["secret"])
     assert made["apiKey"]["scopes"] == [{"channel": "tools", "package": None, "role": "MEMBER"}]
     scoped = Person("alice", made["secret"])
     viewer = data(await gql("{ viewer { username } }", as_=scoped))["viewer"]

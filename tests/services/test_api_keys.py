@@ -19,6 +19,7 @@ from graphconda.services import access, api_keys, channels, users
 from graphconda.services.api_keys import ScopeSpec
 from graphconda.services.authz import ANONYMOUS, SYSTEM, Actor, KeyScope, Role
 from graphconda.services.context import Services
+from tests.helpers.keys import assert_conda_reads_the_whole_key, legacy_key, token_conda_reads
 
 
 class Clock:
@@ -55,7 +56,7 @@ async def test_secret_is_shown_once_and_stored_only_as_hash(services: Services) 
     """Quetz stored API keys in plain text."""
     alice = await make_user(services, "alice")
     key, secret = await api_keys.create_api_key(services, alice, description="laptop")
-    assert secret.startswith("gc_") and len(secret) >= 40
+    assert secret.startswith("gc-") and len(secret) >= 40
     async with services.db.read() as session:
         rows = (await session.execute(text("SELECT * FROM api_keys"))).all()
     assert len(rows) == 1
@@ -65,6 +66,29 @@ async def test_secret_is_shown_once_and_stored_only_as_hash(services: Services) 
     assert [(i.key.id, i.key.description, i.scopes) for i in listed] == [(key.id, "laptop", ())]
     actor = await api_keys.authenticate_key(services, secret)
     assert (actor.user_id, actor.username, actor.scopes, actor.api_key_id) == (alice.user_id, "alice", None, key.id)
+
+
+async def test_new_keys_survive_condas_token_url_pattern(services: Services) -> None:
+    """conda reads `/t/([a-zA-Z0-9-]*)`: a `gc_...` key was read as the token `gc`."""
+    alice = await make_user(services, "alice", Role.OWNER)
+    made = [(await api_keys.create_api_key(services, alice))[1] for _ in range(50)]
+    made.append((await api_keys.ensure_dev_admin(services))[1])
+    for secret in made:
+        assert_conda_reads_the_whole_key(secret)
+        assert len(secret) == 46 and secret.startswith("gc-")
+    assert len(set(made)) == len(made)
+
+
+async def test_keys_issued_before_the_format_change_keep_working(services: Services) -> None:
+    alice = await make_user(services, "alice")
+    old = await legacy_key(services, alice)
+    assert token_conda_reads(old) == "gc"  # why new keys changed: conda cannot use these in token URLs
+    actor = await api_keys.authenticate_key(services, old)
+    assert (actor.username, actor.scopes) == ("alice", None)
+    listed = await api_keys.list_api_keys(services, alice)
+    await api_keys.revoke_api_key(services, alice, listed[0].key.id or 0)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await api_keys.authenticate_key(services, old)
 
 
 async def test_two_keys_have_different_secrets(services: Services) -> None:
@@ -79,7 +103,10 @@ async def test_two_keys_have_different_secrets(services: Services) -> None:
     [
         "",
         "gc_",
+        "gc-",
         "gc_" + "A" * 43 + "x",  # right shape, unknown
+        "gc-" + "A" * 43 + "x",
+        "gc-" + "A" * 20 + "_" + "A" * 22,  # new prefix, old alphabet: never issued
         "not-a-key",
         "gc_" + "A" * 500,  # too long
         "gc_ÄÖÜ" + "A" * 40,  # non-ASCII
