@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from graphconda.http import auth, conda, health, upload, web
@@ -51,7 +52,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         WebSocketRoute("/graphql", gql),
         *web.routes,
     ]
-    middleware = [*identity_middleware(settings)]
+    # Security headers outermost, so that errors answered by inner layers carry them too.
+    middleware = [Middleware(web.SecurityHeadersMiddleware), *identity_middleware(settings)]
     # FastStarlette answers anonymous revalidations and shard GETs before any middleware.
     app = FastStarlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=exception_handlers)
     app.state.settings = settings

@@ -1,5 +1,7 @@
 // The dashboard: every byte of data comes from the GraphQL API at /graphql.
-// Text is always inserted with textContent, never as HTML.
+// Text is always inserted as text nodes, never as HTML; links to places outside the
+// dashboard are made only from http(s) URLs (a package's `home` of `javascript:...`
+// would otherwise run in our origin with the viewer's session when clicked).
 
 async function gql(query, variables = {}) {
   const response = await fetch("/graphql", {
@@ -13,9 +15,23 @@ async function gql(query, variables = {}) {
   return body.data;
 }
 
+// The URL if it is an absolute http: or https: URL, else null.
+function webUrl(value) {
+  try {
+    const url = new URL(String(value));
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  for (const [key, value] of Object.entries(attrs)) {
+    // Only the dashboard's own routes and http(s) URLs may become links.
+    if (key === "href" && !String(value).startsWith("#/") && !webUrl(value)) throw new Error(`unsafe link ${value}`);
+    node.setAttribute(key, value);
+  }
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
   return node;
 }
@@ -28,6 +44,11 @@ function table(headings, rows) {
 const main = () => document.getElementById("main");
 function show(...nodes) { main().replaceChildren(...nodes); }
 function fail(error) { show(el("p", { class: "error" }, error.message)); }
+// A link for http(s) URLs; anything else (javascript:, data:, relative paths) is shown as text.
+function externalLink(value) {
+  const href = webUrl(value);
+  return href ? el("a", { href, rel: "noopener noreferrer nofollow" }, value) : el("span", {}, value);
+}
 const channelLink = (name) => el("a", { href: `#/channel/${encodeURIComponent(name)}` }, name);
 const packageLink = (channel, name) =>
   el("a", { href: `#/channel/${encodeURIComponent(channel)}/${encodeURIComponent(name)}` }, name);
@@ -63,7 +84,7 @@ async function pkg(channelName, name) {
   const p = data.package;
   if (!p) return show(el("p", { class: "error" }, "package not found"));
   show(el("h1", {}, `${p.name} ${p.latestVersion}`), el("p", {}, p.summary), el("p", { class: "muted" }, p.description),
-    p.home ? el("p", {}, el("a", { href: p.home, rel: "noopener" }, p.home)) : "",
+    p.home ? el("p", { class: "home" }, externalLink(p.home)) : "",
     el("p", {}, el("code", {}, `conda install -c ${p.channel.url} ${p.name}`)),
     table(["file", "subdir", "version", "depends", "bytes", "uploaded"],
       p.versions.nodes.map((f) => [f.filename, f.subdir, f.version, f.depends.join(", "), f.size,

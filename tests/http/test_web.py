@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx2
+import pytest
 
 from graphconda.http.web import WEB_DIR
 
@@ -37,3 +38,15 @@ async def test_every_dashboard_query_is_valid(client: httpx2.AsyncClient) -> Non
         used = {k: v for k, v in variables.items() if f"${k}" in query}
         body = (await client.post("/graphql", json={"query": query, "variables": used})).json()
         assert not body.get("errors"), (query, body["errors"])
+
+
+@pytest.mark.parametrize("path", ["/", "/web/app.js", "/web/style.css", "/web/missing.js", "/t/gc_wrong/"])
+async def test_security_headers_on_dashboard_responses(client: httpx2.AsyncClient, path: str) -> None:
+    """Errors included: whatever the browser renders from us runs under the policy."""
+    response = await client.get(path)
+    policy = dict(d.strip().split(" ", 1) for d in response.headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == "'self'"  # no inline script, no javascript: URLs, no eval
+    assert policy["object-src"] == policy["base-uri"] == policy["frame-ancestors"] == "'none'"
+    assert "unsafe" not in policy["default-src"] + policy["style-src"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
