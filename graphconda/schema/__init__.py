@@ -1,8 +1,9 @@
 """The Strawberry GraphQL schema and its ASGI view (HTTP, websocket, GraphiQL, multipart uploads).
 
 Hostile documents are cheap to refuse: the body size is capped before it is read in full,
-the token limit aborts parsing, and depth, alias and cost limits (cost.py: the most objects
-an operation can return) fail validation, so none of them reaches a resolver. Multipart
+the token limit aborts parsing, and depth, alias, size and cost limits (limits.py, linear in
+the document however its fragments are spread; cost.py: the most objects an operation can
+return) fail validation, so none of them reaches a resolver. Multipart
 requests (uploads) must carry a header a cross-site form cannot send, and malformed ones
 get a 400, never a 500.
 """
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import MaxTokensLimiter
 from strawberry.file_uploads.utils import replace_placeholders_with_files
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -27,8 +28,8 @@ from strawberry.types import ExecutionContext
 from graphconda.errors import AuthenticationError
 from graphconda.http.deps import actor_of
 from graphconda.schema.context import Context, RequestSession
-from graphconda.schema.cost import QueryCostLimiter
 from graphconda.schema.errors import PublicErrorsOnly, is_public
+from graphconda.schema.limits import QueryLimits
 from graphconda.schema.mutations import Mutation
 from graphconda.schema.queries import Query
 from graphconda.schema.text import UnstorableTextGuard
@@ -64,9 +65,13 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
-            lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
-            lambda: QueryCostLimiter(max_cost=limits.graphql_max_cost, max_page_size=limits.graphql_max_page_size),
+            lambda: QueryLimits(  # depth, aliases, size and cost, each linear in the document (limits.py)
+                max_depth=limits.graphql_max_depth,
+                max_aliases=limits.graphql_max_aliases,
+                max_fields=limits.graphql_max_tokens,
+                max_cost=limits.graphql_max_cost,
+                max_page_size=limits.graphql_max_page_size,
+            ),
             UnstorableTextGuard,
             PublicErrorsOnly,
             RequestSession,

@@ -16,12 +16,13 @@ The estimate, per object field, multiplied down its path:
   so aliases (and a field selected twice) add up; introspection is bounded by the schema
   and counts 0.
 
-Fragment costs are memoised, so estimating takes time linear in the document.
+Fragment costs are memoised, so estimating takes time linear in the document; limits.py runs
+the estimate (after refusing documents that nest too deeply for its recursion).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from graphql import (
@@ -39,15 +40,12 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
-    ValidationRule,
     VariableNode,
     get_named_type,
     is_composite_type,
     value_from_ast_untyped,
 )
 from graphql.language import ValueNode
-from strawberry.extensions import SchemaExtension
 
 from graphconda.schema.pagination import DEFAULT_PAGE_SIZE
 
@@ -158,55 +156,13 @@ def _list_depth(type_: GraphQLOutputType) -> int:
     return depth
 
 
-def cost_rule(
-    variables: Mapping[str, Any], operation_name: str | None, *, max_cost: int, max_page_size: int, list_size: int
-) -> type[ValidationRule]:
-    """A validation rule refusing the operation to run (`operation_name`, else each) above `max_cost`."""
-
-    class QueryCostRule(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            definitions = context.document.definitions
-            fragments = {d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)}
-            estimator = CostEstimator(
-                context.schema, fragments, variables, max_page_size=max_page_size, list_size=list_size
-            )
-            for operation in definitions:
-                if not isinstance(operation, OperationDefinitionNode):
-                    continue
-                if operation_name is not None and (operation.name is None or operation.name.value != operation_name):
-                    continue
-                cost = estimator.operation(operation)
-                if cost > max_cost:
-                    context.report_error(
-                        GraphQLError(
-                            f"query cost {cost} is over the limit of {max_cost}: the most objects it could "
-                            f"return (connections count `first` per parent, other lists {list_size}); "
-                            "ask for smaller pages or fewer nested lists",
-                            operation,
-                            extensions={"code": CODE, "cost": cost, "maxCost": max_cost},
-                        )
-                    )
-
-    return QueryCostRule
-
-
-class QueryCostLimiter(SchemaExtension):
-    """Adds the cost rule, built with this request's variables, to validation."""
-
-    def __init__(self, *, max_cost: int, max_page_size: int, list_size: int | None = None) -> None:
-        self.max_cost, self.max_page_size = max_cost, max_page_size
-        self.list_size = max_page_size if list_size is None else list_size
-
-    def on_operation(self) -> Iterator[None]:
-        context = self.execution_context
-        variables = context.variables if isinstance(context.variables, dict) else {}
-        rule = cost_rule(
-            variables,
-            context.operation_name,
-            max_cost=self.max_cost,
-            max_page_size=self.max_page_size,
-            list_size=self.list_size,
-        )
-        context.validation_rules = (*context.validation_rules, rule)
-        yield
+def cost_error(operation: OperationDefinitionNode, cost: int, max_cost: int, list_size: int) -> GraphQLError:
+    """The error refusing `operation`, with its cost (a string past what a JSON number holds exactly)."""
+    shown: int | str = cost if cost < 2**53 else f"about 10^{len(str(cost)) - 1}"
+    return GraphQLError(
+        f"query cost {shown} is over the limit of {max_cost}: the most objects it could "
+        f"return (connections count `first` per parent, other lists {list_size}); "
+        "ask for smaller pages or fewer nested lists",
+        operation,
+        extensions={"code": CODE, "cost": shown, "maxCost": max_cost},
+    )
