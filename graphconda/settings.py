@@ -156,6 +156,9 @@ class JobsSettings(_Section):
     heartbeat_seconds: float = Field(5.0, gt=0)
     # ... and a run whose heartbeat is older than this is taken to be dead and requeued.
     stale_seconds: float = Field(30.0, gt=0)
+    # On shutdown, running jobs get this long to stop at a check_cancelled() before they are interrupted;
+    # either way they are requeued for another process.
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
     # Claims of one run (first try, retries, requeues after a crash) before it is failed.
     max_attempts: int = Field(3, ge=1)
     # A transient failure is retried after this, doubled on every further attempt.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,17 @@ def _load_builtins() -> None:
         _loaded = True
         for module in _BUILTIN_MODULES:
             importlib.import_module(module)
+
+
+def load_modules(modules: Collection[str]) -> None:
+    """Import the modules `jobs.modules` names, so the kinds they register exist in this process."""
+    for module in modules:
+        if module not in _imported:
+            importlib.import_module(module)
+            _imported.add(module)
+
+
+_imported: set[str] = set()
 
 
 def get_kind(name: str) -> JobKind | None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.db.models import Channel, JobRun, JobSchedule
 from graphconda.errors import ConflictError, InvalidInputError, NotFoundError
-from graphconda.jobs.registry import JobKind, all_kinds, get_kind, validate_args
+from graphconda.jobs.registry import JobKind, all_kinds, get_kind, load_modules, validate_args
 from graphconda.services import authz
 from graphconda.services.access import channel_access, gate
 from graphconda.services.authz import Actor, ChannelAccess
@@ -49,7 +49,8 @@ def active_key(kind: str, channel_id: int | None) -> str:
     return f"{kind}:{'' if channel_id is None else channel_id}"
 
 
-def _kind(name: str) -> JobKind:
+def _kind(services: Services, name: str) -> JobKind:
+    load_modules(services.settings.jobs.modules)
     kind = get_kind(name) if isinstance(name, str) else None
     if kind is None:
         raise InvalidInputError(f"unknown job kind {name!r} (kinds: {', '.join(job_kinds())})", field="kind")
@@ -77,7 +78,7 @@ async def _authorize(session: AsyncSession, actor: Actor, kind: JobKind,
 async def run_job(services: Services, actor: Actor, kind: str, *, channel: str | None = None,
                   args: Mapping[str, Any] | None = None, scheduled: bool = False) -> JobRun:
     """Queue a run of `kind` (or return the queued-or-running one of the same kind and channel)."""
-    spec = _kind(kind)
+    spec = _kind(services, kind)
     _check_channel_arg(spec, channel)
     values = validate_args(spec, args)
     run: JobRun | None = None
@@ -177,7 +178,7 @@ async def set_schedule(services: Services, actor: Actor, kind: str, *, channel: 
     Disabling may omit the trigger (the stored one is kept); the active scheduler picks
     changes up within one lease renewal.
     """
-    spec = _kind(kind)
+    spec = _kind(services, kind)
     _check_channel_arg(spec, channel)
     cron = cron.strip() if isinstance(cron, str) and cron.strip() else None
     keep_trigger = not enabled and interval_seconds is None and cron is None
