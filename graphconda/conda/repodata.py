@@ -10,6 +10,7 @@ the document unparsed, producing exactly the bytes of
 from __future__ import annotations
 
 import bz2
+import gzip
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -128,6 +129,12 @@ def compress_zst(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
 
 def compress_bz2(data: bytes) -> bytes:
     return bz2.compress(data, 9)
+
+
+def compress_gzip(data: bytes) -> bytes:
+    """Deterministic gzip (no name, mtime 0): equal input gives equal bytes, so an equal ETag."""
+    # Level 6: a third of level 9's time for 3 % more bytes (a fraction of the zstd-16 beside it).
+    return gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _record(record: Mapping[str, Any] | str) -> Mapping[str, Any]:

@@ -2,10 +2,12 @@
 
 Everything a conda client reads is a blob written by the publisher (or a package file),
 served with ETag, Last-Modified and Cache-Control, 304 on If-None-Match/If-Modified-Since,
-single byte ranges (206/416), HEAD, and never Content-Encoding (`.zst` files are opaque
-bytes). `noarch` and the other known subdirs serve an empty repodata before anything was
-published there. Private channels answer 404 to callers without a role on them; the
-identity middleware has already resolved `/t/<key>/get/...` and the other credentials.
+single byte ranges (206/416), HEAD. `.zst` and `.bz2` files are opaque bytes, never a
+Content-Encoding; repodata.json and current_repodata.json go out as their stored gzip copy
+to clients that accept gzip (http/encoding.py). `noarch` and the other known subdirs serve
+an empty repodata before anything was published there. Private channels answer 404 to
+callers without a role on them; the identity middleware has already resolved
+`/t/<key>/get/...` and the other credentials.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from graphconda.conda.names import EXTENSIONS, validate_subdir
 from graphconda.errors import BlobNotFoundError, InvalidNameError, NotFoundError
 from graphconda.http import conditional
 from graphconda.http.deps import actor_of, services_of
+from graphconda.http.encoding import VARY, accepts_gzip
 from graphconda.services import delivery, layout, packages, publishing
 from graphconda.services.access import could_be_channel_name
 from graphconda.services.delivery import SUBDIR_FILES
@@ -106,10 +109,16 @@ async def _primed(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return rest()
 
 
-async def send_blob(request: Request, entry: CachedFile, *, cache_control: str, content_type: str) -> Response:
+async def send_blob(request: Request, entry: CachedFile, *, cache_control: str, content_type: str,
+                    encoding: str | None = None, vary: bool = False) -> Response:
+    """`encoding`: the stored bytes are this Content-Encoding of the resource; `vary`: it has other encodings."""
     headers = {"etag": entry.etag, "last-modified": entry.last_modified, "cache-control": cache_control}
+    if vary:
+        headers["vary"] = VARY
     if not_modified(request, entry.etag, entry.mtime):
         return Response(status_code=304, headers=headers)
+    if encoding is not None:
+        headers["content-encoding"] = encoding
     headers["accept-ranges"] = "bytes"
     rng = byte_range(request, entry.size, entry.etag, entry.last_modified)
     if rng is False:
@@ -184,7 +193,8 @@ async def _deliver(request: Request, info: ChannelInfo, subdir: str | None, name
     """Turn the serving decision (services/delivery.py) into HTTP."""
     services = services_of(request)
     full_get = request.method == "GET" and "range" not in request.headers
-    found = await delivery.locate(services, info, subdir, name, redirect_ok=request.method == "GET")
+    gzip_ok = "range" not in request.headers and accepts_gzip(request.headers.get("accept-encoding"))
+    found = await delivery.locate(services, info, subdir, name, redirect_ok=request.method == "GET", gzip_ok=gzip_ok)
     if isinstance(found, delivery.Missing):
         return _not_found(request, found.detail)
     if isinstance(found, delivery.Unavailable):
@@ -199,7 +209,8 @@ async def _deliver(request: Request, info: ChannelInfo, subdir: str | None, name
         control = _immutable(info)
     else:
         control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
-    response = await send_blob(request, found.entry, cache_control=control, content_type=_content_type(name))
+    response = await send_blob(request, found.entry, cache_control=control, content_type=_content_type(name),
+                               encoding=found.encoding, vary=found.vary)
     if found.download_id is not None and full_get and response.status_code == 200:
         record_download(services, found.download_id)
     return response

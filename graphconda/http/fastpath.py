@@ -6,7 +6,9 @@ HEAD under /get/, no credentials, no Range) and this process already holds a fre
 (the channel's visibility and the file, in memory, from services/serving.py), it is
 answered here without the routing, session and identity layers. Anything else (first
 request, private channel, credentials, ranges, big or expired files) goes down the normal
-path in graphconda/http/conda.py, which fills the caches this path reads.
+path in graphconda/http/conda.py, which fills the caches this path reads. Content
+negotiation is the same as there (http/encoding.py): a client accepting gzip gets the gzip
+copy if it is cached, or goes down the normal path.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from graphconda.http.conditional import etag_matches
+from graphconda.http.encoding import VARY, accepts_gzip
 from graphconda.services import layout
 from graphconda.services.serving import CachedFile, ServingCache, serving_cache
 
 _CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie", b"range"})
 _PUBLISHED = frozenset({layout.REPODATA, layout.REPODATA_ZST, layout.REPODATA_BZ2, layout.CURRENT_REPODATA,
-                        layout.RUN_EXPORTS, layout.SHARD_INDEX})
-_TYPES = {".json": b"application/json", ".zst": b"application/zstd", ".bz2": b"application/x-bzip2"}
+                        layout.CURRENT_REPODATA_ZST, layout.RUN_EXPORTS, layout.SHARD_INDEX})
+_TYPES = {".json": b"application/json", ".zst": b"application/zstd", ".bz2": b"application/x-bzip2",
+          ".gz": b"application/json"}  # the only .gz blobs served are gzip copies of JSON files
+_GZIP_KEYS = tuple(f"/{name}" for name in layout.GZIP_COPIES.values())
+_VARIED_KEYS = tuple(f"/{name}" for name in (*layout.GZIP_COPIES, *layout.GZIP_COPIES.values()))
+_VARY = (b"vary", VARY.encode())
 _CHUNK = 4 * 1024 * 1024
 IMMUTABLE = b"public, max-age=31536000, immutable"
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
@@ -47,7 +54,7 @@ class FastStarlette(Starlette):
 
 async def serve_fast(cache: ServingCache, scope: Scope, send: Send) -> bool:
     """Answer the request if it is an anonymous hit on fresh cached data; False to pass it on."""
-    inm = ims = None
+    inm = ims = accept = None
     for name, value in scope["headers"]:
         if name in _CREDENTIALS:
             return False
@@ -55,6 +62,8 @@ async def serve_fast(cache: ServingCache, scope: Scope, send: Send) -> bool:
             inm = value
         elif name == b"if-modified-since":
             ims = value
+        elif name == b"accept-encoding":
+            accept = value
     if ims is not None and inm is None:
         return False  # date comparisons: the normal path (with both, If-None-Match decides)
     parts = scope["path"][5:].split("/")
@@ -66,6 +75,8 @@ async def serve_fast(cache: ServingCache, scope: Scope, send: Send) -> bool:
         name = parts[2]
         if name not in _PUBLISHED or (name == layout.SHARD_INDEX and not channel.publish.shards):
             return False
+        if name in layout.GZIP_COPIES and accepts_gzip(accept):
+            name = layout.GZIP_COPIES[name]  # not cached: the normal path decides (it may have no copy)
         entry = cache.peek_file(layout.subdir_file_key(channel.name, parts[1], name), now)
         control = cache.public_max_age
     else:
@@ -92,8 +103,12 @@ async def serve_fast(cache: ServingCache, scope: Scope, send: Send) -> bool:
 def _answers(entry: CachedFile, control: bytes) -> tuple[dict[str, object], dict[str, object]]:
     """The 304 and 200 response starts for a cached file, built once per entry (uvicorn only reads them)."""
     headers = [*entry.headers, (b"cache-control", control)]
+    if entry.key.endswith(_VARIED_KEYS):
+        headers.append(_VARY)
     ok = [*headers, (b"accept-ranges", b"bytes"), (b"content-length", str(entry.size).encode()),
           (b"content-type", _TYPES.get(entry.key[entry.key.rfind("."):], b"application/octet-stream"))]
+    if entry.key.endswith(_GZIP_KEYS):
+        ok.append((b"content-encoding", b"gzip"))
     return ({"type": "http.response.start", "status": 304, "headers": headers},
             {"type": "http.response.start", "status": 200, "headers": ok})
 

@@ -1,7 +1,8 @@
 """Serving policy: for one file of a channel, where its bytes come from.
 
 `locate` answers, for a channel file, a subdir file, a shard or a package file: a local
-blob (with how long clients may cache it), a redirect (presigned storage URL, or an
+blob (with how long clients may cache it, and its Content-Encoding when it is the stored
+gzip copy of repodata.json or current_repodata.json), a redirect (presigned storage URL, or an
 upstream URL for proxylisted mirror packages), nothing, or "upstream failed". For proxy
 channels the bytes are fetched from upstream first (services/proxy.py), so a route never
 talks to an upstream itself; it only turns the answer into HTTP (http/conda.py).
@@ -20,8 +21,8 @@ from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.serving import CachedFile, ChannelInfo, is_known_subdir, serving_cache
 
-# Files a subdir may serve besides packages and shards.
-SUBDIR_FILES = frozenset({*layout.SUBDIR_FILES, layout.SHARD_INDEX})
+# Files a subdir may serve besides packages and shards (the gzip copies only as an encoding of the file they copy).
+SUBDIR_FILES = frozenset({*layout.SUBDIR_FILES, layout.SHARD_INDEX}) - set(layout.GZIP_COPIES.values())
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class LocalBlob:
     entry: CachedFile
     immutable: bool  # content-addressed (shards, package files): cache for a year
     download_id: int | None = None  # a package file row: a full GET counts as a download
+    encoding: str | None = None  # the bytes are this Content-Encoding of the file asked for
+    vary: bool = False  # the file has other encodings: answers say `Vary: Accept-Encoding`
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,13 @@ Delivery = LocalBlob | Redirect | Missing | Unavailable
 
 
 async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str,
-                 *, redirect_ok: bool = False) -> Delivery:
+                 *, redirect_ok: bool = False, gzip_ok: bool = False) -> Delivery:
     """Where the bytes of `<channel>/[<subdir>/]<name>` come from (`name` may be `shards/<hex>.msgpack.zst`).
 
     Names are already checked by the caller (http/conda.py): subdir valid, name one a
     channel can serve. `redirect_ok`: the request may be answered with a redirect to
-    presigned storage (full GETs of package files).
+    presigned storage (full GETs of package files). `gzip_ok`: the client accepts gzip
+    (and asked for no range), so the stored gzip copy may answer.
     """
     if info.mirror_mode == "proxy":
         from graphconda.services import proxy  # proxy builds on this module
@@ -74,10 +78,16 @@ async def locate(services: Services, info: ChannelInfo, subdir: str | None, name
         return await _package_file(services, info, subdir, name, redirect_ok)
     if name == layout.SHARD_INDEX and not info.publish.shards:
         return Missing("this channel does not publish sharded repodata")
+    gzipped = layout.GZIP_COPIES.get(name)
+    if gzipped is not None and gzip_ok:
+        copy = await _published(services, layout.subdir_file_key(info.name, subdir, gzipped))
+        if isinstance(copy, LocalBlob):  # else published before copies existed: the plain file
+            return LocalBlob(copy.entry, immutable=False, encoding="gzip", vary=True)
     found = await _published(services, layout.subdir_file_key(info.name, subdir, name))
     if isinstance(found, Missing):
-        return empty_file(subdir, name) or found
-    return found
+        empty = empty_file(subdir, name)
+        return LocalBlob(empty.entry, immutable=False, vary=gzipped is not None) if empty is not None else found
+    return LocalBlob(found.entry, immutable=False, vary=True) if gzipped is not None else found
 
 
 async def _published(services: Services, key: str, *, immutable: bool = False) -> LocalBlob | Missing:

@@ -1,8 +1,9 @@
 """Where a channel's files live in the blob store.
 
     channels/<channel>/channeldata.json
-    channels/<channel>/<subdir>/repodata.json, .json.zst, .json.bz2, current_repodata.json,
-                               run_exports.json, repodata_shards.msgpack.zst
+    channels/<channel>/<subdir>/repodata.json, .json.zst, .json.bz2, .json.gz, current_repodata.json,
+                               current_repodata.json.zst, .json.gz, run_exports.json,
+                               repodata_shards.msgpack.zst
     channels/<channel>/<subdir>/shards/<sha256 hex>.msgpack.zst
     channels/<channel>/<subdir>/<sha256 hex>/<filename>          package files
 
@@ -18,12 +19,18 @@ import re
 REPODATA = "repodata.json"
 REPODATA_ZST = "repodata.json.zst"
 REPODATA_BZ2 = "repodata.json.bz2"
+REPODATA_GZ = "repodata.json.gz"
 CURRENT_REPODATA = "current_repodata.json"
+CURRENT_REPODATA_ZST = "current_repodata.json.zst"
+CURRENT_REPODATA_GZ = "current_repodata.json.gz"
 RUN_EXPORTS = "run_exports.json"
 SHARD_INDEX = "repodata_shards.msgpack.zst"
 CHANNELDATA = "channeldata.json"
+# Gzip copies served as `Content-Encoding: gzip` of the file they copy, never under their own name.
+GZIP_COPIES = {REPODATA: REPODATA_GZ, CURRENT_REPODATA: CURRENT_REPODATA_GZ}
 # Every monolithic file a subdir may publish (the shard index is written per upload).
-SUBDIR_FILES = (REPODATA, REPODATA_ZST, REPODATA_BZ2, CURRENT_REPODATA, RUN_EXPORTS)
+SUBDIR_FILES = (REPODATA, REPODATA_ZST, REPODATA_BZ2, REPODATA_GZ, CURRENT_REPODATA, CURRENT_REPODATA_ZST,
+                CURRENT_REPODATA_GZ, RUN_EXPORTS)
 
 _PACKAGE_KEY = re.compile(r"channels/([^/]+)/([^/]+)/([0-9a-f]{64})/([^/]+)")
 

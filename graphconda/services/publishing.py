@@ -7,8 +7,9 @@ its upload returns. Shards are content-addressed and written before the index th
 them; the previous shard of a name is recorded as superseded and deleted after
 `publish.shard_retention_seconds` (`expire_shards`).
 
-The monolithic files of a subdir (repodata.json, .zst, run_exports.json, optional .bz2 and
-current_repodata.json) and the channel's channeldata.json are rebuilt from the stored
+The monolithic files of a subdir (repodata.json, .zst, a gzip copy served as
+`Content-Encoding: gzip`, run_exports.json, optional .bz2 and current_repodata.json with its
+.zst and gzip copy) and the channel's channeldata.json are rebuilt from the stored
 record strings, never by re-reading packages (`publish_subdir`, `publish_channeldata`),
 by the per-process publisher (services/publisher.py) that coalesces bursts of changes.
 Each subdir's `generation` counts changes and `published_generation` records what the
@@ -213,11 +214,16 @@ def _build_subdir_files(
     """Bytes of every monolithic file of a subdir (None: the file must not exist)."""
     entries = [rd.RecordEntry(fn, record, v3) for fn, record, v3 in rows]
     repodata = rd.build_repodata(subdir, entries, removed)
+    current = rd.build_current_repodata(subdir, entries, removed) if opts.current_repodata else None
     return {
         layout.REPODATA: repodata,
         layout.REPODATA_ZST: rd.compress_zst(repodata, level),
         layout.REPODATA_BZ2: rd.compress_bz2(repodata) if opts.bz2 else None,
-        layout.CURRENT_REPODATA: rd.build_current_repodata(subdir, entries, removed) if opts.current_repodata else None,
+        layout.REPODATA_GZ: rd.compress_gzip(repodata),
+        layout.CURRENT_REPODATA: current,
+        # conda asks for the .zst first: without it, every refresh costs a 404 and a second request.
+        layout.CURRENT_REPODATA_ZST: rd.compress_zst(current, level) if current is not None else None,
+        layout.CURRENT_REPODATA_GZ: rd.compress_gzip(current) if current is not None else None,
         layout.RUN_EXPORTS: rd.build_run_exports(subdir, [(fn, record) for fn, record, v3 in rows if not v3]),
     }
 

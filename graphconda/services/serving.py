@@ -7,11 +7,17 @@ this process's publisher invalidate at once (`publishing.add_listener`), writes 
 processes show up within that time. Files up to `publish.serve_memory_file_bytes` are
 held in memory (LRU, `serve_memory_total_bytes` in all); shards, being content-addressed,
 never change, so they are cached for long.
+
+ETags come from content, not from storage metadata: a package file's from the sha256 in
+its key, any other file's from the sha256 of its bytes (hashed once per change and
+process). A byte-identical file written again (a forced re-upload, a republish) keeps its
+ETag, so clients keep their cached copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +26,7 @@ from email.utils import formatdate
 from typing import Any
 
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.names import KNOWN_SUBDIRS
 from graphconda.db.models import Channel
@@ -50,7 +57,7 @@ class CachedFile:
 
     key: str
     size: int
-    etag: str
+    etag: str  # from the content: equal bytes, equal ETag
     mtime: int  # seconds, what If-Modified-Since compares against
     last_modified: str  # HTTP date
     data: bytes | None
@@ -59,6 +66,7 @@ class CachedFile:
     etag_bytes: bytes = b""
     # Response starts the fast path (http/fastpath.py) built for this entry, by Cache-Control value.
     answers: dict[bytes, Any] = field(default_factory=dict)
+    version: str = ""  # the storage's own etag: tells when the blob must be looked at again
 
     def __post_init__(self) -> None:
         self.etag_bytes = self.etag.encode()
@@ -169,7 +177,7 @@ class ServingCache:
         if stat is None:
             self._store(key, (now + self.ttl, None))
             return None
-        if isinstance(cached, CachedFile) and cached.etag == stat.etag:
+        if isinstance(cached, CachedFile) and cached.version == stat.etag:
             cached.expires = expires
             return cached
         data = None
@@ -179,10 +187,28 @@ class ServingCache:
             except BlobNotFoundError:
                 self._store(key, (now + self.ttl, None))
                 return None
-        entry = CachedFile(key, len(data) if data is not None else stat.size, stat.etag, int(stat.mtime),
-                           formatdate(stat.mtime, usegmt=True), data, expires)
+        try:
+            etag = await self._content_etag(key, data)
+        except BlobNotFoundError:
+            self._store(key, (now + self.ttl, None))
+            return None
+        entry = CachedFile(key, len(data) if data is not None else stat.size, etag, int(stat.mtime),
+                           formatdate(stat.mtime, usegmt=True), data, expires, version=stat.etag)
         self._store(key, entry)
         return entry
+
+    async def _content_etag(self, key: str, data: bytes | None) -> str:
+        parsed = layout.parse_package_key(key)
+        if parsed is not None:
+            return f'"{parsed[2]}"'  # the key is content-addressed already
+        if data is not None:
+            if len(data) < 1024 * 1024:
+                return f'"{hashlib.sha256(data).hexdigest()}"'
+            return f'"{await run_in_threadpool(lambda: hashlib.sha256(data).hexdigest())}"'
+        digest = hashlib.sha256()  # too big to hold: hash it streaming, once per change
+        async for chunk in self.services.storage.open(key):
+            await run_in_threadpool(digest.update, chunk)
+        return f'"{digest.hexdigest()}"'
 
     def _store(self, key: str, entry: CachedFile | tuple[float, None]) -> None:
         self._drop(key)
