@@ -42,6 +42,7 @@ MAX_METADATA_MEMBER = 64 * 1024 * 1024
 MAX_SCANNED_BYTES = 1024 * 1024 * 1024  # always allowed, whatever the ratio
 MAX_EXPANSION = 200  # packages compress 3-30x; bombs compress thousands of times
 MAX_SCANNED_MEMBERS = 1_000_000
+INT64_MAX = 2**63 - 1  # build_number and timestamp columns are signed 64-bit on every database
 
 # The CEP 38 booleans channeldata.json needs, computed from info/ at upload.
 TRAIT_KEYS = (
@@ -113,8 +114,10 @@ def read_package(path: Path, filename: str) -> PackageMetadata:
 
     index = _parse_index(members, parsed)
     about = _parse_object(members, ABOUT_JSON, filename) or {}
+    check_values(about, ABOUT_JSON, filename)
     run_exports = _parse_object(members, RUN_EXPORTS_JSON, filename)
     if run_exports is not None:
+        check_values(run_exports, RUN_EXPORTS_JSON, filename)
         _check_with_rattler(RunExportsJson, members[RUN_EXPORTS_JSON], RUN_EXPORTS_JSON, filename)
     traits = _traits(parsed.name, members, filename)
     return PackageMetadata(filename, index, about, run_exports, traits)
@@ -298,6 +301,63 @@ def _parse_object(members: Mapping[str, bytes], member: str, filename: str) -> d
     return value
 
 
+def _is_uint63(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX
+
+
+# A string with one of these cannot be stored alike everywhere: PostgreSQL refuses NUL in
+# text and JSON (SQLite keeps it), and a lone surrogate (from a JSON escape such as
+# "\ud800") has no UTF-8 encoding, so no database, JSON document or shard can hold it.
+_BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _text_problem(text: str) -> str | None:
+    found = _BAD_TEXT.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "a NUL character"
+    return f"a lone surrogate (U+{ord(found.group()):04X}), which is not valid Unicode"
+
+
+def check_values(value: Any, member: str, filename: str) -> None:
+    """Refuse, naming the field, what would be stored differently (or not at all) per database.
+
+    Every string and key of the parsed JSON `value` (read from `member`) must be free of NUL
+    characters and lone surrogates, and every integer must fit in a signed 64-bit integer
+    (what the database columns and msgpack shards hold). Iterative: JSON nests deeply.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid package: {member} {where or 'value'} contains {problem}",
+                    field="file",
+                )
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not -INT64_MAX - 1 <= item <= INT64_MAX:
+                raise InvalidPackageError(
+                    f"{filename} is not a valid package: {member} {where or 'value'} is an integer outside "
+                    f"the signed 64-bit range ({-INT64_MAX - 1} to {INT64_MAX})",
+                    field="file",
+                )
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, dict):
+            for key in reversed(list(item)):
+                problem = _text_problem(key)
+                if problem:
+                    raise InvalidPackageError(
+                        f"{filename} is not a valid package: {member} has a key containing {problem}"
+                        + (f" (in {where})" if where else ""),
+                        field="file",
+                    )
+                stack.append((f"{where}.{key}" if where else key, item[key]))
+
+
 def _parse_index(members: Mapping[str, bytes], parsed: ParsedFilename) -> dict[str, Any]:
     filename = parsed.filename
     index = _parse_object(members, INDEX_JSON, filename)
@@ -315,15 +375,16 @@ def _parse_index(members: Mapping[str, bytes], parsed: ParsedFilename) -> dict[s
     if "build_number" not in index:
         raise bad("lacks the required field 'build_number'")
     build_number = index["build_number"]
-    if not isinstance(build_number, int) or isinstance(build_number, bool) or build_number < 0:
-        raise bad(f"field 'build_number' must be an integer >= 0, not {show(build_number)}")
+    if not _is_uint63(build_number):
+        raise bad(f"field 'build_number' must be an integer from 0 to {INT64_MAX}, not {show(build_number)}")
     for key in ("depends", "constrains"):
         value = index.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
             raise bad(f"field {key!r} must be a list of strings, not {show(value)}")
     timestamp = index.get("timestamp")
-    if timestamp is not None and (not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp < 0):
-        raise bad(f"field 'timestamp' must be an integer >= 0 (milliseconds), not {show(timestamp)}")
+    if timestamp is not None and not _is_uint63(timestamp):
+        raise bad(f"field 'timestamp' must be an integer from 0 to {INT64_MAX} (milliseconds), not {show(timestamp)}")
+    check_values(index, INDEX_JSON, filename)
     try:
         validate_subdir(index["subdir"])
     except InvalidNameError as exc:

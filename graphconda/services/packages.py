@@ -87,6 +87,13 @@ async def ingest_packages(
     """
     if not files:
         raise InvalidInputError("no package files were sent", field="files")
+    seen: set[str] = set()
+    for filename, _ in files:
+        # Two bodies for one name cannot both be stored; refusing here keeps the request
+        # all or nothing (otherwise the second would fail after the first was published).
+        if filename in seen:
+            raise InvalidInputError(f"{filename} is sent twice in one request; send each file once", field="files")
+        seen.add(filename)
     staged: list[StagedPackage] = []
     try:
         for filename, body in files:
