@@ -1,4 +1,4 @@
-"""The dashboard (static files from web/ that talk to /graphql only) and the browser security headers.
+"""The dashboard (static files from graphconda/web/ that talk to /graphql only) and the browser security headers.
 
 Every HTTP response that passes the middleware stack carries a strict Content-Security-Policy
 (scripts only from our own files: no inline script, no `javascript:` URLs, no eval; no
@@ -21,8 +21,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# web/ sits beside the package in the checkout (graphconda installs editable from it).
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+# Package data (pyproject.toml), so a wheel install serves the same files as a checkout.
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
 _POLICY = {
     "default-src": "'self'",
