@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from graphconda.errors import (
@@ -40,4 +40,12 @@ async def handle_graphconda_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-exception_handlers = {GraphcondaError: handle_graphconda_error}
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    # A client that goes away mid-upload is ordinary (a cancelled push, a dropped link); what
+    # it sent was discarded on the way out, so there is nothing to alarm an operator about.
+    client = request.client.host if request.client else "a client"
+    log.info("%s disconnected during %s %s; the request was abandoned", client, request.method, request.url.path)
+    return Response(status_code=400)  # nobody is left to read it
+
+
+exception_handlers = {GraphcondaError: handle_graphconda_error, ClientDisconnect: handle_client_disconnect}

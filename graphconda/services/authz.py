@@ -384,6 +384,12 @@ def require_server_staff(actor: Actor) -> None:
         raise PermissionDeniedError("only server owners and maintainers may do that")
 
 
+def can_see_health_details(actor: Actor, *, loopback: bool) -> bool:
+    """Why the server is not ready names its infrastructure (database URL, storage path):
+    server staff, and callers on the server's own machine (a supervisor's probe), may see it."""
+    return loopback or is_server_staff(actor)
+
+
 def can_read_users(actor: Actor) -> bool:
     return is_server_staff(actor)
 
