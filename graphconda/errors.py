@@ -17,7 +17,9 @@
         ├── StorageError             blob store unreachable or failing
         │   └── BlobNotFoundError    a key that does not exist
         ├── DatabaseError
-        └── UpstreamError            a mirror's upstream failed
+        └── UpstreamError            a mirror's upstream failed (502)
+            ├── UpstreamTimeoutError did not answer within mirror.upstream_timeout_seconds (504)
+            └── UpstreamMismatchError   sent bytes that differ from its own record (never stored)
 
 Services raise these; transports map them (HTTP status, GraphQL result unions).
 """
@@ -107,4 +109,14 @@ class DatabaseError(InternalError):
 
 
 class UpstreamError(InternalError):
+    """An upstream channel failed; the message names the upstream only in redacted form."""
+
+    status_code = 502
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_code = 504
+
+
+class UpstreamMismatchError(UpstreamError):
     pass

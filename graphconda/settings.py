@@ -181,6 +181,27 @@ class JobsSettings(_Section):
         return self
 
 
+class MirrorSettings(_Section):
+    # An upstream request that has not answered (connect or next bytes) in this long fails.
+    upstream_timeout_seconds: float = Field(10.0, gt=0)
+    # Retries of a failed upstream request (5xx, 429, connection errors), with exponential
+    # backoff from `backoff_seconds` (a Retry-After header, up to `max_backoff_seconds`, wins).
+    retries: int = Field(2, ge=0)
+    backoff_seconds: float = Field(0.5, ge=0)
+    max_backoff_seconds: float = Field(30.0, ge=0)
+    # Proxy channels: how long an upstream index file is served before it is revalidated
+    # (per channel: `ttl`).
+    ttl_seconds: int = Field(300, ge=0)
+    # How long an upstream 404 is remembered (no upstream request for that file meanwhile).
+    negative_cache_seconds: float = Field(60.0, ge=0)
+    # After this many consecutive failures an upstream is not asked for `circuit_open_seconds`:
+    # clients get the cached copy (or 502) at once instead of waiting for a timeout.
+    circuit_failures: int = Field(3, ge=1)
+    circuit_open_seconds: float = Field(30.0, ge=0)
+    # Upstream index files larger than this are refused.
+    max_index_bytes: int = Field(1024**3, ge=1)
+
+
 class LimitsSettings(_Section):
     max_upload_bytes: int = Field(4 * 1024**3, ge=1)
     graphql_max_depth: int = Field(12, ge=1)
@@ -219,6 +240,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     jobs: JobsSettings = JobsSettings()
     limits: LimitsSettings = LimitsSettings()
+    mirror: MirrorSettings = MirrorSettings()
     publish: PublishSettings = PublishSettings()
 
     @model_validator(mode="after")

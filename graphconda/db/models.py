@@ -110,11 +110,34 @@ class Channel(SQLModel, table=True):
     includelist: list[str] = Field(default_factory=list, sa_type=JSON)
     excludelist: list[str] = Field(default_factory=list, sa_type=JSON)
     proxylist: list[str] = Field(default_factory=list, sa_type=JSON)
+    # Proxy channels: seconds an upstream index stays fresh before revalidation (None: mirror.ttl_seconds).
+    mirror_ttl: int | None = Field(default=None, nullable=True)
+    # Mirror channels: remove files that are gone upstream (never after a failed or partial read).
+    mirror_prune: bool = False
     # Publishing options: {"bz2": bool, "current_repodata": bool, "shards": bool}
     options: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     size: int = Field(default=0, sa_type=BigInteger)  # bytes of package files
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class ProxyEntry(SQLModel, table=True):
+    """What a proxy channel last heard from upstream about one index file (the bytes are in storage).
+
+    Shared by every server process: `checked_at` + the channel's TTL says whether to
+    revalidate, `etag` / `last_modified` make that revalidation a conditional request.
+    """
+
+    __tablename__ = "proxy_entries"
+    channel_id: int = Field(sa_column_args=[ForeignKey("channels.id", ondelete="CASCADE")], primary_key=True)
+    path: str = Field(max_length=512, primary_key=True)  # "<subdir>/<file>" or "<file>"
+    status: int = 200  # 200: stored; 404: upstream has none
+    source: str = Field(default="", max_length=64)  # the upstream file the stored bytes came from
+    etag: str = Field(default="", max_length=512)
+    last_modified: str = Field(default="", max_length=64)
+    # Where upstream says its package files are (an absolute info.base_url), before we rewrote it.
+    base_url: str = Field(default="", max_length=2048)
+    checked_at: datetime = _ts()
 
 
 class ChannelMember(SQLModel, table=True):

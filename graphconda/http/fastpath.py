@@ -69,7 +69,7 @@ async def serve_fast(cache: ServingCache, scope: Scope, send: Send) -> bool:
     parts = scope["path"][5:].split("/")
     now = time.monotonic()
     channel = cache.peek_channel(parts[0], now)
-    if channel is None or channel.private or len(parts) not in (3, 4):
+    if channel is None or not channel.fast or len(parts) not in (3, 4):
         return False
     if len(parts) == 3:
         name = parts[2]

@@ -15,7 +15,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from graphconda.conda.names import validate_channel_name
-from graphconda.db.models import Channel, ChannelMember, SubdirState
+from graphconda.db.models import Channel, ChannelMember, ProxyEntry, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
 from graphconda.services import authz, channel_options, layout, publishing, serving
 from graphconda.services.access import find_channel
@@ -40,6 +40,11 @@ class ChannelSpec:
     private: bool = False
     mirror_mode: str | None = None
     mirror_channel_url: str | None = None
+    includelist: Sequence[str] = ()
+    excludelist: Sequence[str] = ()
+    proxylist: Sequence[str] = ()
+    ttl: int | None = None  # proxy channels: seconds before upstream indexes are revalidated (None: server default)
+    mirror_prune: bool = False
     # Publishing options (see services/channel_options.py); None: the server default.
     publish_bz2: bool = False
     publish_current_repodata: bool = False
@@ -56,6 +61,8 @@ class ChannelUpdate:
     excludelist: Sequence[str] | None = None
     proxylist: Sequence[str] | None = None
     mirror_channel_url: str | None = None
+    ttl: int | None = None
+    mirror_prune: bool | None = None
     publish_bz2: bool | None = None
     publish_current_repodata: bool | None = None
     publish_shards: bool | None = None
@@ -67,7 +74,8 @@ class ChannelUpdate:
 
     @property
     def touches_mirroring(self) -> bool:
-        return any(v is not None for v in (self.includelist, self.excludelist, self.proxylist, self.mirror_channel_url))
+        return any(v is not None for v in (self.includelist, self.excludelist, self.proxylist, self.mirror_channel_url,
+                                           self.ttl, self.mirror_prune))
 
 
 def visible_channels(
@@ -98,6 +106,17 @@ def _check_mirror(mode: str | None, url: str | None) -> None:
         raise InvalidInputError(f"mirror mode must be one of {', '.join(MIRROR_MODES)}", field="mirrorMode")
     if not url or not url.startswith(("http://", "https://")) or len(url) > 2048:
         raise InvalidInputError("a mirror channel needs an http(s) upstream URL", field="mirrorChannelUrl")
+
+
+def _check_ttl(ttl: int | None) -> int | None:
+    if ttl is not None and not 0 <= ttl <= 366 * 86400:
+        raise InvalidInputError("ttl is a number of seconds from 0 to a year", field="ttl")
+    return ttl
+
+
+def _check_lists(include: Sequence[str], exclude: Sequence[str]) -> None:
+    if include and exclude:
+        raise InvalidInputError("give an includelist or an excludelist, not both", field="excludelist")
 
 
 def _check_description(description: str) -> str:
@@ -136,9 +155,12 @@ async def _purge_storage(services: Services, name: str) -> None:
 
 
 async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) -> Channel:
-    authz.require_create_channel(actor, mirror=spec.mirror_mode is not None)
+    mirroring = spec.mirror_mode is not None or bool(spec.includelist or spec.excludelist or spec.proxylist)
+    authz.require_create_channel(actor, mirror=mirroring or spec.ttl is not None or spec.mirror_prune)
     name = validate_channel_name(spec.name)
     _check_mirror(spec.mirror_mode, spec.mirror_channel_url)
+    lists = {field: _check_list(getattr(spec, field), field) for field in ("includelist", "excludelist", "proxylist")}
+    _check_lists(lists["includelist"], lists["excludelist"])
     description = _check_description(spec.description)
     options = channel_options.check({"bz2": spec.publish_bz2, "current_repodata": spec.publish_current_repodata,
                                      "shards": spec.publish_shards})
@@ -149,7 +171,10 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
         private=spec.private,
         mirror_mode=spec.mirror_mode,
         mirror_channel_url=spec.mirror_channel_url if spec.mirror_mode else None,
+        mirror_ttl=_check_ttl(spec.ttl),
+        mirror_prune=spec.mirror_prune,
         options=options,
+        **lists,
         created_at=now,
         updated_at=now,
     )
@@ -190,6 +215,10 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
         entries = getattr(changes, field)
         if entries is not None:
             values[field] = _check_list(entries, field)
+    if changes.ttl is not None:
+        values["mirror_ttl"] = _check_ttl(changes.ttl)
+    if changes.mirror_prune is not None:
+        values["mirror_prune"] = changes.mirror_prune
     options = changes.options
     change: channel_options.OptionChange | None = None
     if options:
@@ -208,6 +237,10 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
                 raise InvalidInputError("only mirror and proxy channels have an upstream URL", field="mirrorChannelUrl")
             _check_mirror(channel.mirror_mode, changes.mirror_channel_url)
             values["mirror_channel_url"] = changes.mirror_channel_url
+            if changes.mirror_channel_url != channel.mirror_channel_url:
+                # What a proxy stored came from the old upstream: every index is fetched anew.
+                await session.execute(delete(ProxyEntry).where(ProxyEntry.channel_id == channel.id))  # type: ignore[arg-type]
+        _check_lists(values.get("includelist", channel.includelist), values.get("excludelist", channel.excludelist))
         if options:
             change = channel_options.change_of(services.settings, channel.options, options)
             values["options"] = channel_options.merged(channel.options, options)

@@ -49,6 +49,11 @@ class ChannelInfo:
     private: bool
     mirror_mode: str | None
     publish: PublishOptions
+    upstream: str | None = None  # mirror and proxy channels: the upstream channel URL (may hold credentials)
+    ttl: float = 0.0  # proxy channels: seconds an upstream index is served before revalidation
+    # Whether the fast path (http/fastpath.py) may answer from memory: public, and not a proxy
+    # that must revalidate more often than this process's cache expires.
+    fast: bool = False
 
 
 @dataclass
@@ -132,7 +137,10 @@ class ServingCache:
             return None
         assert channel.id is not None
         options = publishing.options_of(self.services.settings, channel.options)
-        return ChannelInfo(channel.id, channel.name, channel.private, channel.mirror_mode, options)
+        ttl = channel.mirror_ttl if channel.mirror_ttl is not None else self.services.settings.mirror.ttl_seconds
+        fast = not channel.private and (channel.mirror_mode != "proxy" or ttl >= self.ttl)
+        return ChannelInfo(channel.id, channel.name, channel.private, channel.mirror_mode, options,
+                           channel.mirror_channel_url, float(ttl), fast)
 
     async def _may_read(self, actor: Actor, info: ChannelInfo, now: float) -> bool:
         if not actor.authenticated:

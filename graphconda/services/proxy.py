@@ -1,0 +1,400 @@
+"""Proxy channels: upstream index files and package files fetched on request and kept in storage.
+
+Nothing is prefetched. An index file (repodata, the shard index, current_repodata,
+run_exports, channeldata) is fetched on first request, stored under the channel's usual
+keys (so it is served like any published file, fast path included) and described by a
+`ProxyEntry` row every process shares. Within the channel's TTL it is served as stored;
+after it, one process revalidates it with a conditional request while the others wait
+on the same lock and then use its answer. When upstream fails or is slow the stored copy
+is served (stale-if-error) and the failure logged; 502/504 only when nothing is stored.
+
+`repodata.json` and `repodata.json.zst` come from one upstream snapshot: upstream's
+`.zst` when it has one, else its `.json` (compressed here), so the two never disagree.
+Absolute `base_url` / `shards_base_url` values are rewritten so clients keep coming
+here, and remembered so package files and shards are fetched from where upstream says.
+
+Package files and shards are fetched on first request under a cross-process lock (one
+upstream download however many clients and processes ask at once), verified (package
+files: size and sha256, or md5, of the upstream record; shards: the sha256 their name
+is) and only then stored. A mismatch is never stored and answers 502.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import anyio
+import msgpack
+import zstandard
+from starlette.concurrency import run_in_threadpool
+
+from graphconda.conda.repodata import compress_zst
+from graphconda.db.models import ProxyEntry
+from graphconda.errors import BlobNotFoundError, UpstreamError, UpstreamMismatchError
+from graphconda.services import layout
+from graphconda.services.context import Services
+from graphconda.services.delivery import Delivery, LocalBlob, Missing, Unavailable, empty_file
+from graphconda.services.locks import insert_ignore, publish_lock
+from graphconda.services.serving import ChannelInfo, serving_cache
+from graphconda.services.upstream import join, redact, upstream_client
+
+log = logging.getLogger("graphconda.proxy")
+
+# Subdir index files a proxy serves as upstream has them (repodata.json and .zst are one snapshot).
+PASSTHROUGH = frozenset({layout.CURRENT_REPODATA, layout.RUN_EXPORTS})
+_KEY = "proxy_state"
+
+
+@dataclass
+class _Records:
+    """sha256, md5 and size of every file in one stored repodata snapshot (by its storage ETag)."""
+
+    etag: str
+    files: dict[str, tuple[str | None, str | None, int | None]]
+
+
+class ProxyState:
+    """Per process: which entries were found fresh (saves a query per request) and parsed records."""
+
+    def __init__(self, services: Services) -> None:
+        self.fresh: dict[tuple[int, str], float] = {}  # (channel id, path) -> monotonic time it goes stale
+        self.records: dict[tuple[int, str], _Records] = {}
+
+
+def _state(services: Services) -> ProxyState:
+    return services.singleton(_KEY, ProxyState)
+
+
+async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str) -> Delivery:
+    """The proxy channel's answer for a file: stored (fetched first if need be), missing or unavailable."""
+    if not info.upstream:
+        return Missing()
+    if subdir is None:
+        return await _index_file(services, info, name, layout.channel_file_key(info.name, name))
+    if name.startswith("shards/"):
+        return await _shard(services, info, subdir, name[7:71])
+    if name.endswith((".conda", ".tar.bz2")):
+        return await _package_file(services, info, subdir, name)
+    if name in (layout.REPODATA, layout.REPODATA_ZST):
+        found = await _repodata(services, info, subdir, name)
+    elif name == layout.SHARD_INDEX:
+        if not info.publish.shards:
+            return Missing("this channel does not publish sharded repodata")
+        found = await _index_file(services, info, f"{subdir}/{name}", layout.subdir_file_key(info.name, subdir, name))
+    elif name in PASSTHROUGH:
+        found = await _index_file(services, info, f"{subdir}/{name}", layout.subdir_file_key(info.name, subdir, name))
+    else:
+        return Missing()
+    if isinstance(found, Missing) and name in (layout.REPODATA, layout.REPODATA_ZST):
+        # noarch/repodata.json always answers (an upstream without noarch is still a channel);
+        # never an empty shard index, though: clients would take it for an empty channel.
+        return empty_file(subdir, name) or found
+    return found
+
+
+# --- freshness --------------------------------------------------------------------------
+
+
+async def _entry(services: Services, channel_id: int, path: str) -> ProxyEntry | None:
+    async with services.db.read() as session:
+        return await session.get(ProxyEntry, (channel_id, path))
+
+
+def _is_fresh(services: Services, info: ChannelInfo, entry: ProxyEntry | None) -> bool:
+    return entry is not None and entry.checked_at + timedelta(seconds=info.ttl) > services.now()
+
+
+async def _save_entry(services: Services, values: dict[str, Any]) -> None:
+    async with services.db.write() as session:
+        await session.execute(insert_ignore(session, ProxyEntry, values, ["channel_id", "path"]))
+        row = await session.get(ProxyEntry, (values["channel_id"], values["path"]))
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+async def _refreshed(services: Services, info: ChannelInfo, path: str, keys: list[str],
+                     refresh: Any) -> LocalBlob | Missing | Unavailable:
+    """The stored copy of `path` (its first key answered), revalidated upstream when past the TTL.
+
+    `refresh(entry)` asks upstream and returns the new entry values and blobs to store
+    ({} blobs: not modified), or raises UpstreamError.
+    """
+    state = _state(services)
+    marker = (info.id, path)
+    now = time.monotonic()
+    entry: ProxyEntry | None = None
+    if state.fresh.get(marker, 0.0) <= now:
+        entry = await _entry(services, info.id, path)
+        if not _is_fresh(services, info, entry):
+            async with publish_lock(services.db, f"proxy:{info.id}:{path}"):
+                entry = await _entry(services, info.id, path)  # another process may have just refreshed it
+                if not _is_fresh(services, info, entry):
+                    try:
+                        values, blobs = await refresh(entry)
+                    except UpstreamError as exc:
+                        return await _stale(services, info, path, keys[0], entry, exc)
+                    if blobs:
+                        await services.storage.put_many(blobs)
+                        serving_cache(services).invalidate(blobs)
+                    elif values.get("status") == 404:
+                        for key in keys:  # gone upstream: so it is here
+                            await services.storage.delete(key)
+                        serving_cache(services).invalidate(keys)
+                    values.update(channel_id=info.id, path=path, checked_at=services.now())
+                    await _save_entry(services, values)
+                    entry = await _entry(services, info.id, path)
+        if info.ttl > 0:
+            state.fresh[marker] = now + min(info.ttl, services.settings.publish.serve_cache_seconds)
+        if entry is not None and entry.status == 404:
+            state.fresh[marker] = now + min(info.ttl, services.settings.mirror.negative_cache_seconds)
+            return Missing()
+    cached = await serving_cache(services).file(keys[0])
+    if cached is None:
+        state.fresh.pop(marker, None)
+        return Missing()
+    return LocalBlob(cached, immutable=False)
+
+
+async def _stale(services: Services, info: ChannelInfo, path: str, key: str, entry: ProxyEntry | None,
+                 exc: UpstreamError) -> LocalBlob | Missing | Unavailable:
+    """Upstream failed: the stored copy if there is one (stale-if-error), else 502/504."""
+    if entry is not None and entry.status == 404:
+        return Missing()
+    cached = await serving_cache(services).file(key) if entry is not None else None
+    if cached is not None:
+        log.warning("proxy %s: serving the stored %s (upstream failed: %s)", info.name, path, exc)
+        return LocalBlob(cached, immutable=False)
+    return Unavailable(exc.status_code, f"upstream channel unavailable and {path} not cached")
+
+
+def _upstream_subdir(info: ChannelInfo, subdir: str) -> str:
+    assert info.upstream is not None
+    return join(info.upstream, f"{subdir}/")
+
+
+def _rebase(base: str, relative_to: str) -> str:
+    """An upstream base URL made absolute; '' when it means the subdir itself."""
+    if base in ("", "./", "."):
+        return ""
+    return urljoin(relative_to, base)
+
+
+# --- index files ------------------------------------------------------------------------
+
+
+async def _index_file(services: Services, info: ChannelInfo, path: str, key: str) -> LocalBlob | Missing | Unavailable:
+    assert info.upstream is not None
+    url = join(info.upstream, path)
+    client = upstream_client(services)
+    is_shard_index = path.endswith(layout.SHARD_INDEX)
+
+    async def refresh(entry: ProxyEntry | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+        stored = entry is not None and entry.status == 200
+        got = await client.fetch(url, etag=entry.etag if stored and entry else "",
+                                 last_modified=entry.last_modified if stored and entry else "")
+        if got.status == 304:
+            return {}, {}
+        if got.status == 404:
+            return {"status": 404, "etag": "", "last_modified": "", "base_url": "", "source": ""}, {}
+        body, base = got.body, ""
+        if is_shard_index:
+            body, base = await run_in_threadpool(_rewrite_shard_index, body, url)
+        return ({"status": 200, "etag": got.etag, "last_modified": got.last_modified, "base_url": base,
+                 "source": path.rsplit("/", 1)[-1]}, {key: body})
+
+    return await _refreshed(services, info, path, [key], refresh)
+
+
+def _rewrite_shard_index(data: bytes, url: str) -> tuple[bytes, str]:
+    """Point the shard index's URLs back at us; return it and where upstream keeps the shards."""
+    try:
+        index = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30), raw=False)
+        info = index["info"]
+    except Exception as exc:
+        raise UpstreamError(f"upstream {redact(url)} is not a sharded repodata index") from exc
+    shards_base = _rebase(str(info.get("shards_base_url") or "./shards/"), url)
+    package_base = _rebase(str(info.get("base_url") or ""), url)
+    if not package_base and shards_base == urljoin(url, "./shards/"):
+        return data, ""  # nothing to rewrite: keep upstream's bytes
+    info["base_url"] = ""
+    info["shards_base_url"] = "./shards/"
+    return compress_zst(msgpack.packb(index, use_bin_type=True)), shards_base
+
+
+async def _repodata(services: Services, info: ChannelInfo, subdir: str, name: str) -> LocalBlob | Missing | Unavailable:
+    """repodata.json and .zst from one upstream snapshot (its .zst if it has one, else its .json)."""
+    base = _upstream_subdir(info, subdir)
+    client = upstream_client(services)
+    json_key = layout.subdir_file_key(info.name, subdir, layout.REPODATA)
+    zst_key = layout.subdir_file_key(info.name, subdir, layout.REPODATA_ZST)
+    level = services.settings.publish.zstd_level
+
+    async def refresh(entry: ProxyEntry | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+        stored = entry is not None and entry.status == 200
+        sources = [layout.REPODATA_ZST, layout.REPODATA]
+        if stored and entry is not None and entry.source == layout.REPODATA:
+            sources.reverse()  # revalidate what we have first
+        for source in sources:
+            same = stored and entry is not None and entry.source == source
+            got = await client.fetch(join(base, source), etag=entry.etag if same and entry else "",
+                                     last_modified=entry.last_modified if same and entry else "")
+            if got.status == 304:
+                return {}, {}
+            if got.status == 200:
+                plain, zst, package_base = await run_in_threadpool(_snapshot, got.body, source, base, subdir, level)
+                return ({"status": 200, "etag": got.etag, "last_modified": got.last_modified,
+                         "base_url": package_base, "source": source}, {json_key: plain, zst_key: zst})
+        return {"status": 404, "etag": "", "last_modified": "", "base_url": "", "source": ""}, {}
+
+    found = await _refreshed(services, info, f"{subdir}/{layout.REPODATA}", [json_key, zst_key], refresh)
+    if isinstance(found, LocalBlob) and name == layout.REPODATA_ZST:
+        cached = await serving_cache(services).file(zst_key)
+        return LocalBlob(cached, immutable=False) if cached is not None else Missing()
+    return found
+
+
+def _snapshot(body: bytes, source: str, base: str, subdir: str, level: int) -> tuple[bytes, bytes, str]:
+    """(repodata.json, repodata.json.zst, upstream package base URL) from one upstream file."""
+    zst: bytes | None = None
+    if source == layout.REPODATA_ZST:
+        zst = body
+        try:
+            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 31)
+        except zstandard.ZstdError as exc:
+            raise UpstreamError(f"upstream {redact(base)}{source} is not zstd") from exc
+    try:
+        doc = json.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("info", {}), dict):
+            raise ValueError("not a repodata object")
+    except ValueError as exc:
+        raise UpstreamError(f"upstream {redact(base)}{source} is not a conda repodata file") from exc
+    info = doc.get("info") or {}
+    package_base = _rebase(str(info.get("base_url") or ""), base)
+    if info.get("base_url") not in (None, "", "./"):
+        info.pop("base_url", None)  # downloads come through us; we remember where upstream has them
+        doc["info"] = info
+        body, zst = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), None
+    return body, zst if zst is not None else compress_zst(body, level), package_base
+
+
+# --- package files and shards -----------------------------------------------------------
+
+
+def _temp_path(services: Services) -> Path:
+    directory = services.settings.data_dir / "tmp"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix="proxy-", suffix=".part")
+    os.close(fd)
+    return Path(name)
+
+
+async def _records(services: Services, info: ChannelInfo, subdir: str) -> _Records | None:
+    """The upstream records of the stored repodata snapshot (parsed once per snapshot and process)."""
+    key = layout.subdir_file_key(info.name, subdir, layout.REPODATA)
+    stat = await services.storage.stat(key)
+    if stat is None:
+        return None
+    state = _state(services)
+    cached = state.records.get((info.id, subdir))
+    if cached is not None and cached.etag == stat.etag:
+        return cached
+    try:
+        data = await services.storage.read(key)
+    except BlobNotFoundError:
+        return None
+    files = await run_in_threadpool(_checksums, data)
+    records = state.records[(info.id, subdir)] = _Records(stat.etag, files)
+    return records
+
+
+def _checksums(data: bytes) -> dict[str, tuple[str | None, str | None, int | None]]:
+    doc = json.loads(data)
+    out: dict[str, tuple[str | None, str | None, int | None]] = {}
+    for group in ("packages", "packages.conda"):
+        for filename, record in (doc.get(group) or {}).items():
+            if isinstance(record, dict):
+                out[filename] = (record.get("sha256"), record.get("md5"), record.get("size"))
+    for group in (doc.get("v3") or {}).values():
+        for filename, record in (group or {}).items():
+            if isinstance(record, dict):
+                out[filename] = (record.get("sha256"), record.get("md5"), record.get("size"))
+    return out
+
+
+async def _package_file(services: Services, info: ChannelInfo, subdir: str, filename: str) -> Delivery:
+    found = await _repodata(services, info, subdir, layout.REPODATA)
+    if isinstance(found, Unavailable):
+        return found
+    records = await _records(services, info, subdir)
+    record = records.files.get(filename) if records is not None else None
+    if record is None:
+        return Missing("package file not found")
+    sha256, md5, size = record
+    if not sha256 and not md5:
+        return Unavailable(502, f"the upstream record of {filename} has no checksum to verify it against")
+    # Stored under its content (sha256; md5 padded for old records without one), as uploads are:
+    # a file upstream replaced is a new key, never the old bytes under the new record.
+    key = layout.package_key(info.name, subdir, (sha256 or md5 or "").lower().ljust(64, "0")[:64], filename)
+    cached = await serving_cache(services).file(key, immutable=True)
+    if cached is not None:
+        return LocalBlob(cached, immutable=True)
+    entry = await _entry(services, info.id, f"{subdir}/{layout.REPODATA}")
+    base = (entry.base_url if entry is not None and entry.base_url else _upstream_subdir(info, subdir))
+    url = join(base, filename)
+    async with publish_lock(services.db, f"proxyfile:{key}"):
+        if await services.storage.stat(key) is None:  # else another process stored it meanwhile
+            path = await run_in_threadpool(_temp_path, services)
+            try:
+                if await upstream_client(services).download(url, path, size=size, sha256=sha256, md5=md5) is None:
+                    return Missing("package file not found upstream")
+                await services.storage.put_file(key, path)
+            except UpstreamMismatchError:
+                return Unavailable(502, f"upstream sent a corrupt {filename} (checksum mismatch); not cached")
+            except UpstreamError as exc:
+                return Unavailable(exc.status_code, f"upstream channel unavailable and {filename} not cached")
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(path.unlink, True)
+            log.info("proxy %s: cached %s/%s", info.name, subdir, filename)
+        serving_cache(services).invalidate([key])
+    cached = await serving_cache(services).file(key, immutable=True)
+    return LocalBlob(cached, immutable=True) if cached is not None else Missing("package file not found")
+
+
+async def _shard(services: Services, info: ChannelInfo, subdir: str, digest: str) -> Delivery:
+    """A shard, fetched once: content-addressed, so it is verified by its own name and never revalidated."""
+    key = layout.shard_key(info.name, subdir, digest)
+    cached = await serving_cache(services).file(key, immutable=True)
+    if cached is not None:
+        return LocalBlob(cached, immutable=True)
+    entry = await _entry(services, info.id, f"{subdir}/{layout.SHARD_INDEX}")
+    base = entry.base_url if entry is not None and entry.base_url else join(_upstream_subdir(info, subdir), "shards/")
+    url = join(base, f"{digest}.msgpack.zst")
+    async with publish_lock(services.db, f"proxyfile:{key}"):
+        if await services.storage.stat(key) is None:
+            path = await run_in_threadpool(_temp_path, services)
+            try:
+                if await upstream_client(services).download(url, path, size=None, sha256=digest) is None:
+                    return Missing()
+                await services.storage.put_file(key, path)
+            except UpstreamMismatchError:
+                return Unavailable(502, "upstream sent a corrupt shard (checksum mismatch); not cached")
+            except UpstreamError as exc:
+                return Unavailable(exc.status_code, "upstream channel unavailable and the shard not cached")
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(path.unlink, True)
+        serving_cache(services).invalidate([key])
+    cached = await serving_cache(services).file(key, immutable=True)
+    return LocalBlob(cached, immutable=True) if cached is not None else Missing()
+

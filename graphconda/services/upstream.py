@@ -1,0 +1,318 @@
+"""The upstream client: every request graphconda makes to an upstream conda channel goes through here.
+
+Built on the injected `services.http` (httpx2). It adds what talking to someone else's
+server needs: a timeout per request (`mirror.upstream_timeout_seconds`: a stalled upstream
+fails instead of holding a client), retries with exponential backoff that honour
+`Retry-After`, conditional requests (ETag / Last-Modified), downloads streamed to a
+file and verified (size, sha256, md5) before anyone may store them, a negative cache of
+404s, and a circuit breaker per upstream origin (after `circuit_failures` consecutive
+failures it is not asked for `circuit_open_seconds`, as Nexus's auto-block).
+
+Upstream URLs may carry credentials (`https://user:secret@host/...` or a conda token
+`/t/<token>/`); httpx sends user info as Basic auth. They never appear in logs or in
+error messages: everything printed goes through `redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import anyio
+import httpx2
+from starlette.concurrency import run_in_threadpool
+
+from graphconda.errors import UpstreamError, UpstreamMismatchError, UpstreamTimeoutError
+from graphconda.services.context import Services
+from graphconda.settings import MirrorSettings
+
+log = logging.getLogger("graphconda.upstream")
+
+_TOKEN = re.compile(r"/t/[^/]+/")
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_KEY = "upstream_client"
+
+
+def redact(url: str) -> str:
+    """The URL without secrets: user info and conda tokens become `***`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, netloc, _TOKEN.sub("/t/***/", parts.path), parts.query and "***", ""))
+
+
+def split_auth(url: str) -> tuple[str, httpx2.BasicAuth | None]:
+    """The URL without user info, and that user info as Basic auth (so no URL we request carries a password)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)), httpx2.BasicAuth(
+        unquote(user), unquote(password))
+
+
+class _RedactingFilter(logging.Filter):
+    """httpx logs every request URL at INFO: a conda token in a path must not reach the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(str(a)) if "/t/" in str(a) or "@" in str(a) else a for a in record.args)
+        return True
+
+
+_FILTER = _RedactingFilter()
+
+
+def join(base: str, path: str) -> str:
+    """`path` under the channel URL `base` (with or without a trailing slash)."""
+    return base.rstrip("/") + "/" + path
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An upstream answer to a (conditional) GET of an index file."""
+
+    status: int  # 200, 304 (not modified: `body` empty) or 404
+    body: bytes = b""
+    etag: str = ""
+    last_modified: str = ""
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    sha256: str
+    md5: str
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class UpstreamClient:
+    """Per-process: holds the negative cache and the circuit breakers."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings: MirrorSettings = services.settings.mirror
+        self._missing: dict[str, float] = {}  # url -> monotonic time the 404 is forgotten
+        self._failures: dict[str, int] = {}  # origin -> consecutive failures
+        self._open_until: dict[str, float] = {}  # origin -> monotonic time it is asked again
+        for name in ("httpx2", "httpx"):
+            if _FILTER not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_FILTER)
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    def _check_circuit(self, url: str) -> None:
+        until = self._open_until.get(origin(url))
+        if until is not None and until > time.monotonic():
+            raise UpstreamError(f"upstream {redact(origin(url))} is failing; not asked again for a while")
+
+    def _failed(self, url: str) -> None:
+        key = origin(url)
+        count = self._failures.get(key, 0) + 1
+        self._failures[key] = count
+        if count >= self.settings.circuit_failures:
+            self._open_until[key] = time.monotonic() + self.settings.circuit_open_seconds
+            self._failures[key] = 0
+            log.warning("upstream %s blocked for %.0f s after %d failures", redact(key),
+                        self.settings.circuit_open_seconds, count)
+
+    def _succeeded(self, url: str) -> None:
+        key = origin(url)
+        self._failures.pop(key, None)
+        self._open_until.pop(key, None)
+
+    def known_missing(self, url: str) -> bool:
+        until = self._missing.get(url)
+        return until is not None and until > time.monotonic()
+
+    def _remember_missing(self, url: str) -> None:
+        if len(self._missing) > 100_000:
+            self._missing.clear()
+        self._missing[url] = time.monotonic() + self.settings.negative_cache_seconds
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        return min(self.settings.backoff_seconds * (2 ** attempt), self.settings.max_backoff_seconds)
+
+    def _retry_after(self, response: httpx2.Response) -> float | None:
+        value = response.headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+        return max(seconds, 0.0)
+
+    # --- requests ---------------------------------------------------------------------
+
+    async def _attempts(self, url: str, attempt_once: Any) -> Any:
+        """Run `attempt_once()` with retries; map failures to UpstreamError / UpstreamTimeoutError."""
+        self._check_circuit(url)
+        last = "no attempt"
+        timed_out = False
+        for attempt in range(self.settings.retries + 1):
+            try:
+                result = await attempt_once()
+            except _Retry as retry:
+                last, timed_out = retry.reason, False
+                delay = self._delay(attempt, retry.delay)
+                if retry.delay is not None and retry.delay > self.settings.max_backoff_seconds:
+                    break  # told to come back later than we may wait
+            except httpx2.TimeoutException:
+                # A stalled upstream is not retried: the client waiting on us has waited long enough.
+                last, timed_out = f"no answer within {self.settings.upstream_timeout_seconds:g} s", True
+                break
+            except httpx2.TooManyRedirects:
+                last, timed_out = "too many redirects (a redirect loop?)", False
+                break
+            except httpx2.RequestError as exc:  # connection refused or reset, truncated body, bad encoding
+                last, timed_out = type(exc).__name__, False
+                delay = self._delay(attempt, None)
+            else:
+                self._succeeded(url)
+                return result
+            if attempt < self.settings.retries:
+                log.info("upstream %s: %s; retrying in %.1f s", redact(url), last, delay)
+                await asyncio.sleep(delay)
+        self._failed(url)
+        message = f"upstream {redact(url)} failed: {last}"
+        log.warning(message)
+        raise (UpstreamTimeoutError if timed_out else UpstreamError)(message)
+
+    def _timeout(self) -> httpx2.Timeout:
+        return httpx2.Timeout(self.settings.upstream_timeout_seconds)
+
+    async def fetch(self, url: str, *, etag: str = "", last_modified: str = "",
+                    max_bytes: int | None = None) -> Fetched:
+        """GET an index file; 304 when the validators still match, 404 (remembered a while) when absent."""
+        if self.known_missing(url):
+            return Fetched(404)
+        headers = {}
+        if etag:
+            headers["if-none-match"] = etag
+        if last_modified:
+            headers["if-modified-since"] = last_modified
+        limit = max_bytes or self.settings.max_index_bytes
+
+        plain, auth = split_auth(url)
+
+        async def once() -> Fetched:
+            async with self.services.http.stream("GET", plain, headers=headers, timeout=self._timeout(),
+                                                 **_auth(auth)) as response:
+                if response.status_code in (404, 410):
+                    return Fetched(404)
+                if response.status_code == 304:
+                    return Fetched(304, b"", response.headers.get("etag", etag),
+                                   response.headers.get("last-modified", last_modified))
+                if response.status_code in _RETRY_STATUS:
+                    raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
+                if response.status_code != 200:
+                    raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    raise UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes")
+                return Fetched(200, bytes(body), response.headers.get("etag", ""),
+                               response.headers.get("last-modified", ""))
+
+        fetched: Fetched = await self._attempts(url, once)
+        if fetched.status == 404:
+            self._remember_missing(url)
+        return fetched
+
+    async def download(self, url: str, path: Path, *, size: int | None, sha256: str | None,
+                       md5: str | None = None) -> Downloaded | None:
+        """Stream a package file into `path`, verified against the upstream record; None when upstream has none.
+
+        UpstreamMismatchError when the bytes differ from what the record says (wrong size,
+        sha256 or md5); the file at `path` is then left for the caller to delete.
+        """
+
+        plain, auth = split_auth(url)
+
+        async def once() -> Downloaded | None:
+            async with self.services.http.stream("GET", plain, timeout=self._timeout(), **_auth(auth)) as response:
+                if response.status_code in (404, 410):
+                    return None
+                if response.status_code in _RETRY_STATUS:
+                    raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
+                if response.status_code != 200:
+                    raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
+                return await _spool(response.aiter_bytes(), path, url, size)
+
+        done: Downloaded | None = await self._attempts(url, once)
+        if done is None:
+            return None
+        wanted = {"size": size, "sha256": sha256 and sha256.lower(), "md5": md5 and md5.lower()}
+        got = {"size": done.size, "sha256": done.sha256, "md5": done.md5}
+        for name, value in wanted.items():
+            if value is not None and value != got[name]:
+                message = f"upstream {redact(url)} sent a file whose {name} is {got[name]}, its record says {value}"
+                log.warning(message)
+                raise UpstreamMismatchError(message)
+        return done
+
+
+def _auth(auth: httpx2.BasicAuth | None) -> dict[str, Any]:
+    return {"auth": auth} if auth is not None else {}
+
+
+async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None) -> Downloaded:
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    total = 0
+    f: IO[bytes] = await run_in_threadpool(open, path, "wb")
+
+    def write(data: bytes) -> None:
+        sha.update(data)
+        md5.update(data)
+        f.write(data)
+
+    try:
+        async for chunk in body:
+            total += len(chunk)
+            if size is not None and total > size:
+                raise UpstreamMismatchError(f"upstream {redact(url)} sent more than the {size} bytes of its record")
+            await run_in_threadpool(write, chunk)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(f.close)
+    return Downloaded(path, total, sha.hexdigest(), md5.hexdigest())
+
+
+def upstream_client(services: Services) -> UpstreamClient:
+    return services.singleton(_KEY, UpstreamClient)
