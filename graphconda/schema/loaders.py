@@ -20,6 +20,7 @@ from strawberry.dataloader import DataLoader
 from graphconda.db import models as m
 from graphconda.schema.context import Context
 from graphconda.schema.pagination import Keyset, Page, paginate_per_parent
+from graphconda.services import job_queries
 from graphconda.services.authz import visible_channels_clause
 
 K = TypeVar("K", bound=Hashable)
@@ -27,6 +28,7 @@ V = TypeVar("V")
 
 PACKAGES = Keyset("package", (m.Package.name,), (str,))
 VERSIONS = Keyset("file", (m.PackageFile.id,), (int,), descending=True)  # newest upload first
+JOBS = Keyset("job", (m.JobRun.id,), (int,), descending=True)  # newest run first
 
 
 def loader(batch: Callable[[Context, list[K]], Awaitable[Sequence[V]]]) -> Callable[[Context], DataLoader[K, V]]:
@@ -239,3 +241,34 @@ async def api_key_scopes(ctx: Context, ids: list[int]) -> list[list[tuple[str | 
     )
     return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2], r[3]))  # type: ignore[no-any-return]
 
+
+
+# --- jobs (the caller's visibility applied in SQL: see services/job_queries.py) ----------
+
+
+@loader
+async def channel_job_count(ctx: Context, ids: list[int]) -> list[int]:
+    inner = job_queries.visible_jobs(ctx.actor, channel_ids=ids).subquery()
+    stmt = select(inner.c.channel_id, func.count()).group_by(inner.c.channel_id)
+    found = {cid: n for cid, n in await _rows(ctx, stmt)}
+    return [found.get(i, 0) for i in ids]
+
+
+@loader
+async def channel_jobs(ctx: Context, keys: list[tuple[int, Page]]) -> list[list[Any]]:
+    """Keys: (channel id, page); values: rows (job run, channel id, key values)."""
+    found: dict[Any, list[Any]] = defaultdict(list)
+    for page in {k[1] for k in keys}:
+        ids = [k[0] for k in keys if k[1] == page]
+        stmt = paginate_per_parent(
+            job_queries.visible_jobs(ctx.actor, channel_ids=ids), m.JobRun, JOBS, page, m.JobRun.channel_id
+        )
+        for row in await _rows(ctx, stmt):
+            found[(row[1], page)].append(row)
+    return [found.get(k, []) for k in keys]
+
+
+@loader
+async def channel_schedules(ctx: Context, ids: list[int]) -> list[list[m.JobSchedule]]:
+    stmt = job_queries.visible_schedules(ctx.actor, channel_ids=ids)
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])  # type: ignore[no-any-return]

@@ -28,12 +28,19 @@ from graphconda.schema.types.api_key import ApiKey, NewApiKey
 from graphconda.schema.types.channel import Channel
 from graphconda.schema.types.deleted import DeletedChannel, DeletedPackageFile
 from graphconda.schema.types.enums import Role
-from graphconda.schema.types.inputs import CreateApiKeyInput, CreateChannelInput, UpdateChannelInput
+from graphconda.schema.types.inputs import (
+    CreateApiKeyInput,
+    CreateChannelInput,
+    RunJobInput,
+    SetScheduleInput,
+    UpdateChannelInput,
+)
+from graphconda.schema.types.job import Job, Schedule
 from graphconda.schema.types.member import Member
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.package_file import PackageFile
 from graphconda.schema.types.user import User
-from graphconda.services import api_keys, channels, members, packages, users
+from graphconda.services import api_keys, channels, job_queries, jobs, members, packages, users
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1024 * 1024
@@ -71,6 +78,20 @@ RevokeApiKeyResult = Annotated[ApiKey | NotFound | PermissionDenied, strawberry.
 SetServerRoleResult = Annotated[
     User | NotFound | PermissionDenied | InvalidInput | Conflict, strawberry.union("SetServerRoleResult")
 ]
+RunJobResult = Annotated[Job | NotFound | PermissionDenied | InvalidInput | Conflict, strawberry.union("RunJobResult")]
+CancelJobResult = Annotated[Job | NotFound | PermissionDenied | Conflict, strawberry.union("CancelJobResult")]
+SetScheduleResult = Annotated[
+    Schedule | NotFound | PermissionDenied | InvalidInput, strawberry.union("SetScheduleResult")
+]
+
+JOB_INPUT = {"kind": "input.kind", "channel": "input.channel", "args": "input.args"}
+SCHEDULE_INPUT = {
+    "kind": "input.kind",
+    "channel": "input.channel",
+    "interval_seconds": "input.intervalSeconds",
+    "cron": "input.cron",
+    "enabled": "input.enabled",
+}
 
 CHANNEL_INPUT = {
     "channel": "input.name",
@@ -83,7 +104,6 @@ CHANNEL_INPUT = {
     "publishBz2": "input.publishBz2",
     "publishCurrentRepodata": "input.publishCurrentRepodata",
     "publishShards": "input.publishShards",
-    "ttl": "input.ttl",
 }
 
 
@@ -130,11 +150,6 @@ class Mutation:
             private=input.private,
             mirror_mode=input.mirror_mode.value if input.mirror_mode else None,
             mirror_channel_url=input.mirror_channel_url,
-            includelist=input.includelist,
-            excludelist=input.excludelist,
-            proxylist=input.proxylist,
-            ttl=input.ttl,
-            mirror_prune=input.mirror_prune,
             publish_bz2=input.publish_bz2,
             publish_current_repodata=input.publish_current_repodata,
             publish_shards=input.publish_shards,
@@ -151,8 +166,6 @@ class Mutation:
             includelist=input.includelist,
             excludelist=input.excludelist,
             proxylist=input.proxylist,
-            ttl=input.ttl,
-            mirror_prune=input.mirror_prune,
             publish_bz2=input.publish_bz2,
             publish_current_repodata=input.publish_current_repodata,
             publish_shards=input.publish_shards,
@@ -233,3 +246,42 @@ class Mutation:
     async def set_server_role(self, info: Info, username: str, role: Role | None) -> SetServerRoleResult:
         call = users.set_server_role(info.context.services, info.context.actor, username, role.domain if role else None)
         return await outcome(_changed(info, call), User.from_model, SetServerRoleResult)
+
+    @strawberry.mutation(
+        description="Start a job (channel jobs: channel owners and maintainers; server-wide: server staff). "
+        "Returns the queued run, or the run of the same kind and channel already queued or running."
+    )
+    async def run_job(self, info: Info, input: RunJobInput) -> RunJobResult:
+        if input.args is not None and not isinstance(input.args, dict):
+            return InvalidInput(message="args must be an object of argument names and values", field="input.args")
+        args: dict[str, Any] = dict(input.args or {})
+        call = jobs.run_job(info.context.services, info.context.actor, input.kind, channel=input.channel, args=args)
+        fields = {**JOB_INPUT, **{f"args.{key}": f"input.args.{key}" for key in args}}
+        return await outcome(_changed(info, call), Job.from_model, RunJobResult, fields=fields)
+
+    @strawberry.mutation(
+        description="Cancel a job run: a queued one at once; a running one stops at its next check "
+        "(watch it reach CANCELLED with `jobUpdates`)."
+    )
+    async def cancel_job(self, info: Info, id: strawberry.ID) -> CancelJobResult:
+        job_id = job_queries.parse_job_id(id)
+        if job_id is None:
+            return NotFound(message="job not found")
+        call = jobs.cancel_job(info.context.services, info.context.actor, job_id)
+        return await outcome(_changed(info, call), Job.from_model, CancelJobResult)
+
+    @strawberry.mutation(
+        description="Create or change a periodic job; server-wide when `channel` is omitted (server staff). "
+        "The running scheduler picks the change up within one lease renewal."
+    )
+    async def set_schedule(self, info: Info, input: SetScheduleInput) -> SetScheduleResult:
+        call = jobs.set_schedule(
+            info.context.services,
+            info.context.actor,
+            input.kind,
+            channel=input.channel,
+            interval_seconds=input.interval_seconds,
+            cron=input.cron,
+            enabled=input.enabled,
+        )
+        return await outcome(_changed(info, call), Schedule.from_model, SetScheduleResult, fields=SCHEDULE_INPUT)

@@ -14,11 +14,12 @@ from graphconda.schema import loaders
 from graphconda.schema.context import Context, Info
 from graphconda.schema.pagination import After, Connection, First, Keyset, connection, page_args, paginate
 from graphconda.schema.types.channel import Channel
-from graphconda.schema.types.inputs import ChannelFilter
+from graphconda.schema.types.inputs import ChannelFilter, JobFilter
+from graphconda.schema.types.job import Job, Schedule
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.server import ServerInfo
 from graphconda.schema.types.user import User
-from graphconda.services import access, channels, search, users
+from graphconda.services import access, channels, job_queries, search, users
 
 CHANNELS = Keyset("channel", (models.Channel.name,), (str,))
 
@@ -103,3 +104,31 @@ class Query:
     @strawberry.field(description="Every user, by username (server owners and maintainers only).")
     async def users(self, info: Info) -> list[User]:
         return [User.from_model(u) for u in await users.list_users(info.context.services, info.context.actor)]
+
+    @strawberry.field(
+        description="Job runs you may see (your channels' as their owner or maintainer; all for server staff), "
+        "newest first."
+    )
+    async def jobs(
+        self, info: Info, filter: JobFilter | None = None, first: First = None, after: After = None
+    ) -> Connection[Job]:
+        page = page_args(loaders.JOBS, first, after, _max_page(info))
+        f = filter or JobFilter()
+        stmt = job_queries.visible_jobs(
+            info.context.actor, channel=f.channel, kind=f.kind, status=str(f.status.value) if f.status else None
+        )
+        rows = await _page(info.context, paginate(stmt, loaders.JOBS, page))
+        return connection(rows, loaders.JOBS, page, Job.from_model, _counter(info.context, stmt))
+
+    @strawberry.field(description="A job run by id; null when it does not exist or you may not see it.")
+    async def job(self, info: Info, id: strawberry.ID) -> Job | None:
+        job_id = job_queries.parse_job_id(id)
+        if job_id is None:
+            return None
+        found = await _page(info.context, job_queries.visible_job(info.context.actor, job_id))
+        return Job.from_model(found[0][0]) if found else None
+
+    @strawberry.field(description="The job schedules you may see: server-wide ones first, then by channel.")
+    async def schedules(self, info: Info) -> list[Schedule]:
+        rows = await _page(info.context, job_queries.visible_schedules(info.context.actor))
+        return [Schedule.from_model(row[0]) for row in rows]

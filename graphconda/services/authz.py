@@ -37,6 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
+from sqlmodel import col
 
 from graphconda.db.models import Channel, ChannelMember, JobRun
 from graphconda.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
@@ -463,20 +464,21 @@ def visible_jobs_clause(actor: Actor, channel_id: Any = None) -> ColumnElement[b
     jobs) only staff, since `NULL IN (...)` is never true.
     """
     if channel_id is None:
-        channel_id = JobRun.channel_id
+        channel_id = col(JobRun.channel_id)
     if actor.system or (actor.scopes is None and is_server_staff(actor)):
         return true()
     if actor.user_id is None:
         return false()
-    managed = select(ChannelMember.channel_id).where(
-        ChannelMember.user_id == actor.user_id,
-        ChannelMember.role.in_([Role.OWNER.value, Role.MAINTAINER.value]),  # type: ignore[attr-defined]
+    managed = select(col(ChannelMember.channel_id)).where(
+        col(ChannelMember.user_id) == actor.user_id,
+        col(ChannelMember.role).in_([Role.OWNER.value, Role.MAINTAINER.value]),
     )
     if actor.scopes is None:
-        return channel_id.in_(managed)  # type: ignore[no-any-return]
+        return channel_id.in_(managed)
     scoped = sorted(
         {s.channel_id for s in actor.scopes if s.package_name is None and at_least(s.role, Role.MAINTAINER)}
     )
     if at_least(actor.server_role, Role.MAINTAINER):
-        return channel_id.in_(scoped)  # type: ignore[no-any-return]
+        return channel_id.in_(scoped)
     return and_(channel_id.in_(scoped), channel_id.in_(managed))
+

@@ -15,12 +15,14 @@ from graphconda.schema.types.enums import BigInt, MirrorMode, Role
 from graphconda.schema.types.member import Member
 from graphconda.services import authz
 from graphconda.services.publishing import options_of
-from graphconda.services.upstream import redact
 
 if TYPE_CHECKING:
+    from graphconda.schema.types.job import Job, Schedule
     from graphconda.schema.types.package import Package
 
 PackageRef = Annotated["Package", strawberry.lazy("graphconda.schema.types.package")]
+JobRef = Annotated["Job", strawberry.lazy("graphconda.schema.types.job")]
+ScheduleRef = Annotated["Schedule", strawberry.lazy("graphconda.schema.types.job")]
 
 
 @strawberry.type(description="Which optional index files a channel publishes in every subdir.")
@@ -32,17 +34,6 @@ class ChannelPublishing:
     )
 
 
-@strawberry.type(description="How a mirror or proxy channel follows its upstream.")
-class MirrorStatus:
-    mode: MirrorMode
-    upstream_url: str = strawberry.field(
-        description="The upstream channel; credentials (user info, `/t/<token>/`) redacted except for server staff."
-    )
-    ttl: int = strawberry.field(description="Proxy channels: seconds upstream index files are served before "
-                                            "they are revalidated (the server default applied).")
-    prune: bool = strawberry.field(description="Mirror channels: files gone upstream are removed.")
-
-
 @strawberry.type(description="A conda channel: `url` is what users give conda (`-c <url>`).")
 class Channel:
     id: strawberry.Private[int]
@@ -51,9 +42,7 @@ class Channel:
     description: str
     private: bool = strawberry.field(description="Private channels are visible to their members and server staff only.")
     mirror_mode: MirrorMode | None = strawberry.field(description="Null for channels that only hold uploads.")
-    upstream: strawberry.Private[str | None]
-    mirror_ttl: strawberry.Private[int | None]
-    mirror_prune: strawberry.Private[bool]
+    mirror_channel_url: str | None = strawberry.field(description="The upstream channel of a mirror or proxy.")
     includelist: list[str] = strawberry.field(description="Mirrors: only these package names or match specs.")
     excludelist: list[str] = strawberry.field(description="Mirrors: never these package names or match specs.")
     proxylist: list[str] = strawberry.field(description="Mirrors: indexed here, downloaded from upstream.")
@@ -71,9 +60,7 @@ class Channel:
             description=channel.description,
             private=channel.private,
             mirror_mode=MirrorMode.of(channel.mirror_mode),
-            upstream=channel.mirror_channel_url,
-            mirror_ttl=channel.mirror_ttl,
-            mirror_prune=channel.mirror_prune,
+            mirror_channel_url=channel.mirror_channel_url,
             includelist=list(channel.includelist or []),
             excludelist=list(channel.excludelist or []),
             proxylist=list(channel.proxylist or []),
@@ -81,21 +68,6 @@ class Channel:
             created_at=channel.created_at,
             updated_at=channel.updated_at,
         )
-
-    @strawberry.field(description="The upstream channel of a mirror or proxy (credentials redacted except for "
-                                  "server staff); null for other channels.")
-    def mirror_channel_url(self, info: Info) -> str | None:
-        if self.upstream is None:
-            return None
-        return self.upstream if authz.is_server_staff(info.context.actor) else redact(self.upstream)
-
-    @strawberry.field(description="Mirror and proxy channels: how they follow upstream; null for other channels.")
-    def mirror(self, info: Info) -> MirrorStatus | None:
-        if self.mirror_mode is None:
-            return None
-        ttl = self.mirror_ttl if self.mirror_ttl is not None else info.context.services.settings.mirror.ttl_seconds
-        return MirrorStatus(mode=self.mirror_mode, upstream_url=self.mirror_channel_url(info) or "", ttl=ttl,
-                            prune=self.mirror_prune)
 
     @strawberry.field(description="The optional index files this channel publishes (server default applied).")
     def publishing(self, info: Info) -> ChannelPublishing:
@@ -126,11 +98,32 @@ class Channel:
         rows = await loaders.channel_members(info.context).load(self.id)
         return [Member.from_model(user, role) for user, role in rows]
 
+    async def _access(self, info: Info) -> authz.ChannelAccess:
+        own = await loaders.viewer_channel_role(info.context).load(self.id)
+        return authz.ChannelAccess(self.id, self.private, authz.Role(own) if own else None)
+
     @strawberry.field(description="The caller's effective role here (after API key scopes); null for none.")
     async def viewer_role(self, info: Info) -> Role | None:
-        own = await loaders.viewer_channel_role(info.context).load(self.id)
-        access = authz.ChannelAccess(self.id, self.private, authz.Role(own) if own else None)
-        return Role.of(authz.channel_role(info.context.actor, access))
+        return Role.of(authz.channel_role(info.context.actor, await self._access(info)))
+
+    @strawberry.field(description="The channel's job runs, newest first; null unless you maintain the channel.")
+    async def jobs(self, info: Info, first: First = None, after: After = None) -> Connection[JobRef] | None:
+        from graphconda.schema.types.job import Job
+
+        page = page_args(loaders.JOBS, first, after, info.context.services.settings.limits.graphql_max_page_size)
+        if not authz.can_see_job(info.context.actor, await self._access(info)):
+            return None
+        rows = await loaders.channel_jobs(info.context).load((self.id, page))
+        counter = loaders.channel_job_count(info.context)
+        return connection(rows, loaders.JOBS, page, Job.from_model, lambda: counter.load(self.id))
+
+    @strawberry.field(description="The channel's job schedules; null unless you maintain the channel.")
+    async def schedules(self, info: Info) -> list[ScheduleRef] | None:
+        from graphconda.schema.types.job import Schedule
+
+        if not authz.can_see_job(info.context.actor, await self._access(info)):
+            return None
+        return [Schedule.from_model(s) for s in await loaders.channel_schedules(info.context).load(self.id)]
 
     @strawberry.field(description="The channel's packages by name.")
     async def packages(

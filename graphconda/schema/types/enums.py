@@ -37,6 +37,9 @@ class MirrorMode(Enum):
 
 # Sizes and millisecond timestamps outgrow GraphQL's 32-bit Int (see SCALARS, given to the schema).
 BigInt = NewType("BigInt", int)
+# Job arguments: a small object whose shape depends on the job kind. (Not Strawberry's JSON, whose
+# @specifiedBy the introspected schema omits, so schema.graphql would not match what is served.)
+JSON = NewType("JSON", object)
 
 SCALARS = {
     BigInt: strawberry.scalar(
@@ -44,5 +47,11 @@ SCALARS = {
         description="An integer that may exceed 32 bits (byte sizes, millisecond timestamps).",
         serialize=int,
         parse_value=int,
-    )
+    ),
+    JSON: strawberry.scalar(
+        name="JSON",
+        description="Any JSON value (job arguments: an object of argument names and values).",
+        serialize=lambda value: value,
+        parse_value=lambda value: value,
+    ),
 }

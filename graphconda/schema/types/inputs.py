@@ -6,7 +6,8 @@ from datetime import datetime
 
 import strawberry
 
-from graphconda.schema.types.enums import MirrorMode, Role
+from graphconda.schema.types.enums import JSON, MirrorMode, Role
+from graphconda.schema.types.job import JobStatus
 
 
 @strawberry.input(description="Narrows `channels`; every given condition must hold.")
@@ -22,20 +23,7 @@ class CreateChannelInput:
     description: str = ""
     private: bool = False
     mirror_mode: MirrorMode | None = strawberry.field(default=None, description="Server staff only.")
-    mirror_channel_url: str | None = strawberry.field(
-        default=None, description="The upstream channel URL; may carry `user:password@` or `/t/<token>/`, "
-        "shown redacted to everyone but server staff."
-    )
-    includelist: list[str] = strawberry.field(default_factory=list, description="Server staff only.")
-    excludelist: list[str] = strawberry.field(default_factory=list, description="Server staff only.")
-    proxylist: list[str] = strawberry.field(default_factory=list, description="Server staff only.")
-    ttl: int | None = strawberry.field(
-        default=None, description="Proxy channels: seconds upstream index files are served before they are "
-        "revalidated; null: the server default (mirror.ttl_seconds). Server staff only."
-    )
-    mirror_prune: bool = strawberry.field(
-        default=False, description="Mirror channels: remove files that are gone upstream. Server staff only."
-    )
+    mirror_channel_url: str | None = None
     publish_bz2: bool = strawberry.field(default=False, description="Also publish repodata.json.bz2 (deprecated).")
     publish_current_repodata: bool = strawberry.field(
         default=False, description="Also publish current_repodata.json (conda's classic solver)."
@@ -54,8 +42,6 @@ class UpdateChannelInput:
     includelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
     excludelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
     proxylist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
-    ttl: int | None = strawberry.field(default=None, description="Proxy channels: see CreateChannelInput.ttl.")
-    mirror_prune: bool | None = strawberry.field(default=None, description="Server staff only.")
     publish_bz2: bool | None = strawberry.field(
         default=None, description="Publish repodata.json.bz2; false deletes it from every subdir."
     )
@@ -84,3 +70,32 @@ class CreateApiKeyInput:
         default_factory=list, description="None: the key acts with your full rights."
     )
     username: str | None = strawberry.field(default=None, description="Whose key (server owners only); default you.")
+
+
+@strawberry.input(description="Narrows `jobs`; every given condition must hold.")
+class JobFilter:
+    channel: str | None = strawberry.field(default=None, description="Only this channel's runs.")
+    kind: str | None = None
+    status: JobStatus | None = None
+
+
+@strawberry.input(description="Start a job now. A run of the same kind and channel already queued or running is "
+                  "returned instead of queueing a second one.")
+class RunJobInput:
+    kind: str = strawberry.field(description="A job kind, e.g. `reindex` (a channel's) or `cleanup` (server-wide).")
+    channel: str | None = strawberry.field(default=None, description="The channel, for jobs of a channel.")
+    args: JSON | None = strawberry.field(
+        default=None, description='The job\'s arguments as an object, e.g. `{"dry_run": true}`.'
+    )
+
+
+@strawberry.input(description="Create or change the schedule of `kind` on `channel` (server-wide when omitted). "
+                  "Give exactly one of `intervalSeconds` and `cron`.")
+class SetScheduleInput:
+    kind: str
+    channel: str | None = None
+    interval_seconds: int | None = strawberry.field(default=None, description="Run every this many seconds.")
+    cron: str | None = strawberry.field(
+        default=None, description="Five crontab fields in UTC, e.g. `*/15 * * * *`."
+    )
+    enabled: bool = True

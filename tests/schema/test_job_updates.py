@@ -1,0 +1,191 @@
+"""Live job progress: the per-process JobWatcher, and `jobUpdates` over a real graphql-transport-ws websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+
+from graphconda.db.models import JobRun
+from graphconda.services import channels, jobs, users
+from graphconda.services.authz import SYSTEM, Role
+from graphconda.services.context import Services
+from graphconda.services.job_watcher import JobWatcher
+from tests.helpers.channels import add_member, make_channel
+from tests.helpers.sql import count_statements
+from tests.schema.conftest import Gql, People, Person, data, set_member
+
+
+async def update_run(services: Services, job_id: int, **values: Any) -> None:
+    """Write a run's row as a runner in another process would."""
+    async with services.db.write() as session:
+        run = await session.get(JobRun, job_id)
+        assert run is not None
+        for key, value in values.items():
+            setattr(run, key, value)
+
+
+async def queued(services: Services, channel: str) -> JobRun:
+    return await jobs.run_job(services, SYSTEM, "reindex", channel=channel)
+
+
+async def take(stream: AsyncIterator[JobRun]) -> JobRun:
+    return await asyncio.wait_for(anext(stream), timeout=10)
+
+
+async def test_one_query_per_tick_for_every_subscriber(services: Services) -> None:
+    await make_channel(services, "a")
+    await make_channel(services, "b")
+    first, second = await queued(services, "a"), await queued(services, "b")
+    watcher = JobWatcher(services, interval=3600)  # ticks driven by hand below
+    streams = [watcher.watch(run) for run in (first, second) for _ in range(5)]
+    pending = [asyncio.ensure_future(anext(s)) for s in streams]  # ten subscribers, two runs
+    await asyncio.sleep(0)
+    assert watcher.watched_ids == sorted([first.id, second.id])  # type: ignore[type-var]
+    await update_run(services, first.id, status="running", progress_done=1, progress_total=4)  # type: ignore[arg-type]
+    with count_statements(services) as seen:
+        await watcher.poll_once()
+    assert len([s for s in seen if "job_runs" in s]) == 1, [s[:30] for s in seen]
+    updates = await asyncio.wait_for(asyncio.gather(*pending[:5]), timeout=10)
+    assert {(u.status, u.progress_done) for u in updates} == {("running", 1)}
+    assert not any(p.done() for p in pending[5:])  # nothing changed for the second run
+    await update_run(services, second.id, status="succeeded", active_key=None)  # type: ignore[arg-type]
+    await watcher.poll_once()
+    finals = await asyncio.wait_for(asyncio.gather(*pending[5:]), timeout=10)
+    assert {u.status for u in finals} == {"succeeded"}
+    for stream in streams[5:]:  # a finished run ends its streams
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+    assert watcher.watched_ids == [first.id]
+    for stream in streams[:5]:
+        await stream.aclose()
+    assert watcher.watched_ids == []
+    await watcher.aclose()
+
+
+async def test_the_watcher_polls_by_itself_and_stops_when_nobody_watches(services: Services) -> None:
+    await make_channel(services, "a")
+    run = await queued(services, "a")
+    watcher = JobWatcher(services, interval=0.05)
+    stream = watcher.watch(run)
+    next_state = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.2)
+    assert not next_state.done()  # no change, no message
+    await update_run(services, run.id, status="running")  # type: ignore[arg-type]
+    assert (await asyncio.wait_for(next_state, timeout=10)).status == "running"
+    await update_run(services, run.id, status="failed", error="boom", active_key=None)  # type: ignore[arg-type]
+    final = await take(stream)
+    assert (final.status, final.error) == ("failed", "boom")
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    task = watcher._task
+    assert task is not None
+    await asyncio.wait_for(task, timeout=10)  # nothing watched: the polling task ends
+    await watcher.aclose()
+
+
+async def test_a_deleted_run_ends_the_stream(services: Services) -> None:
+    await make_channel(services, "gone")
+    run = await queued(services, "gone")
+    watcher = JobWatcher(services, interval=0.05)
+    stream = watcher.watch(run)
+    await channels.delete_channel(services, SYSTEM, "gone")  # cascades to its runs
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), timeout=10)
+    await watcher.aclose()
+
+
+# --- over a real websocket --------------------------------------------------------------
+
+UPDATES = """
+subscription($id: ID!) {
+  jobUpdates(id: $id) { id status progress { done total message } channel { name } error }
+}"""
+
+
+class Socket:
+    """A graphql-transport-ws client session."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def recv(self) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout=20))  # type: ignore[no-any-return]
+
+    async def subscribe(self, op_id: str, job_id: str) -> None:
+        await self.send({"id": op_id, "type": "subscribe", "payload": {"query": UPDATES, "variables": {"id": job_id}}})
+
+
+async def connect(url: str, who: Person | None) -> Any:
+    ws = await websockets.connect(url.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"],
+                                  additional_headers=who.headers if who else {})
+    socket = Socket(ws)
+    await socket.send({"type": "connection_init"})
+    assert (await socket.recv())["type"] == "connection_ack"
+    return socket
+
+
+async def test_job_updates_until_succeeded_over_a_websocket(
+    live_server: Any, people: People, services: Services, gql: Gql
+) -> None:
+    """The server under uvicorn has its own services; this test writes progress as another process would."""
+    await make_channel(services, "live")
+    await set_member(gql, people.owner, "live", people.alice, "MAINTAINER")
+    run = data(await gql('mutation { runJob(input: {kind: "reindex", channel: "live"}) { ... on Job { id } } }',
+                         as_=people.alice))["runJob"]
+    job_id = int(run["id"])
+    socket = await connect(live_server.url, people.alice)
+    try:
+        await socket.subscribe("1", run["id"])
+        now = await socket.recv()
+        assert now["type"] == "next" and now["payload"]["data"]["jobUpdates"] == {
+            "id": run["id"], "status": "QUEUED", "progress": {"done": 0, "total": None, "message": ""},
+            "channel": {"name": "live"}, "error": None}
+        steps: list[dict[str, Any]] = [
+            {"status": "running", "progress_total": 3, "message": "starting"},
+            {"progress_done": 1, "message": "linux-64"},
+            {"progress_done": 2, "message": "noarch"},
+            {"status": "succeeded", "progress_done": 3, "message": "done", "active_key": None},
+        ]
+        seen = []
+        for step in steps:
+            await update_run(services, job_id, **step)
+            message = await socket.recv()
+            assert message["type"] == "next", message
+            seen.append(message["payload"]["data"]["jobUpdates"])
+        assert [(s["status"], s["progress"]["done"], s["progress"]["message"]) for s in seen] == [
+            ("RUNNING", 0, "starting"), ("RUNNING", 1, "linux-64"), ("RUNNING", 2, "noarch"),
+            ("SUCCEEDED", 3, "done")]
+        assert await socket.recv() == {"id": "1", "type": "complete"}
+        # A finished run: its final state at once, then complete.
+        await socket.subscribe("2", run["id"])
+        assert (await socket.recv())["payload"]["data"]["jobUpdates"]["status"] == "SUCCEEDED"
+        assert await socket.recv() == {"id": "2", "type": "complete"}
+    finally:
+        await socket.ws.close()
+
+
+@pytest.mark.parametrize("who", ["carol", "anonymous", "bob"])
+async def test_job_updates_of_an_invisible_job_is_an_error_without_data(
+    live_server: Any, people: People, services: Services, who: str
+) -> None:
+    await make_channel(services, "secret", private=True)
+    carol = users.actor_for(await users.get_user(services, "carol"))
+    await add_member(services, "secret", carol, Role.MEMBER)  # sees the channel, not its jobs
+    run = await queued(services, "secret")
+    socket = await connect(live_server.url, None if who == "anonymous" else getattr(people, who))
+    try:
+        for op_id, job_id in (("1", str(run.id)), ("2", "424242"), ("3", "not-an-id")):
+            await socket.subscribe(op_id, job_id)
+            assert await socket.recv() == {"id": op_id, "type": "next", "payload": {"data": None, "errors": [
+                {"message": "job not found", "extensions": {"code": "NotFound"}}]}}
+            assert await socket.recv() == {"id": op_id, "type": "complete"}
+    finally:
+        await socket.ws.close()
