@@ -24,16 +24,34 @@ def channel() -> None:
 @click.option("--bz2", is_flag=True, help="Also publish repodata.json.bz2.")
 @click.option("--current-repodata", is_flag=True, help="Also publish current_repodata.json.")
 @click.option("--no-shards", is_flag=True, help="Publish no sharded repodata (default: the server setting).")
+@click.option("--mirror", "mirror_url", default=None, metavar="URL",
+              help="A mirror channel of the upstream channel URL.")
+@click.option("--proxy", "proxy_url", default=None, metavar="URL",
+              help="A proxy channel: fetches from the upstream channel URL on request and caches.")
+@click.option("--include", multiple=True, metavar="SPEC", help="Only these package names or match specs (repeat).")
+@click.option("--exclude", multiple=True, metavar="SPEC", help="Never these package names or match specs (repeat).")
+@click.option("--proxylist", multiple=True, metavar="SPEC",
+              help="Indexed here, downloaded from upstream (repeat).")
+@click.option("--ttl", type=int, default=None,
+              help="Proxy: seconds before upstream indexes are revalidated (default: mirror.ttl_seconds).")
 @settings_options
 def channel_create(settings: Settings, name: str, private: bool, description: str, owner: str | None, bz2: bool,
-                   current_repodata: bool, no_shards: bool) -> None:
+                   current_repodata: bool, no_shards: bool, mirror_url: str | None, proxy_url: str | None,
+                   include: tuple[str, ...], exclude: tuple[str, ...], proxylist: tuple[str, ...],
+                   ttl: int | None) -> None:
     """Create channel NAME (as the server itself, or as --owner)."""
     from graphconda.services import channels, users
     from graphconda.services.authz import SYSTEM
+    from graphconda.services.upstream import redact
 
+    if mirror_url and proxy_url:
+        raise click.UsageError("give --mirror or --proxy, not both")
+    mode = "mirror" if mirror_url else "proxy" if proxy_url else None
     prepare(settings)
     spec = channels.ChannelSpec(name=name, description=description, private=private, publish_bz2=bz2,
-                                publish_current_repodata=current_repodata, publish_shards=False if no_shards else None)
+                                publish_current_repodata=current_repodata, publish_shards=False if no_shards else None,
+                                mirror_mode=mode, mirror_channel_url=mirror_url or proxy_url, includelist=include,
+                                excludelist=exclude, proxylist=proxylist, ttl=ttl)
 
     async def create(services: Any) -> Any:
         # Created by the owner, so the channel service makes them its owner as for any creator.
@@ -41,7 +59,8 @@ def channel_create(settings: Settings, name: str, private: bool, description: st
         return await channels.create_channel(services, actor, spec)
 
     created = run(create, settings)
-    click.echo(f"created channel {created.name}" + (" (private)" if created.private else ""))
+    kind = f", {created.mirror_mode} of {redact(created.mirror_channel_url or '')}" if created.mirror_mode else ""
+    click.echo(f"created channel {created.name}" + (" (private)" if created.private else "") + kind)
 
 
 @channel.command("update")
@@ -53,9 +72,12 @@ def channel_create(settings: Settings, name: str, private: bool, description: st
               help="Publish current_repodata.json, or delete it.")
 @click.option("--shards/--no-shards", default=None,
               help="Publish sharded repodata (rebuilds every subdir's shards), or remove the shard indexes.")
+@click.option("--upstream", default=None, metavar="URL", help="Mirror and proxy channels: a new upstream URL.")
+@click.option("--ttl", type=int, default=None, help="Proxy channels: seconds before upstream indexes are revalidated.")
 @settings_options
 def channel_update(settings: Settings, name: str, description: str | None, private: bool | None, bz2: bool | None,
-                   current_repodata: bool | None, shards: bool | None) -> None:
+                   current_repodata: bool | None, shards: bool | None, upstream: str | None,
+                   ttl: int | None) -> None:
     """Change channel NAME's settings; options not given stay as they are. Returns once files follow."""
     from graphconda.services import channels
     from graphconda.services.authz import SYSTEM
@@ -63,7 +85,8 @@ def channel_update(settings: Settings, name: str, description: str | None, priva
 
     prepare(settings)
     changes = channels.ChannelUpdate(description=description, private=private, publish_bz2=bz2,
-                                     publish_current_repodata=current_repodata, publish_shards=shards)
+                                     publish_current_repodata=current_repodata, publish_shards=shards,
+                                     mirror_channel_url=upstream, ttl=ttl)
     updated = run(channels.update_channel, settings, SYSTEM, name, changes)
     opts = options_of(settings, updated.options)
     click.echo(f"updated channel {updated.name}: {'private' if updated.private else 'public'}, "

@@ -15,8 +15,9 @@ from typing import Any
 import strawberry
 from cross_web import HTTPException
 from graphql import GraphQLError
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -27,6 +28,7 @@ from strawberry.types import ExecutionContext
 
 from graphconda.errors import AuthenticationError
 from graphconda.http.deps import actor_of
+from graphconda.schema import bodies
 from graphconda.schema.context import Context, RequestSession
 from graphconda.schema.errors import PublicErrorsOnly, is_public
 from graphconda.schema.limits import QueryLimits
@@ -107,24 +109,30 @@ class GraphQLView(GraphQL[Context, None]):
         self.max_upload_bytes = settings.limits.max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        if scope.get("method") != "POST":
+            try:
+                response = await self.run(Request(scope, receive))
+            except HTTPException as exc:
+                response = bodies.error_response(exc.status_code, exc.reason)
+            await response(scope, receive, send)
             return
         headers = dict(scope["headers"])
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
         if multipart and not any(h in headers for h in PREFLIGHT_HEADERS):
-            await PlainTextResponse(
+            await bodies.error_response(
+                400,
                 "multipart GraphQL requests need an Authorization or X-API-Key header, "
                 "or 'GraphQL-Require-Preflight: 1' (CSRF protection)",
-                status_code=400,
             )(scope, receive, send)
             return
         if multipart:
             try:  # uploads need a caller; refuse anonymous ones before their body is spooled
                 authz.require_login(actor_of(Request(scope)), "upload packages")
             except AuthenticationError as exc:
-                body = {"data": None, "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]}
-                await JSONResponse(body, status_code=401)(scope, receive, send)
+                await bodies.error_response(401, str(exc))(scope, receive, send)
                 return
         limit = self.max_upload_bytes if multipart else MAX_JSON_BODY_BYTES
         length = headers.get(b"content-length", b"")
@@ -135,12 +143,20 @@ class GraphQLView(GraphQL[Context, None]):
         try:
             response = await self.run(request)
         except HTTPException as exc:
-            response = PlainTextResponse(exc.reason, status_code=exc.status_code)
+            response = bodies.error_response(exc.status_code, exc.reason)
         except _BodyTooLarge:
             response = _too_large(limit)
         finally:
             await request.close()  # the spooled files of a multipart body
         await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return bodies.decode_json(data)  # UTF-8 only, nesting bounded (bodies.py)
+
+    async def parse_http_body(self, request: Any) -> Any:
+        if request.method == "POST" and "application/json" in (request.content_type or ""):
+            bodies.require_object_body(await request.get_body())  # else Strawberry fails on `"hello"`
+        return await super().parse_http_body(request)
 
     async def parse_multipart(self, request: Any) -> dict[str, str]:
         """Strawberry's parser, with every malformed `operations`/`map` answered by a 400."""
@@ -159,9 +175,14 @@ class GraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, "multipart `operations` must be an object and `map` an object of paths")
         if not all(isinstance(paths, list) and all(isinstance(p, str) for p in paths) for paths in files_map.values()):
             raise HTTPException(400, "each entry of the multipart `map` must be a list of paths")
+        bodies.check_files_map(files_map)
         missing = sorted(name for name in files_map if name not in form.files)
         if missing:
             raise HTTPException(400, f"File(s) missing in form data: {', '.join(missing)[:200]}")
+        for name in files_map:  # Starlette's form holds plain fields too: they would become text variables
+            if not isinstance(form.files[name], UploadFile):
+                raise HTTPException(400, f"multipart part {name[:64]!r} is not a file: a file part needs a "
+                                         'filename (Content-Disposition: form-data; name="..."; filename="...")')
         try:
             return replace_placeholders_with_files(operations, files_map, form.files)  # type: ignore[arg-type]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
@@ -172,7 +193,7 @@ class GraphQLView(GraphQL[Context, None]):
 
 
 def _too_large(limit: int) -> Response:
-    return PlainTextResponse(f"request body over the limit of {limit} bytes", status_code=413)
+    return bodies.error_response(413, f"request body over the limit of {limit} bytes")
 
 
 def graphql_app(settings: Settings) -> Any:

@@ -104,6 +104,7 @@ CHANNEL_INPUT = {
     "publishBz2": "input.publishBz2",
     "publishCurrentRepodata": "input.publishCurrentRepodata",
     "publishShards": "input.publishShards",
+    "ttl": "input.ttl",
 }
 
 
@@ -150,6 +151,11 @@ class Mutation:
             private=input.private,
             mirror_mode=input.mirror_mode.value if input.mirror_mode else None,
             mirror_channel_url=input.mirror_channel_url,
+            includelist=input.includelist,
+            excludelist=input.excludelist,
+            proxylist=input.proxylist,
+            ttl=input.ttl,
+            mirror_prune=input.mirror_prune,
             publish_bz2=input.publish_bz2,
             publish_current_repodata=input.publish_current_repodata,
             publish_shards=input.publish_shards,
@@ -166,6 +172,8 @@ class Mutation:
             includelist=input.includelist,
             excludelist=input.excludelist,
             proxylist=input.proxylist,
+            ttl=input.ttl,
+            mirror_prune=input.mirror_prune,
             publish_bz2=input.publish_bz2,
             publish_current_repodata=input.publish_current_repodata,
             publish_shards=input.publish_shards,

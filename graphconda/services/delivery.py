@@ -69,7 +69,7 @@ async def locate(services: Services, info: ChannelInfo, subdir: str | None, name
     if info.mirror_mode == "proxy":
         from graphconda.services import proxy  # proxy builds on this module
 
-        return await proxy.locate(services, info, subdir, name)
+        return await proxy.locate(services, info, subdir, name, redirect_ok=redirect_ok)
     if subdir is None:
         return await _published(services, layout.channel_file_key(info.name, name))
     if name.startswith("shards/"):
@@ -122,9 +122,15 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
     if entry is None:
         cache_.forget_package_file(info, subdir, filename)
         return Missing("package file not found")
+    return await stored_package(services, entry, redirect_ok, ref.id)
+
+
+async def stored_package(services: Services, entry: CachedFile, redirect_ok: bool,
+                         download_id: int | None = None) -> LocalBlob | Redirect:
+    """A package file in storage: a presigned redirect where storage offers one (bytes bypass Python)."""
     s3 = services.settings.storage.s3
     if redirect_ok and services.storage.backend == "s3" and s3.presign_downloads:
-        url = await services.storage.presigned_url(ref.key, timedelta(seconds=s3.presign_expiry_seconds))
+        url = await services.storage.presigned_url(entry.key, timedelta(seconds=s3.presign_expiry_seconds))
         if url:
-            return Redirect(url, entry, ref.id)
-    return LocalBlob(entry, immutable=True, download_id=ref.id)
+            return Redirect(url, entry, download_id)
+    return LocalBlob(entry, immutable=True, download_id=download_id)

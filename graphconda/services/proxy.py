@@ -42,7 +42,7 @@ from graphconda.db.models import ProxyEntry
 from graphconda.errors import BlobNotFoundError, UpstreamError, UpstreamMismatchError
 from graphconda.services import layout
 from graphconda.services.context import Services
-from graphconda.services.delivery import Delivery, LocalBlob, Missing, Unavailable, empty_file
+from graphconda.services.delivery import Delivery, LocalBlob, Missing, Unavailable, empty_file, stored_package
 from graphconda.services.locks import insert_ignore, publish_lock
 from graphconda.services.serving import ChannelInfo, serving_cache
 from graphconda.services.upstream import join, redact, upstream_client
@@ -74,7 +74,8 @@ def _state(services: Services) -> ProxyState:
     return services.singleton(_KEY, ProxyState)
 
 
-async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str) -> Delivery:
+async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str,
+                 *, redirect_ok: bool = False) -> Delivery:
     """The proxy channel's answer for a file: stored (fetched first if need be), missing or unavailable."""
     if not info.upstream:
         return Missing()
@@ -83,7 +84,7 @@ async def locate(services: Services, info: ChannelInfo, subdir: str | None, name
     if name.startswith("shards/"):
         return await _shard(services, info, subdir, name[7:71])
     if name.endswith((".conda", ".tar.bz2")):
-        return await _package_file(services, info, subdir, name)
+        return await _package_file(services, info, subdir, name, redirect_ok)
     if name in (layout.REPODATA, layout.REPODATA_ZST):
         found = await _repodata(services, info, subdir, name)
     elif name == layout.SHARD_INDEX:
@@ -331,7 +332,8 @@ def _checksums(data: bytes) -> dict[str, tuple[str | None, str | None, int | Non
     return out
 
 
-async def _package_file(services: Services, info: ChannelInfo, subdir: str, filename: str) -> Delivery:
+async def _package_file(services: Services, info: ChannelInfo, subdir: str, filename: str,
+                        redirect_ok: bool) -> Delivery:
     found = await _repodata(services, info, subdir, layout.REPODATA)
     if isinstance(found, Unavailable):
         return found
@@ -347,7 +349,7 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
     key = layout.package_key(info.name, subdir, (sha256 or md5 or "").lower().ljust(64, "0")[:64], filename)
     cached = await serving_cache(services).file(key, immutable=True)
     if cached is not None:
-        return LocalBlob(cached, immutable=True)
+        return await stored_package(services, cached, redirect_ok)
     entry = await _entry(services, info.id, f"{subdir}/{layout.REPODATA}")
     base = (entry.base_url if entry is not None and entry.base_url else _upstream_subdir(info, subdir))
     url = join(base, filename)
@@ -368,7 +370,9 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
             log.info("proxy %s: cached %s/%s", info.name, subdir, filename)
         serving_cache(services).invalidate([key])
     cached = await serving_cache(services).file(key, immutable=True)
-    return LocalBlob(cached, immutable=True) if cached is not None else Missing("package file not found")
+    if cached is None:
+        return Missing("package file not found")
+    return await stored_package(services, cached, redirect_ok)
 
 
 async def _shard(services: Services, info: ChannelInfo, subdir: str, digest: str) -> Delivery:

@@ -15,6 +15,7 @@ from graphconda.schema.types.enums import BigInt, MirrorMode, Role
 from graphconda.schema.types.member import Member
 from graphconda.services import authz
 from graphconda.services.publishing import options_of
+from graphconda.services.upstream import redact
 
 if TYPE_CHECKING:
     from graphconda.schema.types.job import Job, Schedule
@@ -34,6 +35,17 @@ class ChannelPublishing:
     )
 
 
+@strawberry.type(description="How a mirror or proxy channel follows its upstream.")
+class MirrorStatus:
+    mode: MirrorMode
+    upstream_url: str = strawberry.field(
+        description="The upstream channel; credentials (user info, `/t/<token>/`) redacted except for server staff."
+    )
+    ttl: int = strawberry.field(description="Proxy channels: seconds upstream index files are served before "
+                                            "they are revalidated (the server default applied).")
+    prune: bool = strawberry.field(description="Mirror channels: files gone upstream are removed.")
+
+
 @strawberry.type(description="A conda channel: `url` is what users give conda (`-c <url>`).")
 class Channel:
     id: strawberry.Private[int]
@@ -42,7 +54,9 @@ class Channel:
     description: str
     private: bool = strawberry.field(description="Private channels are visible to their members and server staff only.")
     mirror_mode: MirrorMode | None = strawberry.field(description="Null for channels that only hold uploads.")
-    mirror_channel_url: str | None = strawberry.field(description="The upstream channel of a mirror or proxy.")
+    upstream: strawberry.Private[str | None]
+    mirror_ttl: strawberry.Private[int | None]
+    mirror_prune: strawberry.Private[bool]
     includelist: list[str] = strawberry.field(description="Mirrors: only these package names or match specs.")
     excludelist: list[str] = strawberry.field(description="Mirrors: never these package names or match specs.")
     proxylist: list[str] = strawberry.field(description="Mirrors: indexed here, downloaded from upstream.")
@@ -60,7 +74,9 @@ class Channel:
             description=channel.description,
             private=channel.private,
             mirror_mode=MirrorMode.of(channel.mirror_mode),
-            mirror_channel_url=channel.mirror_channel_url,
+            upstream=channel.mirror_channel_url,
+            mirror_ttl=channel.mirror_ttl,
+            mirror_prune=channel.mirror_prune,
             includelist=list(channel.includelist or []),
             excludelist=list(channel.excludelist or []),
             proxylist=list(channel.proxylist or []),
@@ -68,6 +84,21 @@ class Channel:
             created_at=channel.created_at,
             updated_at=channel.updated_at,
         )
+
+    @strawberry.field(description="The upstream channel of a mirror or proxy (credentials redacted except for "
+                                  "server staff); null for other channels.")
+    def mirror_channel_url(self, info: Info) -> str | None:
+        if self.upstream is None:
+            return None
+        return self.upstream if authz.is_server_staff(info.context.actor) else redact(self.upstream)
+
+    @strawberry.field(description="Mirror and proxy channels: how they follow upstream; null for other channels.")
+    def mirror(self, info: Info) -> MirrorStatus | None:
+        if self.mirror_mode is None:
+            return None
+        ttl = self.mirror_ttl if self.mirror_ttl is not None else info.context.services.settings.mirror.ttl_seconds
+        return MirrorStatus(mode=self.mirror_mode, upstream_url=self.mirror_channel_url(info) or "", ttl=ttl,
+                            prune=self.mirror_prune)
 
     @strawberry.field(description="The optional index files this channel publishes (server default applied).")
     def publishing(self, info: Info) -> ChannelPublishing:

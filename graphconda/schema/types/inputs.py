@@ -23,7 +23,20 @@ class CreateChannelInput:
     description: str = ""
     private: bool = False
     mirror_mode: MirrorMode | None = strawberry.field(default=None, description="Server staff only.")
-    mirror_channel_url: str | None = None
+    mirror_channel_url: str | None = strawberry.field(
+        default=None, description="The upstream channel URL; may carry `user:password@` or `/t/<token>/`, "
+        "shown redacted to everyone but server staff."
+    )
+    includelist: list[str] = strawberry.field(default_factory=list, description="Server staff only.")
+    excludelist: list[str] = strawberry.field(default_factory=list, description="Server staff only.")
+    proxylist: list[str] = strawberry.field(default_factory=list, description="Server staff only.")
+    ttl: int | None = strawberry.field(
+        default=None, description="Proxy channels: seconds upstream index files are served before they are "
+        "revalidated; null: the server default (mirror.ttl_seconds). Server staff only."
+    )
+    mirror_prune: bool = strawberry.field(
+        default=False, description="Mirror channels: remove files that are gone upstream. Server staff only."
+    )
     publish_bz2: bool = strawberry.field(default=False, description="Also publish repodata.json.bz2 (deprecated).")
     publish_current_repodata: bool = strawberry.field(
         default=False, description="Also publish current_repodata.json (conda's classic solver)."
@@ -42,6 +55,8 @@ class UpdateChannelInput:
     includelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
     excludelist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
     proxylist: list[str] | None = strawberry.field(default=None, description="Server staff only.")
+    ttl: int | None = strawberry.field(default=None, description="Proxy channels: see CreateChannelInput.ttl.")
+    mirror_prune: bool | None = strawberry.field(default=None, description="Server staff only.")
     publish_bz2: bool | None = strawberry.field(
         default=None, description="Publish repodata.json.bz2; false deletes it from every subdir."
     )
