@@ -21,12 +21,13 @@ import httpx2
 import pytest
 
 from tests.fixtures.server import free_port
+from tests.helpers.html import page_assets
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# What the installed copy must serve (GraphiQL's files are checked by name in its own tests).
-ASSETS = ["/", "/web/app.js", "/web/style.css"]
+# What the installed copy must serve, besides what the GraphiQL page loads.
+ASSETS = ["/", "/web/app.js", "/web/style.css", "/web/vendor/graphiql-3.8.3/LICENSE"]
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> str:
@@ -104,3 +105,12 @@ def test_wheel_install_serves_the_dashboard(served: str, path: str) -> None:
     response = httpx2.get(served + path, timeout=10)
     assert response.status_code == 200, response.text[:500]
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_wheel_install_serves_graphiql(served: str) -> None:
+    page = httpx2.get(f"{served}/graphql", headers={"Accept": "text/html"}, timeout=10)
+    assert page.status_code == 200 and "graphiql" in page.text
+    assets = page_assets(page.text)
+    assert len(assets) == 6, assets
+    for asset in assets:
+        assert httpx2.get(served + asset, timeout=10).status_code == 200, asset

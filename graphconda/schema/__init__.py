@@ -27,6 +27,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from graphconda.errors import AuthenticationError
+from graphconda.http import web
 from graphconda.http.deps import actor_of
 from graphconda.schema import bodies
 from graphconda.schema.context import Context, RequestSession
@@ -187,6 +188,10 @@ class GraphQLView(GraphQL[Context, None]):
             return replace_placeholders_with_files(operations, files_map, form.files)  # type: ignore[arg-type]
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise HTTPException(400, "the multipart `map` points at a path that is not in `operations`") from exc
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from our package (graphconda/web/graphiql/), not Strawberry's CDN page."""
+        return web.graphiql_page()
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None) -> Context:
         return Context(services=request.app.state.services, actor=actor_of(request), request=request, response=response)

@@ -8,6 +8,7 @@ import httpx2
 import pytest
 
 from graphconda.http.web import WEB_DIR
+from tests.helpers.html import page_assets
 
 
 async def test_dashboard_is_served(client: httpx2.AsyncClient) -> None:
@@ -50,3 +51,28 @@ async def test_security_headers_on_dashboard_responses(client: httpx2.AsyncClien
     assert "unsafe" not in policy["default-src"] + policy["style-src"]
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "same-origin"
+
+
+async def test_graphiql_page_is_ours_with_strict_script_policy(client: httpx2.AsyncClient) -> None:
+    page = await client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == "'self'" and policy["connect-src"] == "'self'"
+    assert policy["object-src"] == policy["base-uri"] == policy["frame-ancestors"] == "'none'"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "same-origin"
+    # Every script is a file of ours: none inline, none from another host.
+    assert page.text.count("<script") == page.text.count("<script src=") == 4
+    assets = page_assets(page.text)
+    assert len(assets) == 6 and all(a.startswith("/web/") for a in assets), assets
+    for asset in assets:
+        response = await client.get(asset)
+        assert response.status_code == 200, asset
+        kind = "javascript" if asset.endswith(".js") else "css"
+        assert kind in response.headers["content-type"], asset
+    for vendored in ("graphiql-3.8.3", "react-18.3.1", "react-dom-18.3.1"):
+        assert (await client.get(f"/web/vendor/{vendored}/LICENSE")).status_code == 200
+    # Queries over GET still work: the page is only for browsers that ask for HTML without a query.
+    answer = await client.get("/graphql", params={"query": "{ serverInfo { version } }"},
+                              headers={"Accept": "application/json"})
+    assert answer.json()["data"]["serverInfo"]["version"]

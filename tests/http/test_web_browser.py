@@ -79,7 +79,7 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture
 def page(browser: WebDriver) -> Iterator[WebDriver]:
     """The shared browser, with no cookies and empty logs from earlier tests."""
-    browser.delete_all_cookies()
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})  # every site's, not only the current page's
     browser.get_log("performance")
     browser.get_log("browser")
     yield browser
@@ -190,3 +190,59 @@ def test_csp_blocks_injected_inline_script_and_the_dashboard_works(published: Li
     wait_for(page, "document.querySelector('main h1')?.textContent === 'Search: goo'")
     wait_for(page, "document.querySelector('main tbody')?.textContent.includes('good')")
     assert all(url.startswith(published.url) for url in network_urls(page))
+
+
+def login(page: WebDriver, server: LiveServer, username: str = "dev") -> None:
+    page.get(f"{server.url}/auth/dev/login/{username}")
+    assert any(c["name"] == "graphconda_session" for c in page.get_cookies()), page.page_source[:500]
+
+
+def csp_violations(driver: WebDriver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e.get("source") == "security"]
+
+
+def test_graphiql_runs_a_query_as_the_logged_in_user_offline(published: LiveServer, page: WebDriver) -> None:
+    login(page, published)
+    page.get(f"{published.url}/graphql")
+    wait_for(page, "document.querySelector('.graphiql-execute-button') !== null")
+    page.find_element(By.CSS_SELECTOR, ".graphiql-execute-button").click()  # the default query
+    wait_for(page, "document.querySelector('.result-window')?.textContent.includes('\"username\": \"dev\"')")
+    result = page.find_element(By.CSS_SELECTOR, ".result-window").text
+    assert '"serverRole": "OWNER"' in result and '"name": "main"' in result
+    # Dialogs work too (they add <style> elements: allowed for styles, never for scripts).
+    page.find_element(By.CSS_SELECTOR, "button[aria-label='Open settings dialog']").click()
+    wait_for(page, "document.querySelector('.graphiql-dialog') !== null")
+    urls = network_urls(page)
+    assert any(url.endswith("/graphql") for url in urls)
+    assert all(url.startswith(published.url) or url.startswith("data:") for url in urls), urls
+    assert csp_violations(page) == []
+
+
+WEBSOCKET_QUERY = """
+const [url, done] = [arguments[0], arguments[arguments.length - 1]];
+const socket = new WebSocket(url, "graphql-transport-ws");
+socket.onopen = () => socket.send(JSON.stringify({type: "connection_init"}));
+socket.onerror = () => done({error: "websocket error"});
+socket.onclose = (e) => done({error: `closed ${e.code} ${e.reason}`});
+socket.onmessage = (event) => {
+  const message = JSON.parse(event.data);
+  if (message.type === "connection_ack") {
+    socket.send(JSON.stringify({id: "1", type: "subscribe", payload: {query: "{ viewer { username } }"}}));
+  } else if (message.type === "next") {
+    socket.onclose = null;
+    socket.close();
+    done(message.payload);
+  }
+};
+"""
+
+
+def test_graphiql_page_may_use_the_websocket_endpoint(published: LiveServer, page: WebDriver) -> None:
+    """GraphiQL sends subscriptions over graphql-ws on /graphql: the policy and the session allow it."""
+    login(page, published)
+    page.get(f"{published.url}/graphql")
+    wait_for(page, "document.querySelector('.graphiql-execute-button') !== null")
+    page.set_script_timeout(20)
+    ws_url = published.url.replace("http://", "ws://") + "/graphql"
+    assert page.execute_async_script(WEBSOCKET_QUERY, ws_url) == {"data": {"viewer": {"username": "dev"}}}
+    assert csp_violations(page) == []
