@@ -297,3 +297,50 @@ async def test_changing_the_upstream_refetches_every_index(client: httpx2.AsyncC
         await asyncio.sleep(services.settings.publish.serve_cache_seconds + 0.1)
         doc = (await client.get("/get/px/linux-64/repodata.json")).json()
         assert list(doc["packages.conda"]) == ["omega-1.0-0.conda"]
+
+
+async def test_an_upstream_that_is_not_a_conda_channel(client: httpx2.AsyncClient, services: Services,
+                                                       upstream: StaticChannel) -> None:
+    """HTML where repodata should be, and a redirect loop: a clear 502, nothing stored, later fixed."""
+    from graphconda.db.models import ProxyEntry
+
+    (upstream.root / "noarch/repodata.json").write_text("<html>not a channel</html>")
+    await make_proxy(services, "px", upstream.url, ttl=0)
+    got = await client.get("/get/px/noarch/repodata.json")
+    assert got.status_code == 502 and "repodata.json not cached" in got.json()["detail"]
+    async with services.db.read() as session:
+        assert await session.get(ProxyEntry, (1, "noarch/repodata.json")) is None
+    assert await services.storage.stat("channels/px/noarch/repodata.json") is None
+
+
+async def test_a_redirect_loop_upstream(client: httpx2.AsyncClient, services: Services, tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Loop(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("location", self.path)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Loop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        await make_proxy(services, "px", f"http://127.0.0.1:{server.server_address[1]}/c")
+        got = await client.get("/get/px/linux-64/repodata.json")
+        assert got.status_code == 502
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"mirror": {"max_index_bytes": 200, "retries": 0}}])
+async def test_an_oversized_upstream_index_is_refused(client: httpx2.AsyncClient, services: Services,
+                                                      upstream: StaticChannel) -> None:
+    await make_proxy(services, "px", upstream.url)
+    assert (await client.get("/get/px/linux-64/repodata.json")).status_code == 502
+    assert await services.storage.stat("channels/px/linux-64/repodata.json") is None
