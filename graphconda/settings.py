@@ -210,6 +210,15 @@ class LimitsSettings(_Section):
     graphql_max_page_size: int = Field(100, ge=1)
     # The most objects one operation may return, estimated before it runs (see graphconda/schema/cost.py).
     graphql_max_cost: int = Field(50_000, ge=1)
+    # Reading an uploaded package (listed, never extracted; see graphconda/conda/listing.py): past its
+    # first 16 MiB and 5,000 members it may expand to max_expansion_ratio times its size and hold one
+    # member per min_bytes_per_member bytes of it; max_unpacked_bytes and max_package_members cap all.
+    max_unpacked_bytes: int = Field(16 * 1024**3, ge=1)
+    max_expansion_ratio: int = Field(200, ge=1)
+    max_package_members: int = Field(200_000, ge=1)
+    min_bytes_per_member: int = Field(64, ge=1)
+    # Channels that accept members outside the install prefix (absolute paths, '..', symlinks out).
+    allow_unsafe_paths_channels: list[str] = []
 
 
 class PublishSettings(_Section):

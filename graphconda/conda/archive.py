@@ -2,20 +2,22 @@
 
 `read_package` checks the container (`.conda`: an uncompressed ZIP holding
 `metadata.json`, `info-<stem>.tar.zst` and `pkg-<stem>.tar.zst`, whose CRCs
-must hold; `.tar.bz2`: a bzip2 tarball that must decompress to its end), keeps
-only the info/ members it needs (streamed through conda-package-streaming),
-and checks `info/index.json` against the filename. Every way a file can be
-broken ends in InvalidPackageError with a message naming the problem; nothing
-from the archive is ever written to disk, and payload bytes are never kept.
+must hold; `.tar.bz2`: a bzip2 tarball that must decompress to its end), lists
+every tarball to its end within a work budget and with member paths checked
+(conda.listing), keeps only the info/ members it needs, and checks
+`info/index.json` against the filename. Every way a file can be broken ends in
+InvalidPackageError with a message naming the problem (TooLargeError past the
+budget); nothing from the archive is ever written to disk, and payload bytes
+are never kept.
 """
 
 from __future__ import annotations
 
+import bz2
 import json
 import re
-import tarfile
 import zipfile
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +26,7 @@ from conda_package_streaming import package_streaming
 from rattler import IndexJson, RunExportsJson
 from rattler.exceptions import IoError
 
+from graphconda.conda.listing import CORRUPT, MAX_METADATA_MEMBER, ReadLimits, TarballScan, unsafe_path
 from graphconda.conda.names import ParsedFilename, parse_filename, show, validate_subdir
 from graphconda.errors import InvalidNameError, InvalidPackageError
 
@@ -36,12 +39,6 @@ HAS_PREFIX = "info/has_prefix"
 FILES = "info/files"
 _WANTED = frozenset({INDEX_JSON, ABOUT_JSON, RUN_EXPORTS_JSON, PATHS_JSON, HAS_PREFIX, FILES})
 
-# Limits that keep a small hostile archive (a decompression bomb, millions of
-# empty members) from tying up a worker; real packages are far below them.
-MAX_METADATA_MEMBER = 64 * 1024 * 1024
-MAX_SCANNED_BYTES = 1024 * 1024 * 1024  # always allowed, whatever the ratio
-MAX_EXPANSION = 200  # packages compress 3-30x; bombs compress thousands of times
-MAX_SCANNED_MEMBERS = 1_000_000
 INT64_MAX = 2**63 - 1  # build_number and timestamp columns are signed 64-bit on every database
 
 # The CEP 38 booleans channeldata.json needs, computed from info/ at upload.
@@ -53,19 +50,6 @@ TRAIT_KEYS = (
     "pre_link",
     "pre_unlink",
     "text_prefix",
-)
-
-_ZSTD_ERROR: type[BaseException] = getattr(package_streaming.zstd, "ZstdError", ValueError)
-# What the standard library and the zstd binding raise on corrupt input.
-_CORRUPT = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    EOFError,
-    OSError,
-    ValueError,
-    LookupError,
-    _ZSTD_ERROR,
 )
 
 
@@ -96,21 +80,23 @@ class PackageMetadata:
         return self.index["subdir"]
 
 
-def read_package(path: Path, filename: str) -> PackageMetadata:
+def read_package(path: Path, filename: str, limits: ReadLimits | None = None) -> PackageMetadata:
     """Validate the package file at `path` (uploaded as `filename`) and return its metadata.
 
-    Raises InvalidNameError for a bad filename and InvalidPackageError for
-    anything wrong with the file itself. OSError from opening `path` is the
-    server's problem and propagates.
+    Raises InvalidNameError for a bad filename, TooLargeError when reading it would cost
+    more than `limits` allow, and InvalidPackageError for anything wrong with the file
+    itself (unsafe member paths included, unless `limits` allow them). OSError from
+    opening `path` is the server's problem and propagates.
     """
     parsed = parse_filename(filename)
+    limits = limits or ReadLimits()
     with open(path, "rb") as f:
-        f.seek(0, 2)
-        if f.tell() == 0:
+        size = f.seek(0, 2)
+        if size == 0:
             raise InvalidPackageError(f"{filename} is empty", field="file")
         f.seek(0)
         read = _read_conda if parsed.extension == ".conda" else _read_tar_bz2
-        members = read(f, parsed)
+        members = read(f, parsed, TarballScan(filename, size, limits))
 
     index = _parse_index(members, parsed)
     about = _parse_object(members, ABOUT_JSON, filename) or {}
@@ -119,16 +105,16 @@ def read_package(path: Path, filename: str) -> PackageMetadata:
     if run_exports is not None:
         check_values(run_exports, RUN_EXPORTS_JSON, filename)
         _check_with_rattler(RunExportsJson, members[RUN_EXPORTS_JSON], RUN_EXPORTS_JSON, filename)
-    traits = _traits(parsed.name, members, filename)
+    traits = _traits(parsed.name, members, filename, limits.allow_unsafe_paths)
     return PackageMetadata(filename, index, about, run_exports, traits)
 
 
-def _read_conda(f: IO[bytes], parsed: ParsedFilename) -> dict[str, bytes]:
+def _read_conda(f: IO[bytes], parsed: ParsedFilename, scan: TarballScan) -> dict[str, bytes]:
     filename = parsed.filename
     try:
         zf = zipfile.ZipFile(f)
         infos = zf.infolist()
-    except _CORRUPT as exc:
+    except CORRUPT as exc:
         raise InvalidPackageError(
             f"{filename} is not a valid .conda file: not a readable ZIP archive (corrupt, truncated or another format)",
             field="file",
@@ -175,7 +161,7 @@ def _read_conda(f: IO[bytes], parsed: ParsedFilename) -> dict[str, bytes]:
             )
         try:
             metadata = _loads(zf.read("metadata.json"))
-        except (*_CORRUPT, RecursionError) as exc:
+        except CORRUPT as exc:
             raise InvalidPackageError(
                 f"{filename} is not a valid .conda file: metadata.json is unreadable or not valid JSON",
                 field="file",
@@ -185,17 +171,21 @@ def _read_conda(f: IO[bytes], parsed: ParsedFilename) -> dict[str, bytes]:
                 f"{filename} is not a valid .conda file: metadata.json is not a JSON object",
                 field="file",
             )
-        info_member = f"info-{parsed.stem}.tar.zst"
+        info_member, pkg_member = f"info-{parsed.stem}.tar.zst", f"pkg-{parsed.stem}.tar.zst"
         # Clients fetch the pkg- member unchecked; its ZIP CRC catches a
         # corrupt upload without decompressing anything.
-        _check_crc(zf, f"pkg-{parsed.stem}.tar.zst", filename)
+        _check_crc(zf, pkg_member, filename)
         _check_crc(zf, info_member, filename)
-        return _collect(
-            lambda: package_streaming.stream_conda_component(filename, component="info", zf=zf),
-            filename,
-            info_member,
-            zf.getinfo(info_member).compress_size,
-        )
+        # Both tarballs are listed (conda extracts both into one directory), within one budget.
+        for member, keep in ((info_member, _WANTED), (pkg_member, ())):
+            try:
+                raw = package_streaming.zstd.open(zf.open(member))
+            except CORRUPT as exc:
+                raise InvalidPackageError(f"{filename} is corrupt or truncated: its {member} could not be read",
+                                          field="file") from exc
+            with raw:
+                scan.read(raw, member, keep)
+        return scan.finish()
 
 
 def _check_crc(zf: zipfile.ZipFile, member: str, filename: str) -> None:
@@ -203,76 +193,18 @@ def _check_crc(zf: zipfile.ZipFile, member: str, filename: str) -> None:
         with zf.open(member) as stream:
             while stream.read(1 << 20):
                 pass
-    except _CORRUPT as exc:
+    except CORRUPT as exc:
         raise InvalidPackageError(
             f"{filename} is corrupt or truncated: ZIP member {member} fails its checksum", field="file"
         ) from exc
 
 
-def _read_tar_bz2(f: IO[bytes], parsed: ParsedFilename) -> dict[str, bytes]:
-    filename = parsed.filename
-    compressed_size = f.seek(0, 2)
-    f.seek(0)
-    # The whole tarball is read (payload skipped, not kept) so that a
-    # truncated or corrupt file is refused, not just one with a bad info/.
-    return _collect(
-        lambda: package_streaming.stream_conda_component(filename, fileobj=f, component="info"),
-        filename,
-        "bzip2 tarball",
-        compressed_size,
-    )
-
-
-def _collect(
-    open_stream: Callable[[], Generator[tuple[tarfile.TarFile, tarfile.TarInfo]]],
-    filename: str,
-    label: str,
-    compressed_size: int,
-) -> dict[str, bytes]:
-    """Read the wanted info/ members from a streamed tarball, scanning it to the end."""
-    found: dict[str, bytes] = {}
-    limit = max(MAX_SCANNED_BYTES, compressed_size * MAX_EXPANSION)
-    scanned = 0
-    stream = None
-    try:
-        stream = open_stream()
-        for count, (tar, member) in enumerate(stream, start=1):
-            name = member.name.removeprefix("./")
-            scanned += tarfile.BLOCKSIZE + max(member.size, 0)
-            if count > MAX_SCANNED_MEMBERS or scanned > limit:
-                raise InvalidPackageError(
-                    f"{filename} is not a valid package: its {label} expands to more than "
-                    f"{MAX_SCANNED_MEMBERS} members or {limit} bytes",
-                    field="file",
-                )
-            if name not in _WANTED:
-                continue
-            if name in found:
-                raise InvalidPackageError(f"{filename} is not a valid package: {name} appears twice", field="file")
-            if not member.isfile():
-                raise InvalidPackageError(
-                    f"{filename} is not a valid package: {name} is not a regular file",
-                    field="file",
-                )
-            if member.size > MAX_METADATA_MEMBER:
-                raise InvalidPackageError(
-                    f"{filename} is not a valid package: {name} is larger than {MAX_METADATA_MEMBER} bytes",
-                    field="file",
-                )
-            reader = tar.extractfile(member)
-            data = reader.read() if reader is not None else b""
-            if len(data) != member.size:
-                raise EOFError(name)
-            found[name] = data
-    except _CORRUPT as exc:
-        raise InvalidPackageError(
-            f"{filename} is corrupt or truncated: its {label} could not be read",
-            field="file",
-        ) from exc
-    finally:
-        if stream is not None:
-            stream.close()
-    return found
+def _read_tar_bz2(f: IO[bytes], parsed: ParsedFilename, scan: TarballScan) -> dict[str, bytes]:
+    # The whole tarball is listed (payload skipped, not kept) so that a truncated or corrupt
+    # file or an unsafe member is refused, not just one with a bad info/.
+    with bz2.open(f, "rb") as raw:
+        scan.read(raw, "bzip2 tarball", _WANTED)
+    return scan.finish()
 
 
 def _loads(data: bytes) -> Any:
@@ -418,12 +350,17 @@ def _check_with_rattler(
         ) from exc
 
 
-def _traits(name: str, members: Mapping[str, bytes], filename: str) -> dict[str, bool]:
-    """CEP 38 flags: activation scripts, link scripts, prefix placeholders."""
+def _traits(name: str, members: Mapping[str, bytes], filename: str, allow_unsafe_paths: bool) -> dict[str, bool]:
+    """CEP 38 flags: activation scripts, link scripts, prefix placeholders.
+
+    The paths conda links into the environment (paths.json, or info/files before it)
+    must stay inside it, like the archive's own members.
+    """
     paths: list[str] = []
     modes: list[str] = []  # file_mode of every file carrying a prefix placeholder
     paths_json = _parse_object(members, PATHS_JSON, filename)
     if paths_json is not None:
+        check_values(paths_json, PATHS_JSON, filename)
         entries = paths_json.get("paths")
         if not isinstance(entries, list):
             raise InvalidPackageError(
@@ -445,6 +382,18 @@ def _traits(name: str, members: Mapping[str, bytes], filename: str) -> dict[str,
         for line in _lines(members.get(HAS_PREFIX)):
             parts = line.split()
             modes.append(parts[1] if len(parts) == 3 else "text")
+
+    if not allow_unsafe_paths:
+        member = PATHS_JSON if paths_json is not None else FILES
+        for path in paths:
+            reason = unsafe_path(path)
+            if reason is not None:
+                raise InvalidPackageError(
+                    f"{filename} is refused: {member} lists {show(path)}, which would land outside the install "
+                    f"prefix ({reason}); a server operator may allow such paths for a channel "
+                    "(limits.allow_unsafe_paths_channels)",
+                    field="file",
+                )
 
     def script(kind: str) -> re.Pattern[str]:
         return re.compile(rf"(bin|Scripts)/\.{re.escape(name)}-{kind}\.(sh|bat)")

@@ -29,7 +29,7 @@ from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir
 from graphconda.services.packages import write_rows
-from graphconda.services.staging import StagedPackage
+from graphconda.services.staging import StagedPackage, read_limits
 
 log = logging.getLogger("graphconda.reindex")
 
@@ -72,7 +72,7 @@ async def _stage(services: Services, channel: Channel, key: str, subdir: str, sh
         if actual != sha:
             log.warning("%s: content does not match the checksum in its key; skipped", key)
             return None
-        meta = await run_in_threadpool(read_package, path, filename)
+        meta = await run_in_threadpool(read_package, path, filename, read_limits(services.settings, channel.name))
         if meta.subdir != subdir:
             log.warning("%s: index.json says subdir %s; skipped", key, meta.subdir)
             return None

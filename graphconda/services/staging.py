@@ -19,6 +19,7 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.archive import PackageMetadata, read_package
+from graphconda.conda.listing import ReadLimits
 from graphconda.conda.names import parse_filename
 from graphconda.conda.records import dumps_record, is_v3, make_record
 from graphconda.db.models import Channel
@@ -32,6 +33,7 @@ from graphconda.services import authz
 from graphconda.services.access import UPLOADS, ChannelKind, gate
 from graphconda.services.authz import Actor, ChannelAccess
 from graphconda.services.context import Services
+from graphconda.settings import Settings
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _WRITE_BATCH = 1024 * 1024
@@ -106,13 +108,25 @@ async def stage_package(
                 f"sha256 mismatch for {filename}: the uploaded file has {sha256}, expected {expected_sha256.lower()}",
                 field="sha256",
             )
-        meta = await run_in_threadpool(read_package, path, filename)
+        meta = await run_in_threadpool(read_package, path, filename, read_limits(services.settings, channel.name))
         record = make_record(meta, md5=md5, sha256=sha256, size=size)
         return StagedPackage(channel, access, path, meta, sha256, md5, size, dumps_record(record), is_v3(record))
     except BaseException:
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(path.unlink, True)
         raise
+
+
+def read_limits(settings: Settings, channel_name: str) -> ReadLimits:
+    """How much reading one package for `channel_name` may cost, and whether unsafe paths pass."""
+    limits = settings.limits
+    return ReadLimits(
+        max_unpacked_bytes=limits.max_unpacked_bytes,
+        max_expansion_ratio=limits.max_expansion_ratio,
+        max_package_members=limits.max_package_members,
+        min_bytes_per_member=limits.min_bytes_per_member,
+        allow_unsafe_paths=channel_name in limits.allow_unsafe_paths_channels,
+    )
 
 
 def _temp_path(services: Services) -> Path:

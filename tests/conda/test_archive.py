@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bz2
 import io
 import json
 import random
@@ -13,10 +12,19 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from graphconda.conda import archive
 from graphconda.conda.archive import PackageMetadata, read_package
-from graphconda.errors import InvalidNameError, InvalidPackageError
-from tests.helpers.packages import build_package
+from graphconda.conda.listing import ReadLimits
+from graphconda.errors import InvalidNameError, InvalidPackageError, TooLargeError
+from tests.helpers.packages import (
+    Member,
+    build_many_members_conda,
+    build_package,
+    build_raw_package,
+    build_zeros_bomb,
+    file_member,
+    hardlink_member,
+    symlink_member,
+)
 
 FORMATS = (".conda", ".tar.bz2")
 GOOD_INDEX = {
@@ -208,12 +216,84 @@ def test_conda_with_corrupt_pkg_member(tmp_path: Path) -> None:
     expect_invalid(path, "ZIP member pkg-foo-1.0-0.tar.zst fails its checksum")
 
 
-def test_bz2_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(archive, "MAX_SCANNED_BYTES", 1024 * 1024)
-    raw = _tar({"info/index.json": index_bytes(), "share/zeros": bytes(8 * 1024 * 1024)})
-    path = tmp_path / "foo-1.0-0.tar.bz2"
-    path.write_bytes(bz2.compress(raw))
-    expect_invalid(path, "expands to more than")
+def test_bz2_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    path = build_zeros_bomb(tmp_path, "foo", 1100 * 1024 * 1024)  # 1.1 GB of zeros in a few KB
+    with pytest.raises(TooLargeError) as info:
+        read_package(path, path.name)
+    assert "expands to more than 16777216 bytes" in info.value.message
+    assert "limits.max_expansion_ratio" in info.value.message
+
+
+def test_member_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    path = build_many_members_conda(tmp_path, "foo", 200_000)
+    with pytest.raises(TooLargeError) as info:
+        read_package(path, path.name)
+    assert "has more than" in info.value.message and "limits.min_bytes_per_member" in info.value.message
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_absolute_caps(tmp_path: Path, fmt: str) -> None:
+    files = {f"share/foo/{i}.bin": random.Random(i).randbytes(100_000) for i in range(12)}
+    path = build_package(tmp_path, "foo", fmt=fmt, files=files)
+    assert read_package(path, path.name).name == "foo"
+    with pytest.raises(TooLargeError, match=r"expands to more than 1000000 bytes \(limits.max_unpacked_bytes\)"):
+        read_package(path, path.name, ReadLimits(max_unpacked_bytes=1_000_000))
+    with pytest.raises(TooLargeError, match=r"has more than 10 members \(limits.max_package_members\)"):
+        read_package(path, path.name, ReadLimits(max_package_members=10))
+
+
+# ---------------------------------------------------------------- member paths
+
+# name -> (payload members, paths.json entries or None for the members' names, words of the refusal)
+UNSAFE: dict[str, tuple[list[Member], list[str] | None, str]] = {
+    "dot-dot file": ([file_member("../../../../tmp/pwned")], None,
+                     "member '../../../../tmp/pwned' would land outside the install prefix ('..' component)"),
+    "absolute file": ([file_member("/etc/cron.d/evil")], None,
+                      "member '/etc/cron.d/evil' would land outside the install prefix (absolute path)"),
+    "dot-dot inside": ([file_member("share/../../evil")], None, "'share/../../evil' would land outside"),
+    "windows dot-dot": ([file_member("share\\..\\..\\evil")], None, "('..' component)"),
+    "windows drive": ([file_member("C:/Windows/evil.dll")], None, "(absolute path)"),
+    "absolute symlink": ([symlink_member("share/foo/shadow", "/etc/shadow")], None,
+                         "member 'share/foo/shadow' would land outside the install prefix "
+                         "(symlink to the absolute path '/etc/shadow')"),
+    "relative symlink out": ([symlink_member("share/foo/up", "../../../etc")], None,
+                             "(symlink to '../../../etc', outside the package)"),
+    "symlink through a symlinked dir": ([symlink_member("share/d", "."), symlink_member("share/d/x", "../../etc")],
+                                        None, "member 'share/d/x' would land outside the install prefix "
+                                        "(below the symlink 'share/d')"),
+    "hard link out": ([hardlink_member("share/foo/h", "../../etc/passwd")], None,
+                      "(hard link to '../../etc/passwd': '..' component)"),
+    "paths.json escapes": ([file_member("share/foo/ok")], ["share/foo/ok", "../../../../tmp/pwned"],
+                           "info/paths.json lists '../../../../tmp/pwned', which would land outside"),
+    "absolute in paths.json": ([file_member("share/foo/ok")], ["/etc/cron.d/evil"],
+                               "info/paths.json lists '/etc/cron.d/evil'"),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("case", list(UNSAFE))
+def test_unsafe_member_paths_are_refused_unless_allowed(tmp_path: Path, fmt: str, case: str) -> None:
+    members, paths, words = UNSAFE[case]
+    path = build_raw_package(tmp_path, "foo", members, fmt=fmt, paths=paths)
+    error = expect_invalid(path, words, "foo-1.0-0" + fmt)
+    assert "limits.allow_unsafe_paths_channels" in error.message
+    assert read_package(path, path.name, ReadLimits(allow_unsafe_paths=True)).name == "foo"
+
+
+def test_unsafe_member_in_the_info_tarball_of_a_conda(tmp_path: Path) -> None:
+    path = build_raw_package(tmp_path, "foo", [file_member("share/foo/ok")],
+                             info_members=[file_member("info/../../../evil")])
+    expect_invalid(path, "member 'info/../../../evil' would land outside the install prefix")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_symlinks_inside_the_package_are_fine(tmp_path: Path, fmt: str) -> None:
+    members = [file_member("lib/libfoo.so.1", b"elf"), symlink_member("lib/libfoo.so", "libfoo.so.1"),
+               symlink_member("bin/foo", "../lib/libfoo.so"), symlink_member("share/foo/self", "."),
+               symlink_member("etc/conf", "./../share/foo/../../lib"), hardlink_member("lib/libfoo.so.2",
+                                                                                 "lib/libfoo.so.1")]
+    path = build_raw_package(tmp_path, "foo", members, fmt=fmt)
+    assert read_package(path, path.name).name == "foo"
 
 
 # ---------------------------------------------------------------- broken containers
@@ -326,7 +406,7 @@ def test_index_json_symlink(tmp_path: Path) -> None:
     with tarfile.open(fileobj=raw, mode="w:bz2") as tar:
         info = tarfile.TarInfo("info/index.json")
         info.type = tarfile.SYMTYPE
-        info.linkname = "/etc/passwd"
+        info.linkname = "../share/foo/index.json"  # inside the package; /etc/passwd: see UNSAFE
         tar.addfile(info)
     path = tmp_path / "foo-1.0-0.tar.bz2"
     path.write_bytes(raw.getvalue())

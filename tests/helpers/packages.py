@@ -5,16 +5,24 @@ every test exercises the same bytes a real client or uploader would produce.
 Each package carries `info/index.json`, `info/about.json`, `info/paths.json`
 (with correct sha256 and size per file, so rattler can install it),
 `info/files`, an optional `info/run_exports.json` and a tiny payload.
+
+For hostile-input tests, `build_raw_package` writes payload members as given (absolute
+names, `..`, symlinks out of the package), and `build_zeros_bomb` / `build_many_members_conda`
+make decompression and member-count bombs without holding them in memory.
 """
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import json
+import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import zstandard
 from conda_package_handling import api as cph
 
 FORMATS = (".conda", ".tar.bz2")
@@ -85,14 +93,7 @@ def build_package(
         }
         for path, data in sorted(files.items())
     ]
-    info: dict[str, bytes] = {
-        "info/index.json": _json(index),
-        "info/about.json": _json(about if about is not None else {"summary": f"test package {name}"}),
-        "info/paths.json": _json({"paths": paths, "paths_version": 1}),
-        "info/files": "".join(f"{path}\n" for path in sorted(files)).encode(),
-    }
-    if run_exports is not None:
-        info["info/run_exports.json"] = _json(run_exports)
+    info = _info(index, about if about is not None else {"summary": f"test package {name}"}, paths, run_exports)
 
     filename = f"{name}-{version}-{build}{fmt}"
     with tempfile.TemporaryDirectory(prefix="gc-pkg-") as staging:
@@ -106,6 +107,140 @@ def build_package(
         out.unlink(missing_ok=True)
         cph.create(str(root), sorted(members), filename, out_folder=str(dest_dir))
     return out
+
+
+def _info(index: dict, about: dict, paths: list[dict], run_exports: dict | None) -> dict[str, bytes]:
+    info: dict[str, bytes] = {
+        "info/index.json": _json(index),
+        "info/about.json": _json(about),
+        "info/paths.json": _json({"paths": paths, "paths_version": 1}),
+        "info/files": "".join(f"{entry['_path']}\n" for entry in paths).encode(),
+    }
+    if run_exports is not None:
+        info["info/run_exports.json"] = _json(run_exports)
+    return info
+
+
+# --- hostile packages: what no package builder makes, written member by member ----------------
+
+Member = tuple[tarfile.TarInfo, bytes]
+
+
+def file_member(name: str, data: bytes = b"x") -> Member:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    return info, data
+
+
+def symlink_member(name: str, target: str) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, b""
+
+
+def hardlink_member(name: str, target: str) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.LNKTYPE, target
+    return info, b""
+
+
+def build_raw_package(
+    dest_dir: Path,
+    name: str,
+    members: Sequence[Member],
+    *,
+    fmt: str = ".conda",
+    paths: Sequence[str] | None = None,
+    info_members: Sequence[Member] = (),
+) -> Path:
+    """`<dest_dir>/<name>-1.0-0<fmt>` (noarch) whose payload is exactly `members`: any name
+    (absolute, `..`), symlinks and hard links anywhere. Its paths.json lists `paths` (default:
+    the members' names); `info_members` are added to the info/ tarball of a .conda."""
+    index = {"name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [], "license": "MIT",
+             "subdir": "noarch", "noarch": "generic"}
+    listed = [m.name for m, _ in members] if paths is None else list(paths)
+    entries = [{"_path": p, "path_type": "hardlink", "sha256": hashlib.sha256(b"").hexdigest(), "size_in_bytes": 0}
+               for p in listed]
+    info = [file_member(k, v) for k, v in _info(index, {"summary": "hostile"}, entries, None).items()]
+    return _write_archive(dest_dir / f"{name}-1.0-0{fmt}", [*info, *info_members], members)
+
+
+def build_zeros_bomb(dest_dir: Path, name: str, zeros: int) -> Path:
+    """A valid-looking `.tar.bz2` whose payload is one file of `zeros` zero bytes (a few KB on disk).
+
+    Written as concatenated bzip2 streams (which bzip2 readers decode as one), so the zeros
+    are compressed once per 16 MiB and never held in memory.
+    """
+    index = {"name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch"}
+    info = [file_member(k, v) for k, v in _info(index, {}, [{"_path": "share/zeros", "path_type": "hardlink",
+                                                              "size_in_bytes": zeros}], None).items()]
+    big = tarfile.TarInfo("share/zeros")
+    big.size = zeros
+    chunk = 16 * 1024 * 1024
+    path = dest_dir / f"{name}-1.0-0.tar.bz2"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(bz2.compress(_tar(info, end=False) + big.tobuf()))
+        compressed_chunk = bz2.compress(bytes(chunk))
+        for _ in range(zeros // chunk):
+            out.write(compressed_chunk)
+        tail = zeros % chunk
+        out.write(bz2.compress(bytes(tail + (-zeros) % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)))
+    return path
+
+
+def build_many_members_conda(dest_dir: Path, name: str, count: int) -> Path:
+    """A `.conda` whose pkg tarball holds `count` empty files (a few hundred KB for 200,000)."""
+    template = tarfile.TarInfo("share/f0000000")
+    template.mode = 0o644
+    header = bytearray(template.tobuf(format=tarfile.USTAR_FORMAT))
+    header[148:156] = b" " * 8
+    base = sum(header) - sum(b"0000000")
+
+    def headers() -> Iterator[bytes]:
+        batch = bytearray()
+        for i in range(count):
+            digits = b"%07d" % i
+            header[7:14] = digits
+            header[148:156] = b"%06o\0 " % (base + sum(digits))
+            batch += header
+            header[148:156] = b" " * 8
+            if len(batch) >= 1 << 20:
+                yield bytes(batch)
+                batch.clear()
+        yield bytes(batch) + bytes(2 * tarfile.BLOCKSIZE)
+
+    compressor = zstandard.ZstdCompressor(level=10).compressobj()
+    pkg = b"".join(compressor.compress(part) for part in headers()) + compressor.flush()
+    index = {"name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch"}
+    info = [file_member(k, v) for k, v in _info(index, {}, [], None).items()]
+    return _write_archive(dest_dir / f"{name}-1.0-0.conda", info, [], pkg_zst=pkg)
+
+
+def _tar(members: Iterable[Member], *, end: bool = True) -> bytes:
+    """Members as a tar stream, headers exactly as given (tarfile.add would strip a leading '/')."""
+    parts: list[bytes] = []
+    for info, data in members:
+        parts += [info.tobuf(format=tarfile.PAX_FORMAT), data, bytes(-len(data) % tarfile.BLOCKSIZE)]
+    if end:
+        parts.append(bytes(2 * tarfile.BLOCKSIZE))
+    return b"".join(parts)
+
+
+def _write_archive(path: Path, info: Sequence[Member], payload: Sequence[Member], *,
+                   pkg_zst: bytes | None = None) -> Path:
+    """A .conda (ZIP of metadata.json and two zstd tarballs) or .tar.bz2, from members as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".tar.bz2"):
+        path.write_bytes(bz2.compress(_tar([*info, *payload])))
+        return path
+    stem = path.name.removesuffix(".conda")
+    zstd = zstandard.ZstdCompressor()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("metadata.json", b'{"conda_pkg_format_version": 2}')
+        zf.writestr(f"info-{stem}.tar.zst", zstd.compress(_tar(info)))
+        zf.writestr(f"pkg-{stem}.tar.zst", pkg_zst if pkg_zst is not None else zstd.compress(_tar(payload)))
+    return path
 
 
 def sha256_of(path: Path) -> str:

@@ -1,6 +1,7 @@
 """Hostile uploads over HTTP: out-of-range numbers, NULs and lone surrogates in metadata, repeated
-filenames in one request. Each is refused with a 4xx naming the problem, on SQLite and PostgreSQL
-alike, and leaves nothing behind."""
+filenames in one request, decompression and member-count bombs, member paths outside the install
+prefix. Each is refused with a 4xx naming the problem, on SQLite and PostgreSQL alike, and leaves
+nothing behind."""
 
 from __future__ import annotations
 
@@ -12,20 +13,41 @@ import httpx2
 import pytest
 
 from graphconda.services.context import Services
-from tests.helpers.channels import leftover_temp_files, owner_key_for_main, package_files, snapshot
-from tests.helpers.packages import build_package
+from tests.helpers.channels import (
+    leftover_temp_files,
+    make_channel,
+    owner_key_for_main,
+    package_files,
+    repodata,
+    snapshot,
+)
+from tests.helpers.packages import (
+    build_many_members_conda,
+    build_package,
+    build_raw_package,
+    build_zeros_bomb,
+    file_member,
+    symlink_member,
+)
 
 INT64_MAX = 2**63 - 1
 
 
 @pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"limits": {"allow_unsafe_paths_channels": ["legacy"]}}
+
+
+@pytest.fixture
 async def owner_key(services: Services) -> str:
+    await make_channel(services, "legacy")
     return await owner_key_for_main(services)
 
 
-async def upload(client: httpx2.AsyncClient, key: str, path: Path) -> httpx2.Response:
+async def upload(client: httpx2.AsyncClient, key: str, path: Path, channel: str = "main") -> httpx2.Response:
     body = await anyio.Path(path).read_bytes()
-    return await client.post(f"/api/channels/main/upload/{path.name}", content=body, headers={"X-API-Key": key})
+    return await client.post(f"/api/channels/{channel}/upload/{path.name}", content=body,
+                             headers={"X-API-Key": key})
 
 
 # name -> (build_package keyword arguments, words the refusal must contain)
@@ -106,3 +128,66 @@ async def test_multipart_with_a_repeated_filename_stores_nothing(
         assert response.json()["detail"] == "beta-1.0-0.conda is sent twice in one request; send each file once"
         assert await snapshot(services) == before
         assert not leftover_temp_files(services)
+
+
+# --- bombs: the work per upload is bounded -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["1.1 GB of zeros in a .tar.bz2", "200,000 members in a .conda"])
+async def test_bombs_are_refused_quickly(kind: str, client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
+                                         services: Services) -> None:
+    if kind.startswith("1.1 GB"):
+        path = build_zeros_bomb(tmp_path, "alpha", 1100 * 1024 * 1024)
+        words = "alpha-1.0-0.tar.bz2 expands to more than 16777216 bytes"
+    else:
+        path = build_many_members_conda(tmp_path, "alpha", 200_000)
+        words = "alpha-1.0-0.conda has more than"
+    assert path.stat().st_size < 400_000
+    before = await snapshot(services)
+    for multipart in (False, True):
+        started = anyio.current_time()
+        if multipart:
+            body = await anyio.Path(path).read_bytes()
+            response = await client.post("/api/channels/main/files", files=[("files", (path.name, body))],
+                                         headers={"X-API-Key": owner_key})
+        else:
+            response = await upload(client, owner_key, path)
+        elapsed = anyio.current_time() - started
+        assert response.status_code == 413, response.text
+        assert words in response.json()["detail"], response.text
+        assert elapsed < 2, f"refusing {kind} took {elapsed:.1f} s"  # generous: well under a second unloaded
+    assert await snapshot(services) == before
+    assert not leftover_temp_files(services)
+
+
+# --- member paths outside the install prefix ------------------------------------------------
+
+# name -> (payload members, paths.json entries (None: the members' names), the member named)
+ESCAPES: dict[str, tuple[list[Any], list[str] | None, str]] = {
+    "dot-dot": ([file_member("../../../../tmp/pwned")], None, "member '../../../../tmp/pwned'"),
+    "absolute": ([file_member("/etc/cron.d/evil")], None, "member '/etc/cron.d/evil'"),
+    "symlink to /etc/shadow": ([symlink_member("share/alpha/shadow", "/etc/shadow")], None,
+                               "member 'share/alpha/shadow' would land outside the install prefix (symlink to "
+                               "the absolute path '/etc/shadow')"),
+    "paths.json only": ([file_member("share/alpha/ok")], ["../../../../tmp/pwned"],
+                        "info/paths.json lists '../../../../tmp/pwned'"),
+}
+
+
+@pytest.mark.parametrize("fmt", [".conda", ".tar.bz2"])
+@pytest.mark.parametrize("case", list(ESCAPES))
+async def test_paths_outside_the_prefix_are_refused_unless_the_channel_allows_them(
+    case: str, fmt: str, client: httpx2.AsyncClient, owner_key: str, tmp_path: Path, services: Services
+) -> None:
+    members, paths, words = ESCAPES[case]
+    path = build_raw_package(tmp_path, "alpha", members, fmt=fmt, paths=paths)
+    before = await snapshot(services)
+    response = await upload(client, owner_key, path)
+    assert response.status_code == 422, response.text
+    assert words in response.json()["detail"], response.text
+    assert await snapshot(services) == before
+    allowed = await upload(client, owner_key, path, channel="legacy")
+    assert allowed.status_code == 201, allowed.text
+    published = await repodata(services, "legacy", "noarch")
+    assert published is not None and path.name in {**published["packages"], **published["packages.conda"]}
+    assert not leftover_temp_files(services)
