@@ -31,7 +31,8 @@ ASSETS = ["/", "/web/app.js", "/web/style.css", "/web/vendor/graphiql-3.8.3/LICE
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> str:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHCONDA_")}
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{args}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     return result.stdout
 
@@ -62,9 +63,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Outside the checkout: the server's working directory, with its data in data/."""
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def served(installed: Path, workdir: Path) -> Iterator[str]:
     """`python -m graphconda serve` of the installed copy, run outside the checkout."""
-    workdir = tmp_path_factory.mktemp("serve")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHCONDA_")}
     log = (workdir / "serve.log").open("w")
@@ -114,3 +120,14 @@ def test_wheel_install_serves_graphiql(served: str) -> None:
     assert len(assets) == 6, assets
     for asset in assets:
         assert httpx2.get(served + asset, timeout=10).status_code == 200, asset
+
+
+def test_wheel_install_serves_the_dashboard_under_a_token_path(installed: Path, served: str, workdir: Path) -> None:
+    """conda's `/t/<key>` with nothing after it is the dashboard too."""
+    data = ["--data-dir", workdir / "data"]
+    run(installed, "-m", "graphconda", "user", "create", "reader", *data, cwd=workdir)
+    key = run(installed, "-m", "graphconda", "api-key", "create", "--user", "reader", *data, cwd=workdir).strip()
+    for path in (f"/t/{key}", f"/t/{key}/"):
+        response = httpx2.get(served + path, timeout=10)
+        assert response.status_code == 200, response.text[:500]
+        assert '<script type="module" src="/web/app.js">' in response.text
