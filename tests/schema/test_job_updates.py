@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from graphconda.db.models import JobRun
+from graphconda.jobs.runner import Runner
 from graphconda.services import channels, jobs, users
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services
@@ -99,6 +100,13 @@ async def test_a_deleted_run_ends_the_stream(services: Services) -> None:
     await watcher.aclose()
 
 
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Runs are executed by a Runner each test starts itself (a process of its own, as far as the server knows)."""
+    return {"jobs": {"embedded_runner": False, "embedded_scheduler": False, "modules": ["tests.jobs.kinds"],
+                     "heartbeat_seconds": 0.5, "stale_seconds": 30}}
+
+
 # --- over a real websocket --------------------------------------------------------------
 
 UPDATES = """
@@ -170,6 +178,33 @@ async def test_job_updates_until_succeeded_over_a_websocket(
         assert await socket.recv() == {"id": "2", "type": "complete"}
     finally:
         await socket.ws.close()
+
+
+async def test_job_updates_while_a_runner_executes_the_job(
+    live_server: Any, people: People, services: Services, gql: Gql
+) -> None:
+    """The uvicorn server streams what a runner with its own services (another process, for it) does."""
+    run = data(await gql('mutation { runJob(input: {kind: "test_steps", args: {steps: 4, delay: 1.2}}) '
+                         "{ ... on Job { id } ... on Error { message } } }", as_=people.staff))["runJob"]
+    socket = await connect(live_server.url, people.staff)
+    runner = Runner(services, holder="elsewhere")
+    try:
+        await socket.subscribe("1", run["id"])
+        first = await socket.recv()
+        assert first["payload"]["data"]["jobUpdates"]["status"] == "QUEUED"
+        runner.start()
+        states = []
+        while (message := await socket.recv())["type"] == "next":
+            states.append(message["payload"]["data"]["jobUpdates"])
+        assert message == {"id": "1", "type": "complete"}
+    finally:
+        await runner.aclose()
+        await socket.ws.close()
+    assert states[-1]["status"] == "SUCCEEDED" and states[-1]["progress"] == {"done": 4, "total": 4, "message": "done"}
+    assert all(s["status"] == "RUNNING" for s in states[:-1])
+    done = [s["progress"]["done"] for s in states]
+    assert done == sorted(done) and len(set(done)) >= 3, states  # progress seen live, in order
+    assert len({json.dumps(s, sort_keys=True) for s in states}) == len(states)  # each message is a change
 
 
 @pytest.mark.parametrize("who", ["carol", "anonymous", "bob"])

@@ -57,6 +57,12 @@ SCHEDULES = "{ schedules { kind cron intervalSeconds enabled channel { name } } 
 WHO = ["anonymous", "owner", "staff", "alice", "bob", "carol"]
 
 
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """No runner or scheduler: runs stay as these tests put them (test_job_updates.py runs a real runner)."""
+    return {"jobs": {"embedded_runner": False, "embedded_scheduler": False}}
+
+
 def person(people: People, who: str) -> Person | None:
     return None if who == "anonymous" else getattr(people, who)
 
