@@ -14,9 +14,11 @@
     │   │       └── ChecksumMismatchError
     │   └── TooLargeError            413: over a configured limit
     └── InternalError                never shown verbatim; logged, masked as "internal error"
-        ├── StorageError             blob store unreachable or failing
-        │   └── BlobNotFoundError    a key that does not exist
-        ├── DatabaseError
+        ├── StorageError             blob store unreachable or failing (HTTP 503, Retry-After)
+        │   ├── BlobNotFoundError    a key that does not exist
+        │   └── StorageFullError     507: out of space or quota; nothing partial was kept
+        ├── DatabaseError            HTTP 503 with Retry-After
+        │   └── DatabaseUnavailableError  refused, timed out, or busy past the wait: try again
         └── UpstreamError            a mirror's upstream failed (502)
             ├── UpstreamTimeoutError did not answer within mirror.upstream_timeout_seconds (504)
             └── UpstreamMismatchError   sent bytes that differ from its own record (never stored)
@@ -104,8 +106,16 @@ class BlobNotFoundError(StorageError):
     pass
 
 
+class StorageFullError(StorageError):
+    """The store has no room (ENOSPC, a quota, an S3 server out of space)."""
+
+
 class DatabaseError(InternalError):
     pass
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database refused the connection, did not answer in time, or stayed busy: a passing condition."""
 
 
 class UpstreamError(InternalError):

@@ -49,6 +49,11 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(10, ge=1)
     # SQLite: how long a writer waits for the lock before failing.
     busy_timeout_ms: int = Field(30_000, ge=0)
+    # How long to wait for a new database connection (PostgreSQL; a free pooled one: twice
+    # this) before answering 503: a database that is down or hangs must not hang requests.
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    # PostgreSQL: the longest one statement may run (server-side statement_timeout); 0: no limit.
+    statement_timeout_seconds: float = Field(30.0, ge=0)
 
     @field_validator("url")
     @classmethod

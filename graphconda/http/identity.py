@@ -31,7 +31,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from graphconda.errors import AuthenticationError, ConfigError, GraphcondaError
+from graphconda.errors import AuthenticationError, ConfigError, InternalError, PublicError
 from graphconda.http.errors import error_response
 from graphconda.services.authz import ANONYMOUS, Actor
 from graphconda.settings import Settings
@@ -126,6 +126,9 @@ class IdentityMiddleware:
             actor, via_cookie = await self._resolve(scope)
         except _Reject as reject:
             await reject.send(scope, receive, send)
+            return
+        except InternalError as exc:  # the database is down: 503, as the routes behind us would say
+            await error_response(exc)(scope, receive, send)
             return
         state["actor"] = actor
         if via_cookie:
@@ -275,7 +278,7 @@ async def _session_actor(scope: Scope, user_id: object) -> Actor:
     if type(user_id) is int and 0 < user_id < 2**63:
         try:
             user = await get_user_by_id(scope["app"].state.services, user_id)
-        except GraphcondaError:
+        except PublicError:  # not InternalError: a database outage must not sign anyone out
             user = None
     if user is None or user.disabled:
         scope["session"].clear()

@@ -90,6 +90,8 @@ async def open_services(
             echo=settings.database.echo,
             pool_size=settings.database.pool_size,
             busy_timeout_ms=settings.database.busy_timeout_ms,
+            connect_timeout=settings.database.connect_timeout_seconds,
+            statement_timeout=settings.database.statement_timeout_seconds,
         )
         stack.push_async_callback(db.close)
         storage = open_store(settings)

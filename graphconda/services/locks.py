@@ -32,6 +32,7 @@ from graphconda.db import Database
 from graphconda.db.models import SubdirState
 
 _POLL_SECONDS = 0.02
+_PG_POLL_SECONDS = 0.05
 
 
 def insert_ignore(session: AsyncSession, model: Any, values: Mapping[str, Any], keys: list[str]) -> Any:
@@ -93,8 +94,13 @@ async def publish_lock(db: Database, name: str) -> AsyncIterator[None]:
     """Hold the named mutex (across processes) for the duration of the block."""
     if db.backend == "postgresql":
         async with db.write_engine.begin() as conn:
-            # Transaction-scoped: released on commit or when the connection drops.
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(name)})
+            # Transaction-scoped: released on commit or when the connection drops. Polled rather
+            # than waited for in one statement: a rebuild elsewhere may outlast statement_timeout.
+            query, key = text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _pg_key(name)}
+            while True:  # another process's lock: nothing to wait on but time
+                if await conn.scalar(query, key):
+                    break
+                await asyncio.sleep(_PG_POLL_SECONDS)
             yield
         return
     fd = await run_in_threadpool(_open_lock_file, _lock_dir(db), name)

@@ -311,7 +311,7 @@ async def test_storage_down_is_503_not_500(client: httpx2.AsyncClient, owner_key
     path = build_package(tmp_path, "alpha")
     response = await client.post(quetz(path.name), content=path.read_bytes(), headers={"X-API-Key": owner_key})
     assert response.status_code == 503, response.text
-    assert response.json()["detail"] == "service temporarily unavailable; try again later"
+    assert response.json()["detail"] == "storage is temporarily unavailable; try again later"
     assert str(root) not in response.text
     assert not await package_files(services)
 
