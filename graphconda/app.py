@@ -18,7 +18,6 @@ from graphconda.http.fastpath import FastStarlette
 from graphconda.http.identity import identity_middleware
 from graphconda.schema import graphql_app
 from graphconda.services.context import Services, open_services
-from graphconda.services.publisher import publisher
 from graphconda.settings import Settings
 
 SETTINGS_ENV = "GRAPHCONDA_SETTINGS_JSON"  # how `serve --workers N` hands settings to worker processes
@@ -32,12 +31,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            publisher(services).start()
             yield
             return
-        handle = await open_services(settings)
+        handle = await open_services(settings, runner=settings.jobs.embedded_runner,
+                                     scheduler=settings.jobs.embedded_scheduler)
         app.state.services = handle.services
-        publisher(handle.services).start()  # republishes what a process that died left behind
         try:
             yield
         finally:

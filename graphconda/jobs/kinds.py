@@ -31,3 +31,10 @@ async def cleanup(ctx: JobContext) -> None:
     report = await run_cleanup(ctx.services, dry_run=ctx.args["dry_run"], progress=ctx.progress, log=ctx.log,
                                check_cancelled=ctx.check_cancelled)
     ctx.progress(message=report.summary(dry_run=ctx.args["dry_run"]))
+
+
+@job_kind("publish_sweep", channel=False)
+async def publish_sweep(ctx: JobContext) -> None:
+    """Rebuild the published files of subdirs whose changes a process left unpublished (it died mid-way)."""
+    found = await ctx.services.publisher.catch_up()
+    ctx.progress(done=found, total=found, message=f"{found} subdirs republished" if found else "all published")

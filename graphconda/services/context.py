@@ -6,12 +6,11 @@ and call the verbs in graphconda.services.* with it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -21,8 +20,11 @@ from graphconda.storage.base import BlobStore
 
 if TYPE_CHECKING:
     from graphconda.jobs.runner import Runner
-
-T = TypeVar("T")
+    from graphconda.jobs.scheduler import Scheduler
+    from graphconda.services.downloads import DownloadCounter
+    from graphconda.services.publisher import Publisher
+    from graphconda.services.publishing import IndexState
+    from graphconda.services.serving import ServingCache
 
 
 def utcnow() -> datetime:
@@ -36,31 +38,20 @@ class Services:
     storage: BlobStore
     http: httpx2.AsyncClient  # for upstream channels and OAuth; injected so tests can swap it
     clock: Callable[[], datetime] = utcnow
-    # This process's job runner, when it runs one (serve, scheduler): run_job wakes it.
-    runner: Runner | None = None
-    # Per-process singletons other services hang here (publisher, event hubs, ...).
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Per-process components: made by open_services, closed by its exit stack (newest first).
+    publisher: Publisher = field(init=False)
+    downloads: DownloadCounter = field(init=False)
+    serving_cache: ServingCache = field(init=False)
+    # Shard index state this process last committed, per (channel id, subdir) (see publishing.remember_index).
+    shard_index_cache: dict[tuple[int, str], IndexState] = field(init=False, default_factory=dict)
+    # Called with the keys of blobs this process rewrote (the serving cache drops them).
+    publish_listeners: list[Callable[[list[str]], None]] = field(init=False, default_factory=list)
+    # This process's job runner and scheduler, when it runs them (serve, `graphconda scheduler`).
+    runner: Runner | None = field(init=False, default=None)
+    scheduler: Scheduler | None = field(init=False, default=None)
 
     def now(self) -> datetime:
         return self.clock()
-
-    def singleton(self, key: str, factory: Callable[[Services], T]) -> T:
-        """The per-process object stored under `key`, made by `factory(self)` on first use."""
-        found = self.extras.get(key)
-        if found is None:
-            found = self.extras[key] = factory(self)
-        return found  # type: ignore[no-any-return]
-
-    async def aclose_extras(self) -> None:
-        """Close the singletons hung on `extras` (newest first), e.g. flush the publisher."""
-        while self.extras:
-            _, extra = self.extras.popitem()
-            aclose = getattr(extra, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:  # one failing extra must not keep the others open
-                    logging.getLogger("graphconda").exception("closing %r failed", extra)
 
 
 @dataclass
@@ -79,8 +70,19 @@ async def open_services(
     *,
     http: httpx2.AsyncClient | None = None,
     clock: Callable[[], datetime] = utcnow,
+    runner: bool = False,
+    scheduler: bool = False,
 ) -> ServicesHandle:
-    """Open the database, storage and HTTP client named by `settings`."""
+    """Open the database, storage and HTTP client named by `settings`, and this process's components.
+
+    `runner` starts a job runner, `scheduler` the lease-guarded scheduler (serve and
+    `graphconda scheduler` do; the CLI's one-shot commands and most tests do not).
+    """
+    from graphconda.jobs.runner import Runner
+    from graphconda.jobs.scheduler import Scheduler
+    from graphconda.services.downloads import DownloadCounter
+    from graphconda.services.publisher import Publisher
+    from graphconda.services.serving import ServingCache
     from graphconda.storage import open_store
 
     stack = AsyncExitStack()
@@ -100,7 +102,22 @@ async def open_services(
             http = httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, connect=10.0), follow_redirects=True)
             stack.push_async_callback(http.aclose)
         services = Services(settings=settings, db=db, storage=storage, http=http, clock=clock)
-        stack.push_async_callback(services.aclose_extras)  # first to run: extras still need db/storage
+        # Closed in reverse: the scheduler and runner stop first (jobs may still publish and
+        # count), then pending publishes and download counts are flushed while db/storage are open.
+        services.downloads = DownloadCounter(services)
+        stack.push_async_callback(services.downloads.aclose)
+        services.publisher = Publisher(services)
+        stack.push_async_callback(services.publisher.aclose)
+        services.serving_cache = ServingCache(services)
+        services.publish_listeners.append(services.serving_cache.invalidate)
+        if runner:
+            services.runner = Runner(services)
+            services.runner.start()
+            stack.push_async_callback(services.runner.aclose)
+        if scheduler:
+            services.scheduler = Scheduler(services)
+            services.scheduler.start()
+            stack.push_async_callback(services.scheduler.aclose)
     except BaseException:
         await stack.aclose()
         raise

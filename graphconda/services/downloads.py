@@ -19,7 +19,6 @@ from graphconda.db.models import DownloadEvent
 from graphconda.services.context import Services
 
 log = logging.getLogger("graphconda.downloads")
-_KEY = "download_counter"
 FLUSH_SECONDS = 1.0
 MAX_BUFFER = 50_000  # beyond this (database down for long) the oldest events are dropped
 
@@ -77,7 +76,7 @@ class DownloadCounter:
 
 
 def download_counter(services: Services) -> DownloadCounter:
-    return services.singleton(_KEY, DownloadCounter)
+    return services.downloads
 
 
 def record_download(services: Services, package_file_id: int) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.db.models import Channel, JobRun, JobSchedule
 from graphconda.errors import ConflictError, InvalidInputError, NotFoundError
+from graphconda.jobs.cron import cron_trigger
 from graphconda.jobs.registry import JobKind, all_kinds, get_kind, load_modules, validate_args
 from graphconda.services import authz
 from graphconda.services.access import channel_access, gate
@@ -155,8 +156,6 @@ async def cancel_job(services: Services, actor: Actor, job_id: int) -> JobRun:
 
 def validate_trigger(interval_seconds: int | None, cron: str | None) -> None:
     """InvalidInputError unless exactly one of a positive interval or a valid crontab line is given."""
-    from apscheduler.triggers.cron import CronTrigger
-
     if (interval_seconds is None) == (cron is None or cron == ""):
         raise InvalidInputError("give either an interval in seconds or a cron expression", field="interval_seconds")
     if interval_seconds is not None:
@@ -165,7 +164,7 @@ def validate_trigger(interval_seconds: int | None, cron: str | None) -> None:
         return
     assert cron is not None
     try:
-        CronTrigger.from_crontab(cron, timezone="UTC")
+        cron_trigger(cron)
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"bad cron expression {cron!r}: {exc} (five fields: minute hour day month weekday)",
                                 field="cron") from None

@@ -2,23 +2,22 @@
 
 Changers call `request_publish(services, channel_id, subdir)` after they commit. The
 publisher waits `publish.debounce_seconds` (a burst of uploads lands in one rebuild),
-rebuilds every requested subdir, then the channels' channeldata.json. Every
-`publish.sweep_interval_seconds` it also picks up subdirs another process left
-unpublished (it died between commit and rebuild) and expires superseded shards.
-Closing it (with the services) finishes pending work first.
+rebuilds every requested subdir, then the channels' channeldata.json. Subdirs a process
+left unpublished (it died between commit and rebuild) are picked up by `catch_up`, which
+the `publish_sweep` job runs once per deployment every `publish.sweep_interval_seconds`;
+superseded shards are expired by the `cleanup` job. Closing it (with the services)
+finishes pending work first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from graphconda.services import publishing
 from graphconda.services.context import Services
 
 log = logging.getLogger("graphconda.publishing")
-_KEY = "publisher"
 
 
 class Publisher:
@@ -37,38 +36,31 @@ class Publisher:
         self._wake.set()
         self._ensure_task()
 
-    def start(self) -> None:
-        """Run the periodic sweep even before the first local change."""
-        self._ensure_task()
-
     def _ensure_task(self) -> None:
         if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="graphconda-publisher")
 
-    async def catch_up(self) -> None:
-        """Sweep now: rebuild what any process left unpublished, expire old shards (startup, CLI, tests)."""
-        await self._sweep()
+    async def catch_up(self) -> int:
+        """Rebuild what any process left unpublished (the publish_sweep job); how many subdirs were found."""
+        found = await publishing.unpublished_subdirs(self.services)
+        self._pending.update(found)
+        if self._pending:
+            self._idle.clear()
         await self._publish_pending()
+        return len(found)
 
     async def wait_idle(self) -> None:
         """Return once every requested rebuild has run (tests and the CLI use it)."""
         await self._idle.wait()
 
     async def _run(self) -> None:
-        settings = self.services.settings.publish
-        sweep_due = 0.0
-        loop = asyncio.get_running_loop()
+        debounce = self.services.settings.publish.debounce_seconds
         while True:
-            timeout = max(sweep_due - loop.time(), 0.0)
-            if not self._pending:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+            if not self._pending and not self._closing:
+                await self._wake.wait()
             self._wake.clear()
-            if self._pending and settings.debounce_seconds and not self._closing:
-                await asyncio.sleep(settings.debounce_seconds)
-            if loop.time() >= sweep_due:
-                sweep_due = loop.time() + settings.sweep_interval_seconds
-                await self._sweep()
+            if self._pending and debounce and not self._closing:
+                await asyncio.sleep(debounce)
             await self._publish_pending()
             if self._closing and not self._pending:
                 return
@@ -90,14 +82,6 @@ class Publisher:
         if not self._pending:
             self._idle.set()
 
-    async def _sweep(self) -> None:
-        try:
-            for channel_id, subdir in await publishing.unpublished_subdirs(self.services):
-                self._pending.add((channel_id, subdir))
-            await publishing.expire_shards(self.services)
-        except Exception:
-            log.exception("publishing sweep failed")
-
     async def aclose(self) -> None:
         """Finish what is pending, then stop."""
         self._closing = True
@@ -113,8 +97,8 @@ class Publisher:
 
 
 def publisher(services: Services) -> Publisher:
-    """This process's publisher for `services` (created on first use)."""
-    return services.singleton(_KEY, Publisher)
+    """This process's publisher."""
+    return services.publisher
 
 
 def request_publish(services: Services, channel_id: int, subdir: str) -> None:

@@ -70,13 +70,13 @@ def options_of(settings: Settings, channel_options: Mapping[str, Any] | None) ->
 
 def add_listener(services: Services, listener: Callable[[Iterable[str]], None]) -> None:
     """Call `listener(keys)` after this process rewrites published blobs (the file cache uses it)."""
-    services.extras.setdefault("publish_listeners", []).append(listener)
+    services.publish_listeners.append(listener)
 
 
 def notify_written(services: Services, keys: Iterable[str]) -> None:
     """Tell this process's listeners that these blobs changed (were written or deleted)."""
     keys = list(keys)
-    for listener in services.extras.get("publish_listeners", ()):
+    for listener in services.publish_listeners:
         listener(keys)
 
 
@@ -96,7 +96,7 @@ class IndexState:
 
 
 def _index_cache(services: Services) -> dict[tuple[int, str], IndexState]:
-    return services.extras.setdefault("shard_index_cache", {})  # type: ignore[no-any-return]
+    return services.shard_index_cache
 
 
 def remember_index(services: Services, state: IndexState | None) -> None:

@@ -3,7 +3,7 @@
 Conda clients revalidate repodata constantly, so the common request (a 304, a shard, the
 shard index of a public channel) must not cost a database query or a storage round trip.
 Each process keeps what it looked up for `publish.serve_cache_seconds`; writes made by
-this process's publisher invalidate at once (`publishing.add_listener`), writes of other
+this process's publisher invalidate at once (open_services makes it a publish listener), writes of other
 processes show up within that time. Files up to `publish.serve_memory_file_bytes` are
 held in memory (LRU, `serve_memory_total_bytes` in all); shards, being content-addressed,
 never change, so they are cached for long.
@@ -39,7 +39,6 @@ from graphconda.services.packages import FileRef, find_file
 from graphconda.services.publishing import PublishOptions
 
 IMMUTABLE_SECONDS = 3600.0
-_KEY = "serving_cache"
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,6 @@ class ServingCache:
         self._held = 0  # bytes of file data in memory
         self._refs: dict[tuple[str, str, str], tuple[float, FileRef | None]] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[Any]] = {}
-        publishing.add_listener(services, self.invalidate)
 
     async def _once(self, key: tuple[str, str], load: Callable[[], Awaitable[Any]]) -> Any:
         """Run `load` once for all concurrent callers: when an entry expires under load, the
@@ -262,14 +260,12 @@ def _channel_stub(info: ChannelInfo) -> Any:
 
 
 def serving_cache(services: Services) -> ServingCache:
-    return services.singleton(_KEY, ServingCache)
+    return services.serving_cache
 
 
 def forget_channel(services: Services, name: str) -> None:
     """Call after a channel's visibility or options change, so this process sees it at once."""
-    cache = services.extras.get(_KEY)
-    if cache is not None:
-        cache.forget_channel(name)
+    services.serving_cache.forget_channel(name)
 
 
 def is_known_subdir(subdir: str) -> bool:
