@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from graphconda.jobs.runner import Runner
     from graphconda.jobs.scheduler import Scheduler
     from graphconda.services.downloads import DownloadCounter
+    from graphconda.services.proxy import ProxyState
     from graphconda.services.publisher import Publisher
     from graphconda.services.publishing import IndexState
     from graphconda.services.serving import ServingCache
+    from graphconda.services.upstream import UpstreamClient
 
 
 def utcnow() -> datetime:
@@ -42,6 +44,8 @@ class Services:
     publisher: Publisher = field(init=False)
     downloads: DownloadCounter = field(init=False)
     serving_cache: ServingCache = field(init=False)
+    upstream: UpstreamClient = field(init=False)  # negative cache and circuit breakers for upstream channels
+    proxy: ProxyState = field(init=False)  # what proxy channels found fresh, parsed records
     # Shard index state this process last committed, per (channel id, subdir) (see publishing.remember_index).
     shard_index_cache: dict[tuple[int, str], IndexState] = field(init=False, default_factory=dict)
     # Called with the keys of blobs this process rewrote (the serving cache drops them).
@@ -81,8 +85,10 @@ async def open_services(
     from graphconda.jobs.runner import Runner
     from graphconda.jobs.scheduler import Scheduler
     from graphconda.services.downloads import DownloadCounter
+    from graphconda.services.proxy import ProxyState
     from graphconda.services.publisher import Publisher
     from graphconda.services.serving import ServingCache
+    from graphconda.services.upstream import UpstreamClient
     from graphconda.storage import open_store
 
     stack = AsyncExitStack()
@@ -110,6 +116,8 @@ async def open_services(
         stack.push_async_callback(services.publisher.aclose)
         services.serving_cache = ServingCache(services)
         services.publish_listeners.append(services.serving_cache.invalidate)
+        services.upstream = UpstreamClient(services)
+        services.proxy = ProxyState(services)
         if runner:
             services.runner = Runner(services)
             services.runner.start()

@@ -51,7 +51,6 @@ log = logging.getLogger("graphconda.proxy")
 
 # Subdir index files a proxy serves as upstream has them (repodata.json and .zst are one snapshot).
 PASSTHROUGH = frozenset({layout.CURRENT_REPODATA, layout.RUN_EXPORTS})
-_KEY = "proxy_state"
 
 
 @dataclass
@@ -71,7 +70,7 @@ class ProxyState:
 
 
 def _state(services: Services) -> ProxyState:
-    return services.singleton(_KEY, ProxyState)
+    return services.proxy
 
 
 async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str,

@@ -39,7 +39,6 @@ log = logging.getLogger("graphconda.upstream")
 
 _TOKEN = re.compile(r"/t/[^/]+/")
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_KEY = "upstream_client"
 
 
 def redact(url: str) -> str:
@@ -315,4 +314,4 @@ async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | N
 
 
 def upstream_client(services: Services) -> UpstreamClient:
-    return services.singleton(_KEY, UpstreamClient)
+    return services.upstream
