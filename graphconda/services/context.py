@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from graphconda.jobs.runner import Runner
     from graphconda.jobs.scheduler import Scheduler
     from graphconda.services.downloads import DownloadCounter
+    from graphconda.services.job_watcher import JobWatcher
     from graphconda.services.proxy import ProxyState
     from graphconda.services.publisher import Publisher
     from graphconda.services.publishing import IndexState
@@ -46,6 +47,7 @@ class Services:
     serving_cache: ServingCache = field(init=False)
     upstream: UpstreamClient = field(init=False)  # negative cache and circuit breakers for upstream channels
     proxy: ProxyState = field(init=False)  # what proxy channels found fresh, parsed records
+    job_watcher: JobWatcher = field(init=False)  # polls watched job runs for jobUpdates subscriptions
     # Shard index state this process last committed, per (channel id, subdir) (see publishing.remember_index).
     shard_index_cache: dict[tuple[int, str], IndexState] = field(init=False, default_factory=dict)
     # Called with the keys of blobs this process rewrote (the serving cache drops them).
@@ -85,6 +87,7 @@ async def open_services(
     from graphconda.jobs.runner import Runner
     from graphconda.jobs.scheduler import Scheduler
     from graphconda.services.downloads import DownloadCounter
+    from graphconda.services.job_watcher import JobWatcher
     from graphconda.services.proxy import ProxyState
     from graphconda.services.publisher import Publisher
     from graphconda.services.serving import ServingCache
@@ -118,6 +121,8 @@ async def open_services(
         services.publish_listeners.append(services.serving_cache.invalidate)
         services.upstream = UpstreamClient(services)
         services.proxy = ProxyState(services)
+        services.job_watcher = JobWatcher(services)
+        stack.push_async_callback(services.job_watcher.aclose)
         if runner:
             services.runner = Runner(services)
             services.runner.start()

@@ -55,7 +55,7 @@ class _Subscriber:
 
 
 class JobWatcher:
-    """One per process (`Services.singleton("job_watcher", JobWatcher)`); see the module docstring."""
+    """One per process (`Services.job_watcher`, made by open_services); see the module docstring."""
 
     def __init__(self, services: Services, interval: float = DEFAULT_INTERVAL_SECONDS) -> None:
         self.services = services
@@ -139,4 +139,4 @@ class JobWatcher:
 
 def job_watcher(services: Services) -> JobWatcher:
     """This process's watcher."""
-    return services.singleton("job_watcher", JobWatcher)
+    return services.job_watcher
