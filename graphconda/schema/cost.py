@@ -13,8 +13,11 @@ The estimate, per object field, multiplied down its path:
 - any other list of objects (members, API keys: not paged) counts `list_size`;
 - a single object counts 1; scalars and scalar lists come with their object and count 0;
 - fragments and inline fragments count where they are spread, and every selection counts,
-  so aliases (and a field selected twice) add up; introspection is bounded by the schema
-  and counts 0.
+  so aliases (and a field selected twice) add up;
+- introspection (`__schema`, `__type`) counts like any other field, its lists by their mean
+  length in this schema (`__Schema.types` all types, `__Type.fields` the fields per type...),
+  so a full-schema introspection costs about the objects it returns (one is a few thousand)
+  and aliased copies of it add up; `__typename` is a scalar.
 
 Fragment costs are memoised, so estimating takes time linear in the document; limits.py runs
 the estimate (after refusing documents that nest too deeply for its recursion).
@@ -22,24 +25,32 @@ the estimate (after refusing documents that nest too deeply for its recursion).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
     GraphQLField,
+    GraphQLInputObjectType,
     GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    GraphQLUnionType,
     InlineFragmentNode,
     OperationDefinitionNode,
+    SchemaMetaFieldDef,
     SelectionSetNode,
+    TypeMetaFieldDef,
     VariableNode,
     get_named_type,
     is_composite_type,
@@ -50,6 +61,41 @@ from graphql.language import ValueNode
 from graphconda.schema.pagination import DEFAULT_PAGE_SIZE
 
 CODE = "QUERY_TOO_COSTLY"
+# Costs are ints, except below introspection, whose mean list lengths are fractions.
+Cost = int | Fraction
+META_FIELDS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef}
+
+
+@lru_cache(maxsize=8)
+def introspection_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], Fraction]:
+    """Mean length of each introspection list in `schema`, keyed by (parent type, field).
+
+    A mean over all parents of that kind, so the estimate is exact for what introspection
+    queries walk most: every type's fields, every field's arguments.
+    """
+    types = list(schema.type_map.values())
+    with_fields = [t for t in types if isinstance(t, GraphQLObjectType | GraphQLInterfaceType)]
+    fields = [f for t in with_fields for f in t.fields.values()]
+    directives = schema.directives
+
+    def mean(total: int, parents: int) -> Fraction:
+        return Fraction(total, max(parents, 1))
+
+    return {
+        ("__Schema", "types"): Fraction(len(types)),
+        ("__Schema", "directives"): Fraction(len(directives)),
+        ("__Type", "fields"): mean(len(fields), len(types)),
+        ("__Type", "interfaces"): mean(sum(len(t.interfaces) for t in with_fields), len(types)),
+        ("__Type", "possibleTypes"): mean(
+            sum(len(schema.get_possible_types(t)) for t in types
+                if isinstance(t, GraphQLInterfaceType | GraphQLUnionType)), len(types)),
+        ("__Type", "enumValues"): mean(
+            sum(len(t.values) for t in types if isinstance(t, GraphQLEnumType)), len(types)),
+        ("__Type", "inputFields"): mean(
+            sum(len(t.fields) for t in types if isinstance(t, GraphQLInputObjectType)), len(types)),
+        ("__Field", "args"): mean(sum(len(f.args) for f in fields), len(fields)),
+        ("__Directive", "args"): mean(sum(len(d.args) for d in directives), len(directives)),
+    }
 
 
 class CostEstimator:
@@ -67,7 +113,8 @@ class CostEstimator:
         self.schema, self.fragments, self.variables = schema, fragments, variables
         self.max_page_size, self.list_size = max_page_size, list_size
         self.defaults: dict[str, ValueNode] = {}
-        self.memo: dict[tuple[str, int | None], int] = {}
+        self.memo: dict[tuple[str, int | None], Cost] = {}
+        self.introspection = introspection_sizes(schema)
         self.visiting: set[str] = set()
 
     def operation(self, operation: OperationDefinitionNode) -> int:
@@ -80,11 +127,11 @@ class CostEstimator:
             if d.default_value is not None
         }
         self.memo.clear()  # fragment costs depend on this operation's variable defaults
-        return self.selections(operation.selection_set, root, None)
+        return math.ceil(self.selections(operation.selection_set, root, None))
 
-    def selections(self, selection_set: SelectionSetNode, parent: Any, page: int | None) -> int:
+    def selections(self, selection_set: SelectionSetNode, parent: Any, page: int | None) -> Cost:
         """Cost of one `parent` object's selections; `page` sizes its lists when it is a connection."""
-        total = 0
+        total: Cost = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
                 total += self.field(selection, parent, page)
@@ -96,7 +143,7 @@ class CostEstimator:
                 total += self.fragment(selection.name.value, page)
         return total
 
-    def fragment(self, name: str, page: int | None) -> int:
+    def fragment(self, name: str, page: int | None) -> Cost:
         key = (name, page)
         if key not in self.memo:
             definition = self.fragments.get(name)
@@ -110,18 +157,20 @@ class CostEstimator:
                 self.visiting.discard(name)
         return self.memo[key]
 
-    def field(self, node: FieldNode, parent: Any, page: int | None) -> int:
-        if node.name.value.startswith("__") or not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+    def field(self, node: FieldNode, parent: Any, page: int | None) -> Cost:
+        if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
             return 0
-        definition = parent.fields.get(node.name.value)
+        name = node.name.value
+        definition = parent.fields.get(name) or META_FIELDS.get(name)
         if definition is None or node.selection_set is None:
             return 0
         named = get_named_type(definition.type)
         if not is_composite_type(named):
             return 0
-        count = 1
+        size = self.introspection.get((parent.name, name))
+        count: Cost = 1
         for _ in range(_list_depth(definition.type)):
-            count *= self.list_size if page is None else page
+            count *= size if size is not None else self.list_size if page is None else page
         if count == 0:
             return 0
         inner = self.first(node, definition) if "first" in definition.args else None

@@ -31,48 +31,72 @@ MESSAGE = "text arguments must not contain NUL characters or unpaired surrogates
 
 
 def _bad(value: Any, path: str) -> str | None:
-    """The path of the first unstorable string in a variable's value, else None."""
-    if isinstance(value, str):
-        return path if _UNSTORABLE.search(value) else None
-    if isinstance(value, dict):
-        items = value.items()
-        return next((p for k, v in items if (p := _bad(k, path) or _bad(v, f"{path}.{k}"))), None)
-    if isinstance(value, list | tuple):
-        return next((p for v in value if (p := _bad(v, path))), None)
+    """The path of the first unstorable string in a variable's value, else None.
+
+    Walked with a stack, not recursion: a websocket client's variables nest as deep as it likes.
+    """
+    stack = [(value, path)]
+    while stack:
+        current, at = stack.pop()
+        if isinstance(current, str):
+            if _UNSTORABLE.search(current):
+                return at
+        elif isinstance(current, dict):
+            for key, item in reversed(current.items()):
+                stack.append((item, f"{at}.{key}"))
+                stack.append((key, at))
+        elif isinstance(current, list | tuple):
+            stack.extend((item, at) for item in reversed(current))
     return None
 
 
 def _bad_node(node: Any, variables: dict[str, Any], path: str) -> str | None:
     """The same for an argument's value as written in the document (literals, variables, objects, lists)."""
-    if isinstance(node, VariableNode):
-        return _bad(variables.get(node.name.value), path)
-    if isinstance(node, StringValueNode):
-        return path if _UNSTORABLE.search(node.value) else None
-    if isinstance(node, ListValueNode):
-        return next((p for v in node.values if (p := _bad_node(v, variables, path))), None)
-    if isinstance(node, ObjectValueNode):
-        return next((p for f in node.fields if (p := _bad_node(f.value, variables, f"{path}.{f.name.value}"))), None)
+    stack = [(node, path)]
+    while stack:
+        current, at = stack.pop()
+        if isinstance(current, VariableNode):
+            found = _bad(variables.get(current.name.value), at)
+            if found:
+                return found
+        elif isinstance(current, StringValueNode):
+            if _UNSTORABLE.search(current.value):
+                return at
+        elif isinstance(current, ListValueNode):
+            stack.extend((v, at) for v in reversed(current.values))
+        elif isinstance(current, ObjectValueNode):
+            stack.extend((f.value, f"{at}.{f.name.value}") for f in reversed(current.fields))
     return None
 
 
-def _first_bad(node: Any, variables: dict[str, Any]) -> str | None:
-    """Walk the document (small: the token limit applies) for arguments and variable defaults."""
-    if isinstance(node, ArgumentNode):
-        return _bad_node(node.value, variables, node.name.value)
-    if isinstance(node, VariableDefinitionNode) and node.default_value is not None:
-        found = _bad_node(node.default_value, {}, node.variable.name.value)
-        if found:
-            return found
-    if isinstance(node, Node):
-        return next((p for key in node.keys if (p := _first_bad(getattr(node, key, None), variables))), None)
-    if isinstance(node, list | tuple):
-        return next((p for item in node if (p := _first_bad(item, variables))), None)
+def _first_bad(document: Any, variables: dict[str, Any]) -> str | None:
+    """Walk the document for arguments and variable defaults, in document order, with a stack
+    (selections may nest 200 deep, too deep for a recursive walk on top of the request's stack)."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ArgumentNode):
+            found = _bad_node(node.value, variables, node.name.value)
+            if found:
+                return found
+            continue
+        if isinstance(node, VariableDefinitionNode) and node.default_value is not None:
+            found = _bad_node(node.default_value, {}, node.variable.name.value)
+            if found:
+                return found
+        if isinstance(node, Node):
+            stack.extend(getattr(node, key, None) for key in reversed(node.keys))
+        elif isinstance(node, list | tuple):
+            stack.extend(reversed(node))
     return None
 
 
 class UnstorableTextGuard(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
+        if context.pre_execution_errors is not None:  # refused already (limits.py)
+            yield
+            return
         # Variables are checked where arguments use them; unused ones reach no resolver.
         field = _first_bad(context.graphql_document, context.variables or {})
         if field is not None:

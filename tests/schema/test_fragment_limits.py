@@ -98,4 +98,12 @@ async def test_each_limit_counts_fragments_where_they_are_spread(gql: Gql, servi
 async def test_fragments_nested_too_deeply_are_refused(gql: Gql) -> None:
     chain = ["fragment F0 on Channel { name }"] + [f"fragment F{i} on Channel {{ ...F{i - 1} }}" for i in range(1, 600)]
     messages = refused(await gql(f'{{ channel(name: "x") {{ ...F599 }} }} {" ".join(chain)}'))
-    assert messages[0] == "selections nest 602 levels deep through fragments, over the limit of 100"
+    assert messages[0] == "selections nest 602 levels deep (fragments included), over the limit of 100"
+
+
+@pytest.mark.parametrize("levels", [150, 199])
+async def test_selections_nested_as_deep_as_the_parser_allows_are_refused(gql: Gql, levels: int) -> None:
+    """Before, the walk for unstorable text recursed through them and failed (an internal error)."""
+    query = "{ " + "channels { nodes { " * (levels // 2) + "name" + " } }" * (levels // 2) + " }"
+    assert refused(await gql(query)) == [
+        f"selections nest {levels // 2 * 2 + 1} levels deep (fragments included), over the limit of 100"]

@@ -372,3 +372,21 @@ async def test_unstorable_text_names_the_argument(gql: Gql, query: str, variable
     result = await gql(query, variables)
     assert result["data"] is None
     assert result["errors"][0]["extensions"] == {"code": "InvalidInput", "field": field}
+
+
+async def test_introspection_counts_in_the_cost(gql: Gql, services: Services) -> None:
+    """Each full-schema introspection costs about what it returns: aliased copies are not free."""
+    operation, fragments = get_introspection_query().split("fragment", 1)
+    body, fragments = operation.split("{", 1)[1].rsplit("}", 1)[0].strip(), "fragment" + fragments
+    assert body.startswith("__schema")
+    assert data(await gql(f"{{ {body} }} {fragments}"))["__schema"]["types"]
+    # 16 copies: within the alias and size limits, which alone let up to 22 copies through.
+    copies = " ".join(f"a{i}: {body}" for i in range(16))
+    with count_statements(services) as seen:
+        error = cost_error(await gql(f"{{ {copies} }} {fragments}"))
+    assert seen == []
+    assert error["extensions"]["cost"] // 16 > 926  # the objects one returns today: the estimate bounds them
+    # Types' fields' types' fields...: graphql-core's introspection depth rule refuses a third hop.
+    hops = "__schema { types { fields { type { ofType { fields { type { ofType { fields { type { ofType {" \
+           " fields { name } } } } } } } } } } } }"
+    assert error_messages(await gql(f"{{ {hops} }}")) == ["Maximum introspection depth exceeded"]
