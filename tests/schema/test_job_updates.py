@@ -224,3 +224,29 @@ async def test_job_updates_of_an_invisible_job_is_an_error_without_data(
             assert await socket.recv() == {"id": op_id, "type": "complete"}
     finally:
         await socket.ws.close()
+
+
+async def test_cancelling_a_running_job_ends_its_updates_with_cancelled(
+    live_server: Any, people: People, services: Services, gql: Gql
+) -> None:
+    run = data(await gql('mutation { runJob(input: {kind: "test_steps", args: {steps: 50, delay: 0.2}}) '
+                         "{ ... on Job { id } } }", as_=people.owner))["runJob"]
+    socket = await connect(live_server.url, people.staff)
+    runner = Runner(services, holder="elsewhere")
+    try:
+        await socket.subscribe("1", run["id"])
+        assert (await socket.recv())["payload"]["data"]["jobUpdates"]["status"] == "QUEUED"
+        runner.start()
+        while (await socket.recv())["payload"]["data"]["jobUpdates"]["status"] != "RUNNING":
+            pass
+        cancel = 'mutation($id: ID!) { cancelJob(id: $id) { __typename ... on Job { status } } }'
+        assert data(await gql(cancel, {"id": run["id"]}, as_=people.staff))["cancelJob"] == {
+            "__typename": "Job", "status": "RUNNING"}  # asked to stop; the runner stops it
+        states = []
+        while (message := await socket.recv())["type"] == "next":
+            states.append(message["payload"]["data"]["jobUpdates"])
+        assert message == {"id": "1", "type": "complete"}
+        assert states[-1]["status"] == "CANCELLED" and states[-1]["progress"]["done"] < 50
+    finally:
+        await runner.aclose()
+        await socket.ws.close()

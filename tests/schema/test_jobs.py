@@ -403,3 +403,22 @@ async def test_nested_job_pages_are_refused_by_the_cost_limit(gql: Gql, world: P
 async def test_arguments_as_an_inline_literal(gql: Gql, world: People) -> None:
     query = 'mutation { runJob(input: {kind: "cleanup", args: {dry_run: true}}) { ... on Job { kind args } } }'
     assert data(await gql(query, as_=world.staff))["runJob"] == {"kind": "cleanup", "args": {"dry_run": True}}
+
+
+async def test_scoped_keys_see_and_run_jobs_only_with_a_maintainer_scope(gql: Gql, world: People) -> None:
+    make_key = """mutation($c: String!, $r: Role!) { createApiKey(input: {scopes: [{channel: $c, role: $r}]}) {
+                    ... on NewApiKey { secret } } }"""
+    keys = {}
+    for role in ("MEMBER", "MAINTAINER"):
+        secret = data(await gql(make_key, {"c": "pub", "r": role}, as_=world.alice))["createApiKey"]["secret"]
+        keys[role] = Person("alice", secret)
+    pub_job = await run(gql, world.alice, "reindex", "pub")
+    priv_job = await run(gql, world.alice, "reindex", "priv")
+    assert (await run(gql, keys["MEMBER"], "reindex", "pub"))["__typename"] == "PermissionDenied"
+    assert data(await gql(JOBS, {}, as_=keys["MEMBER"]))["jobs"]["totalCount"] == 0
+    assert data(await gql(JOB, {"id": pub_job["id"]}, as_=keys["MEMBER"]))["job"] is None
+    assert (await run(gql, keys["MAINTAINER"], "reindex", "pub"))["id"] == pub_job["id"]  # the active run
+    assert [n["id"] for n in data(await gql(JOBS, {}, as_=keys["MAINTAINER"]))["jobs"]["nodes"]] == [pub_job["id"]]
+    assert data(await gql(JOB, {"id": priv_job["id"]}, as_=keys["MAINTAINER"]))["job"] is None
+    refused = data(await gql(CANCEL, {"id": priv_job["id"]}, as_=keys["MAINTAINER"]))["cancelJob"]
+    assert refused["__typename"] == "NotFound"
