@@ -205,6 +205,8 @@ class MirrorSettings(_Section):
     circuit_open_seconds: float = Field(30.0, ge=0)
     # Upstream index files larger than this are refused.
     max_index_bytes: int = Field(1024**3, ge=1)
+    # Mirror channels: package files one sync run downloads at once.
+    concurrency: int = Field(8, ge=1, le=256)
 
 
 class LimitsSettings(_Section):

@@ -116,6 +116,11 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
                         redirect_ok: bool) -> Delivery:
     cache_ = serving_cache(services)
     ref = await cache_.package_file(info, subdir, filename)
+    if ref is not None and ref.key is None and info.mirror_mode == "mirror" and info.upstream:
+        # Proxylisted in a mirror: indexed here, downloaded from upstream (never with its credentials).
+        from graphconda.services.upstream import join, split_auth
+
+        return Redirect(join(split_auth(info.upstream)[0], f"{subdir}/{filename}"), None, ref.id)
     if ref is None or ref.key is None:
         return Missing("package file not found")
     entry = await cache_.file(ref.key, immutable=True)

@@ -254,6 +254,25 @@ class UpstreamClient:
             self._remember_missing(url)
         return fetched
 
+    async def exists(self, url: str) -> bool:
+        """Whether upstream has the file (a HEAD request; 404s remembered like fetch's)."""
+        if self.known_missing(url):
+            return False
+        plain, auth = split_auth(url)
+
+        async def once() -> bool:
+            response = await self.services.http.head(plain, timeout=self._timeout(), **_auth(auth))
+            if response.status_code in (404, 410):
+                return False
+            if response.status_code in _RETRY_STATUS:
+                raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
+            return response.status_code < 400
+
+        found: bool = await self._attempts(url, once)
+        if not found:
+            self._remember_missing(url)
+        return found
+
     async def download(self, url: str, path: Path, *, size: int | None, sha256: str | None,
                        md5: str | None = None) -> Downloaded | None:
         """Stream a package file into `path`, verified against the upstream record; None when upstream has none.

@@ -1,0 +1,381 @@
+"""Mirror channels: a full local copy of an upstream channel, kept current by sync runs.
+
+`sync_mirror` reads the upstream subdirs (from `channeldata.json`, else by probing the
+known subdirs), and for each one fetches its repodata (a conditional request: an unchanged
+subdir costs one request and nothing else), filters the records by the channel's include /
+exclude lists (exact package names or match specs, never prefixes), diffs them against the
+channel by filename and sha256, downloads what is missing or changed with bounded
+concurrency (`mirror.concurrency`; retries and per-request timeouts come from the upstream
+client), verifies size and sha256 (md5 where that is all there is) before a file is
+stored, and commits in batches: one transaction and one shard-index write per batch, not
+per file. Records keep the upstream's declared strings (patched records as upstream
+serves them). Proxylisted packages are indexed without their file: downloads redirect
+upstream. With `synchronize` (not `synchronize_repodata`) each archive is also opened and
+its `info/index.json` checked against the record, as an upload would be.
+
+One failed file does not stop the run: it is listed in the report (and the job's log) and
+retried by the next run. Files gone upstream leave only with the channel's prune option
+on, and never after a failed or partial upstream read; files the lists now exclude leave
+at once. Upstream indexes are parsed whole (json), not streamed: memory grows with the
+upstream subdir's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import zstandard
+from rattler import BuildString, MatchSpec, PackageRecord
+from sqlalchemy import delete, select, update
+from starlette.concurrency import run_in_threadpool
+
+from graphconda.conda.archive import PackageMetadata, read_package
+from graphconda.conda.names import KNOWN_SUBDIRS, validate_subdir
+from graphconda.conda.records import dumps_record, is_v3
+from graphconda.db.models import Channel, PackageFile, ProxyEntry
+from graphconda.errors import GraphcondaError, InvalidInputError, UpstreamError
+from graphconda.services import authz, layout, publishing
+from graphconda.services.context import Services
+from graphconda.services.locks import insert_ignore, lock_subdir
+from graphconda.services.packages import write_rows
+from graphconda.services.proxy import _temp_path
+from graphconda.services.publisher import request_publish
+from graphconda.services.staging import StagedPackage
+from graphconda.services.upstream import join, redact, upstream_client
+
+log = logging.getLogger("graphconda.mirroring")
+
+BATCH = 100  # files per commit (one transaction, one shard-index write)
+_DROPPED = ("fn", "url", "channel")  # per-file fields some indexes add; never in our records
+
+
+@dataclass
+class SyncReport:
+    subdirs: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # subdirs whose upstream index had not changed
+    downloaded: int = 0
+    bytes: int = 0
+    indexed_only: int = 0  # proxylisted records indexed without their file
+    removed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.subdirs)} subdirs ({len(self.unchanged)} unchanged), {self.downloaded} files "
+                f"({self.bytes} bytes) downloaded, {self.indexed_only} proxylisted, {self.removed} removed, "
+                f"{len(self.failures)} failed")
+
+
+class Filter:
+    """The channel's include / exclude / proxy lists, by exact name or match spec."""
+
+    def __init__(self, includelist: Iterable[str], excludelist: Iterable[str], proxylist: Iterable[str]) -> None:
+        self.include = [_spec(s, "includelist") for s in includelist]
+        self.exclude = [_spec(s, "excludelist") for s in excludelist]
+        self.proxy = [_spec(s, "proxylist") for s in proxylist]
+
+    @staticmethod
+    def _any(specs: list[MatchSpec], record: PackageRecord | None) -> bool:
+        return record is not None and any(spec.matches(record) for spec in specs)
+
+    def wanted(self, record: Mapping[str, Any], subdir: str) -> bool:
+        if not self.include and not self.exclude:
+            return True
+        rattler_record = _rattler_record(record, subdir)
+        if self.include:
+            return self._any(self.include, rattler_record)
+        return not self._any(self.exclude, rattler_record)
+
+    def proxied(self, record: Mapping[str, Any], subdir: str) -> bool:
+        return bool(self.proxy) and self._any(self.proxy, _rattler_record(record, subdir))
+
+
+def _spec(text: str, field_name: str) -> MatchSpec:
+    try:
+        return MatchSpec(text)
+    except Exception as exc:
+        raise InvalidInputError(f"{field_name} entry {text!r} is not a package name or match spec",
+                                field=field_name) from exc
+
+
+def _rattler_record(record: Mapping[str, Any], subdir: str) -> PackageRecord | None:
+    try:
+        return PackageRecord(record["name"], record["version"], BuildString(record["build"]),
+                             int(record.get("build_number") or 0), subdir)
+    except Exception:
+        return None  # unparsable: matches no spec
+
+
+@dataclass
+class _Fetched:
+    path: Path | None  # None: proxylisted (no file)
+    filename: str
+    record: dict[str, Any]
+    sha256: str
+    md5: str
+    size: int
+
+
+async def sync_mirror(services: Services, channel: Channel, *, verify_archives: bool = True,
+                      progress: Callable[..., None] | None = None, log_line: Callable[[str], None] | None = None,
+                      check_cancelled: Callable[[], None] | None = None) -> SyncReport:
+    """Bring the mirror channel up to date with its upstream; see the module docstring."""
+    if channel.mirror_mode != "mirror" or not channel.mirror_channel_url:
+        raise InvalidInputError("only mirror channels are synchronised", field="channel")
+    assert channel.id is not None
+    say = log_line or (lambda line: None)
+    report = SyncReport()
+    lists = Filter(channel.includelist or (), channel.excludelist or (), channel.proxylist or ())
+    subdirs = await _upstream_subdirs(services, channel.mirror_channel_url)
+    for index, subdir in enumerate(subdirs):
+        if check_cancelled is not None:
+            check_cancelled()
+        if progress is not None:
+            progress(done=index, total=len(subdirs), message=f"synchronising {subdir}")
+        try:
+            await _sync_subdir(services, channel, subdir, lists, verify_archives, report, say, check_cancelled)
+        except UpstreamError as exc:
+            report.failures.append(f"{subdir}: {exc}")
+            say(f"{subdir}: upstream index unreadable ({exc}); nothing removed")
+    if progress is not None:
+        progress(done=len(subdirs), total=len(subdirs), message=report.summary())
+    async with services.db.write() as session:
+        await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
+                              .values(updated_at=services.now()))
+    say(report.summary())
+    return report
+
+
+async def _upstream_subdirs(services: Services, upstream: str) -> list[str]:
+    """The subdirs upstream has: channeldata.json says, else probe the known ones (noarch always)."""
+    client = upstream_client(services)
+    got = await client.fetch(join(upstream, layout.CHANNELDATA))
+    found: set[str] = set()
+    if got.status == 200:
+        try:
+            listed = json.loads(got.body).get("subdirs") or []
+            found = {validate_subdir(s) for s in listed if isinstance(s, str)}
+        except (ValueError, AttributeError, GraphcondaError):
+            found = set()
+    if not found:
+        for subdir in sorted(KNOWN_SUBDIRS):
+            if await client.exists(join(upstream, f"{subdir}/{layout.REPODATA}")):
+                found.add(subdir)
+    found.add("noarch")
+    return sorted(found)
+
+
+async def _upstream_repodata(services: Services, channel: Channel, subdir: str,
+                             entry: ProxyEntry | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(repodata or None when unchanged, the validators to remember); raises UpstreamError."""
+    client = upstream_client(services)
+    base = join(channel.mirror_channel_url or "", f"{subdir}/")
+    for source in (layout.REPODATA_ZST, layout.REPODATA):
+        same = entry is not None and entry.source == source
+        got = await client.fetch(join(base, source), etag=entry.etag if same and entry else "",
+                                 last_modified=entry.last_modified if same and entry else "")
+        if got.status == 304:
+            return None, {}
+        if got.status == 200:
+            body = got.body
+            if source == layout.REPODATA_ZST:
+                try:
+                    body = await run_in_threadpool(zstandard.ZstdDecompressor().decompress, body,
+                                                   services.settings.mirror.max_index_bytes)
+                except zstandard.ZstdError as exc:
+                    raise UpstreamError(f"upstream {redact(base)}{source} is not zstd") from exc
+            try:
+                doc = await run_in_threadpool(json.loads, body)
+                if not isinstance(doc, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                raise UpstreamError(f"upstream {redact(base)}{source} is not a conda repodata file") from exc
+            info = doc.get("info") or {}
+            package_base = str(info.get("base_url") or "") if isinstance(info, dict) else ""
+            return doc, {"etag": got.etag, "last_modified": got.last_modified, "source": source,
+                         "base_url": package_base}
+    return {"packages": {}, "packages.conda": {}}, {"etag": "", "last_modified": "", "source": "", "base_url": ""}
+
+
+def _records(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    groups = [doc.get("packages"), doc.get("packages.conda"), *((doc.get("v3") or {}).values())]
+    for group in groups:
+        if isinstance(group, dict):
+            for filename, record in group.items():
+                if isinstance(record, dict) and isinstance(filename, str):
+                    out[filename] = {k: v for k, v in record.items() if k not in _DROPPED}
+    return out
+
+
+async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists: Filter, verify: bool,
+                       report: SyncReport, say: Callable[[str], None],
+                       check_cancelled: Callable[[], None] | None) -> None:
+    assert channel.id is not None
+    path_key = f"sync:{subdir}"
+    async with services.db.read() as session:
+        entry = await session.get(ProxyEntry, (channel.id, path_key))
+        local = {row.filename: (row.sha256, row.stored) for row in await session.scalars(
+            select(PackageFile).where(PackageFile.channel_id == channel.id, PackageFile.subdir == subdir))}
+    doc, validators = await _upstream_repodata(services, channel, subdir, entry)
+    report.subdirs.append(subdir)
+    if doc is None:
+        report.unchanged.append(subdir)
+        return
+    upstream = _records(doc)
+    wanted = {fn: r for fn, r in upstream.items() if lists.wanted(r, subdir)}
+    proxied = {fn for fn, r in wanted.items() if lists.proxied(r, subdir)}
+    todo: list[str] = []
+    for filename, record in sorted(wanted.items()):
+        have = local.get(filename)
+        sha = str(record.get("sha256") or "").lower()
+        if have is None or (sha and have[0] != sha) or (filename not in proxied and not have[1]) \
+                or (filename in proxied and have[1]):
+            todo.append(filename)
+    # Excluded by the lists: out now. Gone upstream: only with pruning (this read succeeded).
+    gone = [fn for fn in local if fn not in wanted and (fn in upstream or channel.mirror_prune)]
+    failures_before = len(report.failures)
+    base = str(validators.get("base_url") or "") or join(channel.mirror_channel_url or "", f"{subdir}/")
+    fetched: list[_Fetched] = []
+    semaphore = asyncio.Semaphore(services.settings.mirror.concurrency)
+
+    async def one(filename: str) -> None:
+        record = wanted[filename]
+        if filename in proxied:
+            sha, md5 = str(record.get("sha256") or ""), str(record.get("md5") or "")
+            if len(sha) != 64:
+                report.failures.append(f"{subdir}/{filename}: proxylisted record has no sha256")
+                return
+            fetched.append(_Fetched(None, filename, record, sha.lower(), md5.lower(), int(record.get("size") or 0)))
+            return
+        async with semaphore:
+            if check_cancelled is not None:
+                check_cancelled()
+            item = await _download(services, channel, subdir, filename, record, base, verify)
+        if isinstance(item, str):
+            report.failures.append(item)
+            say(item)
+        else:
+            fetched.append(item)
+
+    try:
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
+            fetched.clear()
+            await asyncio.gather(*(one(fn) for fn in chunk))
+            await _commit(services, channel, subdir, list(fetched), [])
+            for item in fetched:  # stored (moved, or copied to S3): the temporary copy goes
+                if item.path is not None:
+                    await run_in_threadpool(item.path.unlink, True)
+            report.downloaded += sum(1 for f in fetched if f.path is not None)
+            report.bytes += sum(f.size for f in fetched if f.path is not None)
+            report.indexed_only += sum(1 for f in fetched if f.path is None)
+    finally:
+        for item in fetched:
+            if item.path is not None:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(item.path.unlink, True)
+    if gone:
+        await _commit(services, channel, subdir, [], gone)
+        report.removed += len(gone)
+    if len(report.failures) == failures_before:  # remember the index only once everything in it is here
+        async with services.db.write() as session:
+            values = {"channel_id": channel.id, "path": path_key, "status": 200, "checked_at": services.now(),
+                      **validators}
+            await session.execute(insert_ignore(session, ProxyEntry, values, ["channel_id", "path"]))
+            row = await session.get(ProxyEntry, (channel.id, path_key))
+            assert row is not None
+            for key, value in values.items():
+                setattr(row, key, value)
+    else:
+        async with services.db.write() as session:  # the next run reads the whole index again
+            await session.execute(delete(ProxyEntry).where(ProxyEntry.channel_id == channel.id,  # type: ignore[arg-type]
+                                                           ProxyEntry.path == path_key))
+
+
+async def _download(services: Services, channel: Channel, subdir: str, filename: str, record: dict[str, Any],
+                    base: str, verify: bool) -> _Fetched | str:
+    """The verified file in a temporary path, or a line saying why not (nothing stored)."""
+    sha = str(record.get("sha256") or "").lower() or None
+    md5 = str(record.get("md5") or "").lower() or None
+    size = record.get("size") if isinstance(record.get("size"), int) else None
+    if sha is None and md5 is None:
+        return f"{subdir}/{filename}: the upstream record has no checksum; not mirrored"
+    path = await run_in_threadpool(_temp_path, services)
+    try:
+        done = await upstream_client(services).download(join(base, filename), path, size=size, sha256=sha, md5=md5)
+        if done is None:
+            raise UpstreamError(f"upstream has no {filename} although its index lists it")
+        if verify:
+            meta = await run_in_threadpool(read_package, path, filename)
+            for key in ("name", "version", "build", "build_number"):
+                if meta.index.get(key) != record.get(key):
+                    raise UpstreamError(f"{filename}: info/index.json says {key}={meta.index.get(key)!r}, "
+                                        f"the upstream record {record.get(key)!r}")
+            if meta.subdir != subdir:
+                raise UpstreamError(f"{filename}: info/index.json says subdir {meta.subdir}")
+        return _Fetched(path, filename, record, done.sha256, done.md5, done.size)
+    except (GraphcondaError, OSError) as exc:
+        await run_in_threadpool(path.unlink, True)
+        return f"{subdir}/{filename}: {exc}"
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(path.unlink, True)
+        raise
+
+
+async def _commit(services: Services, channel: Channel, subdir: str, items: list[_Fetched],
+                  gone: list[str]) -> None:
+    """Store a batch's files, then write their rows and one shard-index update in one transaction."""
+    assert channel.id is not None
+    if not items and not gone:
+        return
+    keys = []
+    for item in items:
+        if item.path is not None:
+            key = layout.package_key(channel.name, subdir, item.sha256, item.filename)
+            await services.storage.put_file(key, item.path)
+            keys.append(key)
+    access = authz.ChannelAccess(channel.id, channel.private, None)
+    names: set[str] = set()
+    old_keys: list[str] = []
+    now = services.now()
+    async with services.db.write() as session:
+        generation = await lock_subdir(session, channel.id, subdir, now, bump=True)
+        for filename in gone:
+            row = await session.scalar(select(PackageFile).where(
+                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir, PackageFile.filename == filename))
+            if row is not None:
+                names.add(row.name)
+                if row.stored:
+                    old_keys.append(layout.package_key(channel.name, subdir, row.sha256, filename))
+                await session.delete(row)
+        for item in items:
+            record = dict(item.record)
+            meta = PackageMetadata(item.filename, record, {}, record.get("run_exports"), {})
+            staged = StagedPackage(channel, access, item.path or Path("/nonexistent"), meta, item.sha256,
+                                   item.md5 or str(record.get("md5") or ""), item.size, dumps_record(record),
+                                   is_v3(record))
+            existing = await session.scalar(select(PackageFile).where(
+                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
+                PackageFile.filename == item.filename))
+            if existing is not None and existing.stored and existing.sha256 != item.sha256:
+                old_keys.append(layout.package_key(channel.name, subdir, existing.sha256, item.filename))
+            row = await write_rows(session, staged, existing, authz.SYSTEM, now)
+            if item.path is None:
+                row.stored = False  # proxylisted: downloads redirect upstream
+                session.add(row)
+            names.add(meta.name)
+        await session.flush()
+        state = await publishing.publish_shards(services, session, channel, subdir, sorted(names), generation)
+    publishing.remember_index(services, state)
+    publishing.notify_written(services, [*keys, *old_keys])
+    for key in old_keys:
+        await services.storage.delete(key)
+    request_publish(services, channel.id, subdir)

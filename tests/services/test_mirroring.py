@@ -1,0 +1,223 @@
+"""Mirror channels synchronised from a real upstream on loopback: a static channel indexed by
+py-rattler's indexer behind a fault-injecting HTTP server (tests/fixtures/upstreams.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from graphconda.db.models import PackageFile
+from graphconda.services import channels, jobs
+from graphconda.services.authz import SYSTEM
+from graphconda.services.context import Services
+from graphconda.services.mirroring import sync_mirror
+from graphconda.services.publisher import wait_published
+from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index
+from tests.helpers.packages import build_package
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"mirror": {"upstream_timeout_seconds": 1.0, "backoff_seconds": 0.01, "retries": 2,
+                       "circuit_failures": 1000, "concurrency": 4}}
+
+
+@pytest.fixture
+def packages(tmp_path: Path) -> list[Path]:
+    built = tmp_path / "built"
+    return [
+        build_package(built, "alpha", "1.0", "0"),
+        build_package(built, "alpha", "2.0", "0", fmt=".tar.bz2"),
+        build_package(built, "numpydoc", "1.0", "0"),
+        build_package(built, "numpy", "1.26.0", "h1_0", subdir="linux-64"),
+        build_package(built, "numpy", "2.1.0", "h1_0", subdir="linux-64", fmt=".tar.bz2"),
+    ]
+
+
+@pytest.fixture
+async def upstream(tmp_path: Path, packages: list[Path]) -> Any:
+    root = tmp_path / "upstream"
+    place(root, packages)
+    await rattler_index(root, zst=True)
+    with StaticServer(root) as channel:
+        yield channel
+
+
+async def make_mirror(services: Services, url: str, name: str = "mir", **kwargs: Any) -> Any:
+    return await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
+        name=name, mirror_mode="mirror", mirror_channel_url=url, **kwargs))
+
+
+async def sync(services: Services, name: str = "mir", **kwargs: Any) -> Any:
+    from graphconda.services.access import gate
+
+    async with services.db.read() as session:
+        channel, _ = await gate(session, SYSTEM, name)
+    report = await sync_mirror(services, channel, **kwargs)
+    await wait_published(services)
+    return report
+
+
+async def files(services: Services) -> dict[str, tuple[str, bool]]:
+    async with services.db.read() as session:
+        rows = await session.scalars(select(PackageFile))
+        return {f"{r.subdir}/{r.filename}": (r.sha256, r.stored) for r in rows}
+
+
+def upstream_files(upstream: StaticChannel) -> dict[str, str]:
+    out = {}
+    for subdir in ("noarch", "linux-64"):
+        doc = json.loads((upstream.root / subdir / "repodata.json").read_bytes())
+        for group in ("packages", "packages.conda"):
+            for fn, record in doc[group].items():
+                out[f"{subdir}/{fn}"] = record["sha256"]
+    return out
+
+
+async def test_first_sync_copies_everything_and_a_second_downloads_nothing(
+    client: httpx2.AsyncClient, services: Services, upstream: StaticChannel, packages: list[Path]
+) -> None:
+    await make_mirror(services, upstream.url)
+    report = await sync(services)
+    assert report.failures == [] and report.downloaded == 5
+    assert {k: v[0] for k, v in (await files(services)).items()} == upstream_files(upstream)
+    for path in packages:
+        subdir = "linux-64" if path.name.startswith("numpy-") else "noarch"
+        got = await client.get(f"/get/mir/{subdir}/{path.name}")
+        assert got.status_code == 200 and got.content == path.read_bytes()
+    # Records as upstream declared them.
+    ours = (await client.get("/get/mir/linux-64/repodata.json")).json()
+    theirs = json.loads((upstream.root / "linux-64/repodata.json").read_bytes())
+    for group in ("packages", "packages.conda"):
+        for fn, record in theirs[group].items():
+            assert {k: v for k, v in ours[group][fn].items()} == {k: v for k, v in record.items()}
+    before = dict(upstream.requests)
+    again = await sync(services)
+    assert again.downloaded == 0 and set(again.unchanged) == {"noarch", "linux-64"}
+    new = {p: n - before.get(p, 0) for p, n in upstream.requests.items() if n != before.get(p, 0)}
+    assert all(not p.endswith((".conda", ".tar.bz2")) for p in new), new
+    assert upstream.statuses("/noarch/repodata.json.zst")[-1] == 304
+
+
+async def test_added_and_removed_upstream(services: Services, upstream: StaticChannel, tmp_path: Path) -> None:
+    await make_mirror(services, upstream.url)
+    await sync(services)
+    place(upstream.root, [build_package(tmp_path / "more", "gamma", "1.0", "0")])
+    (upstream.root / "noarch/alpha-1.0-0.conda").unlink()
+    await rattler_index(upstream.root, zst=True)
+    report = await sync(services)
+    assert report.downloaded == 1
+    have = await files(services)
+    assert "noarch/gamma-1.0-0.conda" in have
+    assert "noarch/alpha-1.0-0.conda" in have  # no pruning: it stays
+    await channels.update_channel(services, SYSTEM, "mir", channels.ChannelUpdate(mirror_prune=True))
+    await rattler_index(upstream.root, zst=True)  # touch: a new index, so the sync reads it
+    (upstream.root / "noarch/repodata.json.zst").write_bytes((upstream.root / "noarch/repodata.json.zst").read_bytes())
+    from sqlalchemy import delete
+
+    from graphconda.db.models import ProxyEntry
+    async with services.db.write() as session:  # forget the validators: the index is read again
+        await session.execute(delete(ProxyEntry))
+    report = await sync(services)
+    have = await files(services)
+    assert "noarch/alpha-1.0-0.conda" not in have and report.removed == 1
+    assert {k: v[0] for k, v in have.items()} == upstream_files(upstream)
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "stall", "reset", "truncate", "status"])
+async def test_faults_are_recorded_nothing_corrupt_is_stored_and_the_next_run_converges(
+    services: Services, upstream: StaticChannel, packages: list[Path], fault: str
+) -> None:
+    await make_mirror(services, upstream.url)
+    target = "numpy-2.1.0-h1_0.tar.bz2"
+    upstream.fail(target, fault, times=10, seconds=2.0, status=503)
+    report = await sync(services)
+    assert any(target in line for line in report.failures), report.failures
+    have = await files(services)
+    assert f"linux-64/{target}" not in have and len(have) == 4
+    assert not [b async for b in services.storage.list("channels/mir/linux-64/") if b.key.endswith(target)]
+    upstream.clear_faults()
+    report = await sync(services)
+    assert report.failures == [] and report.downloaded == 1
+    assert {k: v[0] for k, v in (await files(services)).items()} == upstream_files(upstream)
+    blob = [b async for b in services.storage.list("channels/mir/linux-64/") if b.key.endswith(target)]
+    assert len(blob) == 1
+    data = await services.storage.read(blob[0].key)
+    assert hashlib.sha256(data).hexdigest() == upstream_files(upstream)[f"linux-64/{target}"]
+
+
+async def test_retry_after_is_honoured(services: Services, upstream: StaticChannel) -> None:
+    await make_mirror(services, upstream.url)
+    upstream.fail("alpha-1.0-0.conda", "status", times=1, status=429, retry_after="0")
+    report = await sync(services)
+    assert report.failures == [] and report.downloaded == 5
+    assert upstream.statuses("alpha-1.0-0.conda") == [429, 200]
+
+
+async def test_lists_match_exact_names_and_specs(client: httpx2.AsyncClient, services: Services,
+                                                 upstream: StaticChannel) -> None:
+    await make_mirror(services, upstream.url, "inc", includelist=["numpy"])
+    await sync(services, "inc")
+    assert set(await files(services)) == {"linux-64/numpy-1.26.0-h1_0.conda", "linux-64/numpy-2.1.0-h1_0.tar.bz2"}
+    await make_mirror(services, upstream.url, "spec", includelist=["numpy >=2"], proxylist=["numpy"])
+    await sync(services, "spec")
+    async with services.db.read() as session:
+        rows = list(await session.scalars(select(PackageFile).where(PackageFile.channel_id == 2)))
+    assert [(r.filename, r.stored) for r in rows] == [("numpy-2.1.0-h1_0.tar.bz2", False)]
+    redirect = await client.get("/get/spec/linux-64/numpy-2.1.0-h1_0.tar.bz2")
+    assert redirect.status_code == 302
+    assert redirect.headers["location"] == f"{upstream.url}/linux-64/numpy-2.1.0-h1_0.tar.bz2"
+    await make_mirror(services, upstream.url, "exc", excludelist=["numpy", "alpha <2"])
+    await sync(services, "exc")
+    async with services.db.read() as session:
+        rows = list(await session.scalars(select(PackageFile.filename).where(PackageFile.channel_id == 3)))
+    assert sorted(rows) == ["alpha-2.0-0.tar.bz2", "numpydoc-1.0-0.conda"]
+    # Changing the lists takes effect at the next sync: excluded files leave.
+    await channels.update_channel(services, SYSTEM, "exc", channels.ChannelUpdate(excludelist=["numpydoc"]))
+    from sqlalchemy import delete
+
+    from graphconda.db.models import ProxyEntry
+    async with services.db.write() as session:
+        await session.execute(delete(ProxyEntry))
+    await sync(services, "exc")
+    async with services.db.read() as session:
+        rows = list(await session.scalars(select(PackageFile.filename).where(PackageFile.channel_id == 3)))
+    assert "numpydoc-1.0-0.conda" not in rows and "numpy-2.1.0-h1_0.tar.bz2" in rows
+
+
+async def test_sync_runs_as_a_job(services: Services, upstream: StaticChannel) -> None:
+    from graphconda.jobs.runner import Runner
+
+    await make_mirror(services, upstream.url)
+    run = await jobs.run_job(services, SYSTEM, "synchronize_repodata", channel="mir")
+    assert run.id is not None
+    runner = Runner(services)
+    runner.start()
+    try:
+        import asyncio
+        for _ in range(300):
+            done = await jobs.get_job(services, SYSTEM, run.id)
+            if done.status in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await runner.aclose()
+    assert done.status == "succeeded", (done.error, done.log_tail)
+    assert "5 files" in done.message
+    assert len(await files(services)) == 5
+
+
+async def test_mirror_channels_refuse_uploads_and_deletes(services: Services, upstream: StaticChannel) -> None:
+    from graphconda.errors import ConflictError
+    from graphconda.services import packages as package_service
+
+    await make_mirror(services, upstream.url)
+    await sync(services)
+    with pytest.raises(ConflictError, match="mirror channel"):
+        await package_service.delete_package_file(services, SYSTEM, "mir", "noarch", "alpha-1.0-0.conda")
