@@ -221,3 +221,29 @@ def job_summary(run: JobRun, channel_name: str | None = None) -> dict[str, Any]:
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }
+
+
+async def list_jobs(services: Services, actor: Actor, *, channel: str | None = None, kind: str | None = None,
+                    status: str | None = None, limit: int = 50) -> list[tuple[JobRun, str | None]]:
+    """The newest runs `actor` may see, with their channel's name (the CLI's `jobs list`)."""
+    from graphconda.services.job_queries import visible_jobs
+
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise InvalidInputError(f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status")
+    async with services.db.read() as session:
+        runs = list((await session.scalars(visible_jobs(actor, channel=channel, kind=kind, status=status)
+                                           .order_by(JobRun.id.desc()).limit(limit))).all())  # type: ignore[union-attr]
+        return [(run, await channel_name(session, run)) for run in runs]
+
+
+async def channel_name(session: AsyncSession, run: JobRun) -> str | None:
+    if run.channel_id is None:
+        return None
+    return await session.scalar(select(Channel.name).where(Channel.id == run.channel_id))
+
+
+async def describe_job(services: Services, actor: Actor, job_id: int) -> dict[str, Any]:
+    """`job_summary` of a run the actor may see (NotFoundError otherwise)."""
+    run = await get_job(services, actor, job_id)
+    async with services.db.read() as session:
+        return job_summary(run, await channel_name(session, run))
