@@ -17,6 +17,7 @@ from graphconda.http.errors import exception_handlers
 from graphconda.http.fastpath import FastStarlette
 from graphconda.http.identity import identity_middleware
 from graphconda.schema import graphql_app
+from graphconda.services import staging
 from graphconda.services.context import Services, open_services
 from graphconda.settings import Settings
 
@@ -31,11 +32,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
+            await staging.remove_stale_upload_files(services)
             yield
             return
         handle = await open_services(settings, runner=settings.jobs.embedded_runner,
                                      scheduler=settings.jobs.embedded_scheduler)
         app.state.services = handle.services
+        # Upload temp files that a process which died left behind (not those of live processes).
+        await staging.remove_stale_upload_files(handle.services)
         try:
             yield
         finally:

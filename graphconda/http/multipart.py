@@ -7,7 +7,6 @@ the whole body is in; uploads need to stop reading the moment one file is too bi
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from graphconda.errors import InvalidInputError, TooLargeError
+from graphconda.services.temp_files import temp_file
 
 MAX_FILES = 100
 MAX_FIELD_BYTES = 64 * 1024
@@ -130,9 +130,8 @@ class MultipartSpool:
                 await run_in_threadpool(part.file.close)
 
     def _open(self) -> tuple[Path, BinaryIO]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.directory, prefix="multipart-", suffix=".part")
-        return Path(name), os.fdopen(fd, "wb")
+        fd, path = temp_file(self.directory, "multipart")  # named after this process: see services.temp_files
+        return path, os.fdopen(fd, "wb")
 
     def fields(self) -> dict[str, str]:
         return {p.name: p.value.decode("utf-8", "replace") for p in self.parts if p.filename is None}

@@ -135,9 +135,9 @@ async def run_cleanup(services: Services, *, dry_run: bool = False,
 
     async def staged_files(services: Services, dry_run: bool) -> int | None:
         func_ = _optional("graphconda.services.staging", "remove_stale_upload_files")
-        if func_ is None or dry_run:  # it has no dry-run mode: counted only when it runs
+        if func_ is None:
             return None
-        return int(await func_(services) or 0)
+        return len(await func_(services, dry_run=dry_run))  # the paths (to be) removed
 
     async def sessions(services: Services, dry_run: bool) -> int | None:
         func_ = _optional("graphconda.services.sessions", "delete_expired_sessions")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir
 from graphconda.services.packages import write_rows
 from graphconda.services.staging import StagedPackage, read_limits
+from graphconda.services.temp_files import temp_file
 
 log = logging.getLogger("graphconda.reindex")
 
@@ -42,14 +42,14 @@ class ReindexResult:
 
 
 async def _download(services: Services, key: str, directory: Path) -> Path:
-    fd, name = await run_in_threadpool(tempfile.mkstemp, None, "reindex-", directory)
+    fd, path = await run_in_threadpool(temp_file, directory, "reindex")
     out = os.fdopen(fd, "wb")
     try:
         async for chunk in services.storage.open(key):
             await run_in_threadpool(out.write, chunk)
     finally:
         await run_in_threadpool(out.close)
-    return Path(name)
+    return path
 
 
 def _checksums(path: Path) -> tuple[str, str, int]:

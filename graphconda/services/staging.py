@@ -8,9 +8,9 @@ row is written here; services.packages commits what passed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +29,13 @@ from graphconda.errors import (
     InvalidPackageError,
     TooLargeError,
 )
-from graphconda.services import authz
+from graphconda.services import authz, temp_files
 from graphconda.services.access import UPLOADS, ChannelKind, gate
 from graphconda.services.authz import Actor, ChannelAccess
 from graphconda.services.context import Services
 from graphconda.settings import Settings
 
+log = logging.getLogger("graphconda.staging")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _WRITE_BATCH = 1024 * 1024
 
@@ -130,11 +131,26 @@ def read_limits(settings: Settings, channel_name: str) -> ReadLimits:
 
 
 def _temp_path(services: Services) -> Path:
-    directory = services.settings.data_dir / "tmp"
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
+    fd, path = temp_files.temp_file(services.settings.data_dir / temp_files.TEMP_DIR, "upload")
     os.close(fd)
-    return Path(name)
+    return path
+
+
+async def remove_stale_upload_files(services: Services, *, dry_run: bool = False) -> list[Path]:
+    """Delete the temporary upload files (under <data_dir>/tmp) of processes that are gone.
+
+    Run at every process start and by the cleanup job; files of live processes (several
+    may share the data directory) are never touched. Returns the paths removed (with
+    `dry_run`, those that would be, deleting nothing).
+    """
+    directory = services.settings.data_dir / temp_files.TEMP_DIR
+    if dry_run:
+        return await run_in_threadpool(temp_files.stale_files, directory)
+    removed = await run_in_threadpool(temp_files.remove_stale_files, directory)
+    if removed:
+        log.info("removed %d temporary file(s) left by processes that are gone: %s", len(removed),
+                 ", ".join(p.name for p in removed[:10]) + (" ..." if len(removed) > 10 else ""))
+    return removed
 
 
 async def _spool(
