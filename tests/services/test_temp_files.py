@@ -17,6 +17,7 @@ import httpx2
 
 from graphconda.app import create_app
 from graphconda.services import staging, temp_files
+from graphconda.services.cleanup import run_cleanup
 from graphconda.services.context import Services
 from graphconda.settings import Settings
 from tests.fixtures.server import free_port
@@ -148,3 +149,14 @@ async def test_server_killed_mid_upload_leaves_a_file_the_next_start_removes(
     assert part.exists()
     assert await staging.remove_stale_upload_files(services) == [part]
     assert not part.exists()
+
+
+async def test_the_cleanup_job_removes_them_too(services: Services, settings: Settings) -> None:
+    with holder(tmp_dir(settings)) as (killed, dead_file), holder(tmp_dir(settings)) as (_, live_file):
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        dry = await run_cleanup(services, dry_run=True)
+        assert dry.counts["upload temp files"] == 1 and dead_file.exists()
+        report = await run_cleanup(services)
+        assert report.counts["upload temp files"] == 1
+        assert not dead_file.exists() and live_file.exists()
