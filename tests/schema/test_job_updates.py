@@ -250,3 +250,19 @@ async def test_cancelling_a_running_job_ends_its_updates_with_cancelled(
     finally:
         await runner.aclose()
         await socket.ws.close()
+
+
+async def test_subscriptions_obey_the_query_cost_limit(live_server: Any, people: People, services: Services) -> None:
+    await make_channel(services, "costly")
+    run = await queued(services, "costly")
+    socket = await connect(live_server.url, people.owner)
+    costly = ("subscription($id: ID!) { jobUpdates(id: $id) { channel { jobs(first: 100) { nodes { channel { "
+              "jobs(first: 100) { nodes { channel { jobs(first: 100) { nodes { id } } } } } } } } } } }")
+    try:
+        await socket.send({"id": "1", "type": "subscribe",
+                           "payload": {"query": costly, "variables": {"id": str(run.id)}}})
+        refused = await socket.recv()
+        errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "QUERY_TOO_COSTLY", refused
+    finally:
+        await socket.ws.close()
