@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from graphconda.errors import GraphcondaError
 from graphconda.services.context import Services
+from graphconda.services.publisher import publishing_failures
 
 CHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # "database", "storage", ...
+    name: str  # "database", "storage", "publishing"
     ok: bool
     detail: str = ""  # why not (names infrastructure: staff only)
 
@@ -47,11 +48,20 @@ async def _check(name: str, probe: Awaitable[None], seconds: float) -> Check:
     return Check(name, True)
 
 
+def _publishing(services: Services) -> Check:
+    behind = publishing_failures(services)
+    if not behind:
+        return Check("publishing", True)
+    more = f" (and {len(behind) - 1} more)" if len(behind) > 1 else ""
+    return Check("publishing", False, f"index files lag behind acknowledged uploads, retrying: {behind[0]}{more}")
+
+
 async def readiness(services: Services) -> Readiness:
-    """Check the database and the storage (concurrently, each within a few seconds)."""
+    """Check the database and the storage (concurrently, each within a few seconds), and whether
+    this process's publisher is behind (an index rebuild failed and is being retried)."""
     timeout = CHECK_SECONDS
     checks = await asyncio.gather(
         _check("database", services.db.check(), timeout),
         _check("storage", services.storage.check(), timeout),
     )
-    return Readiness(tuple(checks))
+    return Readiness((*checks, _publishing(services)))

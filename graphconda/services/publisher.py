@@ -5,8 +5,11 @@ publisher waits `publish.debounce_seconds` (a burst of uploads lands in one rebu
 rebuilds every requested subdir, then the channels' channeldata.json. Subdirs a process
 left unpublished (it died between commit and rebuild) are picked up by `catch_up`, which
 the `publish_sweep` job runs once per deployment every `publish.sweep_interval_seconds`;
-superseded shards are expired by the `cleanup` job. Closing it (with the services)
-finishes pending work first.
+superseded shards are expired by the `cleanup` job. A rebuild that fails (storage full,
+database down) is retried on its own, after 1 s and then twice as long each time up to
+`publish.sweep_interval_seconds`; until it succeeds, `failures` says what is behind and
+why, and /readyz reports the server not ready. Closing it (with the services) finishes
+pending work first.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from graphconda.errors import DatabaseUnavailableError, StorageFullError
 from graphconda.services import publishing
 from graphconda.services.context import Services
 
 log = logging.getLogger("graphconda.publishing")
+_FIRST_RETRY_SECONDS = 1.0
+_CHANNELDATA = ""  # in place of a subdir: the channel's channeldata.json
 
 
 class Publisher:
@@ -29,6 +35,10 @@ class Publisher:
         self._idle.set()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # (channel id, subdir or _CHANNELDATA) whose last rebuild failed, and why.
+        self.failures: dict[tuple[int, str], str] = {}
+        self._retry_in = _FIRST_RETRY_SECONDS
+        self._retry_timer: asyncio.TimerHandle | None = None
 
     def request(self, channel_id: int, subdir: str) -> None:
         self._pending.add((channel_id, subdir))
@@ -67,24 +77,52 @@ class Publisher:
 
     async def _publish_pending(self) -> None:
         batch, self._pending = self._pending, set()
-        channels: set[int] = set()
+        channels = {channel_id for channel_id, subdir in batch if subdir == _CHANNELDATA}
         for channel_id, subdir in sorted(batch):
+            if subdir == _CHANNELDATA:
+                continue
             try:
                 if await publishing.publish_subdir(self.services, channel_id, subdir):
                     channels.add(channel_id)
-            except Exception:
-                log.exception("publishing channel %d subdir %s failed; the next sweep retries", channel_id, subdir)
+                self.failures.pop((channel_id, subdir), None)
+            except Exception as exc:
+                self._failed((channel_id, subdir), exc)
         for channel_id in sorted(channels):
             try:
                 await publishing.publish_channeldata(self.services, channel_id)
-            except Exception:
-                log.exception("publishing channeldata of channel %d failed", channel_id)
+                self.failures.pop((channel_id, _CHANNELDATA), None)
+            except Exception as exc:
+                self._failed((channel_id, _CHANNELDATA), exc)
+        if not self.failures:
+            self._retry_in = _FIRST_RETRY_SECONDS
         if not self._pending:
             self._idle.set()
+
+    def _failed(self, what: tuple[int, str], exc: Exception) -> None:
+        channel_id, subdir = what
+        name = f"channel {channel_id} " + (f"subdir {subdir}" if subdir else "channeldata.json")
+        self.failures[what] = f"{name}: {exc}" if str(exc) else f"{name}: {type(exc).__name__}"
+        if isinstance(exc, StorageFullError | DatabaseUnavailableError):  # expected: one line, no traceback
+            log.warning("publishing %s failed: %s; retrying in %g s", name, exc, self._retry_in)
+        else:
+            log.exception("publishing %s failed; retrying in %g s", name, self._retry_in)
+        if self._retry_timer is None and not self._closing:
+            self._retry_timer = asyncio.get_running_loop().call_later(self._retry_in, self._retry)
+            self._retry_in = min(self._retry_in * 2, self.services.settings.publish.sweep_interval_seconds)
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        if self._closing:
+            return
+        for channel_id, subdir in list(self.failures):
+            self.request(channel_id, subdir)
 
     async def aclose(self) -> None:
         """Finish what is pending, then stop."""
         self._closing = True
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         if self._task is None:
             return
         self._wake.set()
@@ -103,6 +141,11 @@ def publisher(services: Services) -> Publisher:
 
 def request_publish(services: Services, channel_id: int, subdir: str) -> None:
     publisher(services).request(channel_id, subdir)
+
+
+def publishing_failures(services: Services) -> list[str]:
+    """What this process failed to publish and is retrying (empty when all is published)."""
+    return sorted(publisher(services).failures.values())
 
 
 async def wait_published(services: Services) -> None:

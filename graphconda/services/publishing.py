@@ -262,16 +262,19 @@ def build_subdir_files(services: Services, channel: Channel, subdir: str, rows: 
 
 async def write_subdir_files(services: Services, channel: Channel, subdir: str, files: dict[str, bytes | None],
                              generation: int) -> None:
-    """Store built monolithic files and record the generation they show; hold the publish lock."""
-    keys = []
-    for name, data in files.items():
-        key = layout.subdir_file_key(channel.name, subdir, name)
-        if data is None:
-            await services.storage.delete(key)
-        else:
-            await services.storage.put(key, data)
-        keys.append(key)
-    notify_written(services, keys)
+    """Store built monolithic files and record the generation they show; hold the publish lock.
+
+    All of them or none (put_many writes every file before it replaces any): a full disk
+    leaves the previous set whole and the generation unrecorded, so the rebuild is retried.
+    """
+    keys = {name: layout.subdir_file_key(channel.name, subdir, name) for name in files}
+    try:
+        await services.storage.put_many({keys[name]: data for name, data in files.items() if data is not None})
+        for name, data in files.items():
+            if data is None:
+                await services.storage.delete(keys[name])
+    finally:
+        notify_written(services, keys.values())  # also after a failure: some may have been replaced
     async with services.db.write() as session:
         await session.execute(
             update(SubdirState)

@@ -3,7 +3,9 @@
 Writes land in `root/.tmp/`, are fsync'd and renamed into place, so readers see the old
 blob or the new one, never a mix. `put_many` writes a batch of temp files, flushes the
 filesystem once (syncfs) instead of once per file, then renames them all and fsyncs each
-directory once. Every blocking call runs in a worker thread.
+directory once. Every blocking call runs in a worker thread. A full filesystem (ENOSPC, or
+a quota) raises StorageFullError, other write failures StorageError; a failed write leaves
+no temp file and never replaces the previous blob.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import stat as stat_mode
 import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -25,13 +27,26 @@ from typing import BinaryIO
 import anyio
 from starlette.concurrency import run_in_threadpool
 
-from graphconda.errors import BlobNotFoundError, InvalidNameError, StorageError
+from graphconda.errors import BlobNotFoundError, InvalidNameError, StorageError, StorageFullError
 from graphconda.storage.base import CHUNK_SIZE, BlobStat, check_key, check_prefix
 
 TMP_DIR = ".tmp"  # check_key refuses dot-names, so no key can land here
 STALE_TMP_SECONDS = 24 * 3600
 _LIST_BATCH = 500
 _Batch = list[BlobStat]  # `list` is a method name in the class body
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+PROBE_BYTES = 64 * 1024  # what check() writes: a store that cannot take this cannot take an upload
+
+
+@contextmanager
+def _writing(what: str) -> Iterator[None]:
+    """OS errors of a write as storage errors: full is its own kind (HTTP 507, readiness says so)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StorageFullError(f"no space left on the storage filesystem to store {what}") from exc
+        raise StorageError(f"cannot store {what}: {exc}") from exc
 
 
 def _stat_of(key: str, st: os.stat_result) -> BlobStat:
@@ -126,14 +141,19 @@ class LocalBlobStore:
 
     async def put(self, key: str, data: bytes | AsyncIterable[bytes]) -> BlobStat:
         dest = self._path(key)
+        what = repr(key)
         if isinstance(data, bytes | bytearray | memoryview):
-            return await run_in_threadpool(self._put_bytes, key, dest, bytes(data))
-        fd, tmp = await run_in_threadpool(self._temp_file)
+            with _writing(what):
+                return await run_in_threadpool(self._put_bytes, key, dest, bytes(data))
+        with _writing(what):
+            fd, tmp = await run_in_threadpool(self._temp_file)
         f = os.fdopen(fd, "wb")
         try:
-            async for chunk in data:
-                await run_in_threadpool(f.write, chunk)
-            return await run_in_threadpool(self._finish, f, tmp, key, dest)
+            async for chunk in data:  # the source's own errors pass through as they are
+                with _writing(what):
+                    await run_in_threadpool(f.write, chunk)
+            with _writing(what):
+                return await run_in_threadpool(self._finish, f, tmp, key, dest)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(_discard, f, tmp)
@@ -159,7 +179,8 @@ class LocalBlobStore:
 
     async def put_many(self, items: Mapping[str, bytes]) -> list[BlobStat]:
         dests = {key: self._path(key) for key in items}  # every key checked before anything is written
-        return await run_in_threadpool(self._put_many, items, dests)
+        with _writing(f"{len(items)} blobs"):
+            return await run_in_threadpool(self._put_many, items, dests)
 
     def _put_many(self, items: Mapping[str, bytes], dests: dict[str, Path]) -> list[BlobStat]:
         pending: list[tuple[str, Path, os.stat_result | None]] = []  # temp files not yet renamed: ours to delete
@@ -202,7 +223,8 @@ class LocalBlobStore:
 
     async def put_file(self, key: str, path: Path) -> BlobStat:
         dest = self._path(key)
-        return await run_in_threadpool(self._put_file, key, dest, Path(path))
+        with _writing(repr(key)):
+            return await run_in_threadpool(self._put_file, key, dest, Path(path))
 
     def _put_file(self, key: str, dest: Path, src: Path) -> BlobStat:
         self._inside(dest, key)
@@ -335,13 +357,19 @@ class LocalBlobStore:
         await run_in_threadpool(self._check)
 
     def _check(self) -> None:
+        probe = None
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
             fd, probe = self._temp_file()
-            os.close(fd)
-            probe.unlink()
+            with os.fdopen(fd, "wb") as f:  # real bytes: an empty file fits on a full disk
+                f.write(bytes(PROBE_BYTES))  # space is reserved at write time: no fsync needed to see ENOSPC
         except OSError as exc:
+            if exc.errno in _FULL:
+                raise StorageFullError(f"storage path {self.root} is full: {exc}") from exc
             raise StorageError(f"storage path {self.root} is not writable: {exc}") from exc
+        finally:
+            if probe is not None:
+                probe.unlink(missing_ok=True)
         # Leftovers of writers that died mid-put.
         cutoff = time.time() - STALE_TMP_SECONDS
         with os.scandir(self._tmp) as it:

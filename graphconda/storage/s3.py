@@ -29,7 +29,7 @@ from minio.helpers import check_bucket_name
 from starlette.concurrency import run_in_threadpool
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
 
-from graphconda.errors import BlobNotFoundError, ConfigError, InvalidNameError, StorageError
+from graphconda.errors import BlobNotFoundError, ConfigError, InvalidNameError, StorageError, StorageFullError
 from graphconda.settings import S3Settings
 from graphconda.storage.base import CHUNK_SIZE, BlobStat, check_key, check_prefix
 
@@ -40,6 +40,8 @@ PARALLEL_PARTS = 2
 PUT_MANY_CONCURRENCY = 16  # below the connection pool's size
 _MAX_PARTS = 10_000
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
+# Out of space or over a quota, as S3-compatible servers say it (MinIO, Ceph RGW, others send HTTP 507).
+_FULL = frozenset({"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded", "InsufficientStorage"})
 _LIST_BATCH = 500
 _Batch = list[BlobStat]  # `list` is a method name in the class body
 
@@ -122,6 +124,10 @@ class S3BlobStore:
         try:
             yield
         except S3Error as exc:
+            status = getattr(exc.response, "status", None)
+            if exc.code in _FULL or status == 507:
+                raise StorageFullError(f"S3 {what} refused for lack of space on {self.endpoint}/{self.bucket}: "
+                                       f"{exc.code}") from exc
             raise StorageError(f"S3 {what} failed on {self.endpoint}/{self.bucket}: {exc.code}: {exc.message}") from exc
         except MinioException as exc:
             raise StorageError(f"S3 {what} failed on {self.endpoint}/{self.bucket}: {_reason(exc)}") from exc

@@ -52,7 +52,8 @@ async def test_ready_to_everyone(remote: httpx2.AsyncClient, client: httpx2.Asyn
     assert answer.status_code == 200 and answer.json() == {"status": "ready"}
     local = await client.get("/readyz")
     assert local.status_code == 200
-    assert local.json() == {"status": "ready", "checks": {"database": {"ok": True}, "storage": {"ok": True}}}
+    assert local.json() == {"status": "ready", "checks": {"database": {"ok": True}, "storage": {"ok": True},
+                                                          "publishing": {"ok": True}}}
 
 
 async def test_anonymous_remote_callers_get_the_status_only(remote: httpx2.AsyncClient, services: Services,
