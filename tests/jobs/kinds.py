@@ -28,3 +28,8 @@ async def steps(ctx: JobContext) -> None:
 async def channel_noop(ctx: JobContext) -> None:
     assert ctx.channel is not None
     ctx.log(f"channel {ctx.channel.name}")
+
+
+# The same body under a second name, so a long run does not share the dedupe key of scheduled test_steps runs.
+job_kind("test_slow", channel=False, args={"steps": JobArg(int, 3), "delay": JobArg(float, 0.05),
+                                           "fail": JobArg(str, ""), "label": JobArg(str, "")})(steps)
