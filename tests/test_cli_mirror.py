@@ -28,3 +28,29 @@ def test_create_proxy_and_mirror_channels(tmp_path: Path, cli_env: dict[str, str
     assert code == 0, err
     code, out, _ = invoke(["channel", "list", "--json", "--data-dir", data], cli_env)
     assert {c["name"]: c["mirror_mode"] for c in json.loads(out)} == {"cf": "proxy", "m": "mirror"}
+
+
+def test_mirror_sync_and_status(tmp_path: Path, cli_env: dict[str, str]) -> None:  # noqa: F811
+    import asyncio
+
+    from tests.fixtures.upstreams import StaticServer, place, rattler_index
+    from tests.helpers.packages import build_package
+
+    root = tmp_path / "upstream"
+    place(root, [build_package(tmp_path / "b", "alpha", "1.0", "0"),
+                 build_package(tmp_path / "b", "beta", "1.0", "0", subdir="linux-64", fmt=".tar.bz2")])
+    asyncio.run(rattler_index(root))
+    data = str(tmp_path / "data")
+    with StaticServer(root) as upstream:
+        code, out, err = invoke(["channel", "create", "m", "--mirror", upstream.url, "--no-sync", "--data-dir", data],
+                                cli_env)
+        assert code == 0 and "queued" not in out, err
+        code, out, err = invoke(["mirror", "status", "m", "--data-dir", data], cli_env)
+        assert code == 0 and "last sync:     never" in out, err
+        code, out, err = invoke(["mirror", "sync", "m", "--wait", "--data-dir", data], cli_env)
+        assert code == 0, err
+        assert "succeeded" in out and "2 files" in out
+        code, out, err = invoke(["mirror", "status", "m", "--data-dir", data], cli_env)
+        assert code == 0 and "files:         2 (" in out and "synchronize succeeded" in out, out
+        code, _, err = invoke(["mirror", "sync", "nosuch", "--data-dir", data], cli_env)
+        assert code == 1 and "channel not found" in err

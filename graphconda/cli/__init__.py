@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from graphconda.cli import accounts, channels, jobs, packages, server
+from graphconda.cli import accounts, channels, jobs, mirrors, packages, server
 
 
 @click.group()
@@ -14,5 +14,5 @@ def main() -> None:
 
 
 for _command in (server.serve, server.migrate, channels.channel, accounts.user, accounts.api_key,
-                 packages.upload, packages.reindex, packages.package, jobs.jobs, jobs.scheduler):
+                 packages.upload, packages.reindex, packages.package, jobs.jobs, jobs.scheduler, mirrors.mirror):
     main.add_command(_command)

@@ -34,11 +34,12 @@ def channel() -> None:
               help="Indexed here, downloaded from upstream (repeat).")
 @click.option("--ttl", type=int, default=None,
               help="Proxy: seconds before upstream indexes are revalidated (default: mirror.ttl_seconds).")
+@click.option("--no-sync", is_flag=True, help="Mirror: do not queue a first sync now.")
 @settings_options
 def channel_create(settings: Settings, name: str, private: bool, description: str, owner: str | None, bz2: bool,
                    current_repodata: bool, no_shards: bool, mirror_url: str | None, proxy_url: str | None,
                    include: tuple[str, ...], exclude: tuple[str, ...], proxylist: tuple[str, ...],
-                   ttl: int | None) -> None:
+                   ttl: int | None, no_sync: bool) -> None:
     """Create channel NAME (as the server itself, or as --owner)."""
     from graphconda.services import channels, users
     from graphconda.services.authz import SYSTEM
@@ -51,7 +52,7 @@ def channel_create(settings: Settings, name: str, private: bool, description: st
     spec = channels.ChannelSpec(name=name, description=description, private=private, publish_bz2=bz2,
                                 publish_current_repodata=current_repodata, publish_shards=False if no_shards else None,
                                 mirror_mode=mode, mirror_channel_url=mirror_url or proxy_url, includelist=include,
-                                excludelist=exclude, proxylist=proxylist, ttl=ttl)
+                                excludelist=exclude, proxylist=proxylist, ttl=ttl, sync_now=not no_sync)
 
     async def create(services: Any) -> Any:
         # Created by the owner, so the channel service makes them its owner as for any creator.
@@ -60,7 +61,8 @@ def channel_create(settings: Settings, name: str, private: bool, description: st
 
     created = run(create, settings)
     kind = f", {created.mirror_mode} of {redact(created.mirror_channel_url or '')}" if created.mirror_mode else ""
-    click.echo(f"created channel {created.name}" + (" (private)" if created.private else "") + kind)
+    queued = " (first sync queued)" if created.mirror_mode == "mirror" and not no_sync else ""
+    click.echo(f"created channel {created.name}" + (" (private)" if created.private else "") + kind + queued)
 
 
 @channel.command("update")

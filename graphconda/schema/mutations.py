@@ -33,6 +33,8 @@ from graphconda.schema.types.inputs import (
     CreateChannelInput,
     RunJobInput,
     SetScheduleInput,
+    SyncMirrorInput,
+    SyncMode,
     UpdateChannelInput,
 )
 from graphconda.schema.types.job import Job, Schedule
@@ -40,7 +42,7 @@ from graphconda.schema.types.member import Member
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.package_file import PackageFile
 from graphconda.schema.types.user import User
-from graphconda.services import api_keys, channels, job_queries, jobs, members, packages, users
+from graphconda.services import api_keys, channels, job_queries, jobs, members, mirroring, packages, users
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1024 * 1024
@@ -79,6 +81,8 @@ SetServerRoleResult = Annotated[
     User | NotFound | PermissionDenied | InvalidInput | Conflict, strawberry.union("SetServerRoleResult")
 ]
 RunJobResult = Annotated[Job | NotFound | PermissionDenied | InvalidInput | Conflict, strawberry.union("RunJobResult")]
+SyncMirrorResult = Annotated[Job | NotFound | PermissionDenied | Conflict | InvalidInput,
+                             strawberry.union("SyncMirrorResult")]
 CancelJobResult = Annotated[Job | NotFound | PermissionDenied | Conflict, strawberry.union("CancelJobResult")]
 SetScheduleResult = Annotated[
     Schedule | NotFound | PermissionDenied | InvalidInput, strawberry.union("SetScheduleResult")
@@ -156,6 +160,7 @@ class Mutation:
             proxylist=input.proxylist,
             ttl=input.ttl,
             mirror_prune=input.mirror_prune,
+            sync_now=input.sync_now,
             publish_bz2=input.publish_bz2,
             publish_current_repodata=input.publish_current_repodata,
             publish_shards=input.publish_shards,
@@ -266,6 +271,16 @@ class Mutation:
         call = jobs.run_job(info.context.services, info.context.actor, input.kind, channel=input.channel, args=args)
         fields = {**JOB_INPUT, **{f"args.{key}": f"input.args.{key}" for key in args}}
         return await outcome(_changed(info, call), Job.from_model, RunJobResult, fields=fields)
+
+    @strawberry.mutation(
+        description="Start a sync of a mirror channel (channel owners and maintainers, server staff); returns "
+        "the queued run, or the sync already queued or running. Follow it with `jobUpdates`."
+    )
+    async def sync_mirror(self, info: Info, input: SyncMirrorInput) -> SyncMirrorResult:
+        call = mirroring.start_sync(info.context.services, info.context.actor, input.channel,
+                                    repodata_only=input.mode == SyncMode.SYNCHRONIZE_REPODATA)
+        return await outcome(_changed(info, call), Job.from_model, SyncMirrorResult,
+                             fields={"channel": "input.channel"})
 
     @strawberry.mutation(
         description="Cancel a job run: a queued one at once; a running one stops at its next check "

@@ -45,6 +45,7 @@ class ChannelSpec:
     proxylist: Sequence[str] = ()
     ttl: int | None = None  # proxy channels: seconds before upstream indexes are revalidated (None: server default)
     mirror_prune: bool = False
+    sync_now: bool = True  # mirror channels: queue a first sync once created
     # Publishing options (see services/channel_options.py); None: the server default.
     publish_bz2: bool = False
     publish_current_repodata: bool = False
@@ -191,6 +192,10 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
     except IntegrityError:
         raise AlreadyExistsError(CHANNEL_TAKEN) from None
     serving.forget_channel(services, name)  # this process may remember the name as absent
+    if channel.mirror_mode == "mirror" and spec.sync_now:
+        from graphconda.services import mirroring
+
+        await mirroring.start_sync(services, actor, name)
     return channel
 
 

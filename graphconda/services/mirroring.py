@@ -379,3 +379,54 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
     for key in old_keys:
         await services.storage.delete(key)
     request_publish(services, channel.id, subdir)
+
+
+# --- triggering and status -------------------------------------------------------------
+
+SYNC_KINDS = ("synchronize", "synchronize_repodata")
+
+
+async def start_sync(services: Services, actor: authz.Actor, channel_name: str, *,
+                     repodata_only: bool = False) -> Any:
+    """Queue a sync run of a mirror channel (or return the one queued or running): its JobRun.
+
+    NotFoundError for an invisible channel, ConflictError for a channel that is no mirror,
+    PermissionDeniedError unless the actor may run the channel's jobs.
+    """
+    from graphconda.services import jobs
+    from graphconda.services.access import ChannelKind, gate
+
+    async with services.db.read() as session:
+        await gate(session, actor, channel_name, allow={ChannelKind.MIRROR}, action="synchronisation")
+    return await jobs.run_job(services, actor, SYNC_KINDS[1] if repodata_only else SYNC_KINDS[0],
+                              channel=channel_name)
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    last_job: Any  # the newest sync JobRun, or None
+    last_sync_at: Any  # datetime | None: when the newest finished sync ended
+    last_success_at: Any
+    last_error: str
+    files: int  # package files stored here
+    bytes: int
+
+
+async def mirror_state(services: Services, channel_id: int) -> MirrorState:
+    """What the mirror's sync runs and stored files say (visibility is the caller's business)."""
+    from sqlalchemy import func
+
+    from graphconda.db.models import JobRun
+
+    async with services.db.read() as session:
+        runs = (select(JobRun).where(JobRun.channel_id == channel_id, JobRun.kind.in_(SYNC_KINDS))  # type: ignore[attr-defined]
+                .order_by(JobRun.id.desc()))  # type: ignore[union-attr]
+        last = await session.scalar(runs.limit(1))
+        finished = await session.scalar(runs.where(JobRun.finished_at.is_not(None)).limit(1))  # type: ignore[union-attr]
+        success = await session.scalar(runs.where(JobRun.status == "succeeded").limit(1))
+        count, size = (await session.execute(
+            select(func.count(), func.coalesce(func.sum(PackageFile.size), 0))
+            .where(PackageFile.channel_id == channel_id, PackageFile.stored.is_(True)))).one()  # type: ignore[attr-defined]
+    return MirrorState(last, finished.finished_at if finished else None, success.finished_at if success else None,
+                       finished.error if finished is not None and finished.status == "failed" else "",
+                       int(count), int(size))

@@ -34,7 +34,8 @@ async def owner_key_for_main(services: Services) -> str:
 async def make_channel(services: Services, name: str, *, private: bool = False, mirror: bool = False,
                        options: dict[str, Any] | None = None) -> Channel:
     spec = channels.ChannelSpec(name=name, private=private, mirror_mode="mirror" if mirror else None,
-                                mirror_channel_url="https://conda.example.org/upstream" if mirror else None)
+                                mirror_channel_url="https://conda.example.org/upstream" if mirror else None,
+                                sync_now=False)
     channel = await channels.create_channel(services, SYSTEM, spec)
     if options:
         await set_options(services, name, options)

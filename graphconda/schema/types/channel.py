@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from graphconda.schema.types.package import Package
 
 PackageRef = Annotated["Package", strawberry.lazy("graphconda.schema.types.package")]
+JobRef = Annotated["Job", strawberry.lazy("graphconda.schema.types.job")]
 JobRef = Annotated["Job", strawberry.lazy("graphconda.schema.types.job")]
 ScheduleRef = Annotated["Schedule", strawberry.lazy("graphconda.schema.types.job")]
 
@@ -44,6 +47,51 @@ class MirrorStatus:
     ttl: int = strawberry.field(description="Proxy channels: seconds upstream index files are served before "
                                             "they are revalidated (the server default applied).")
     prune: bool = strawberry.field(description="Mirror channels: files gone upstream are removed.")
+    channel_id: strawberry.Private[int]
+    # One lookup for all the sync fields asked of this object (they resolve concurrently).
+    loading: strawberry.Private[list[asyncio.Task[Any]]] = dataclasses.field(default_factory=list)
+
+    async def _state(self, info: Info) -> Any:
+        from graphconda.services.mirroring import mirror_state
+
+        if self.mode != MirrorMode.MIRROR:
+            return None
+        if not self.loading:
+            self.loading.append(asyncio.ensure_future(mirror_state(info.context.services, self.channel_id)))
+        return await asyncio.shield(self.loading[0])
+
+    @strawberry.field(description="Mirror channels: when the newest finished sync run ended; null before any.")
+    async def last_sync_at(self, info: Info) -> datetime | None:
+        state = await self._state(info)
+        return state.last_sync_at if state else None
+
+    @strawberry.field(description="Mirror channels: when the newest successful sync run ended.")
+    async def last_success_at(self, info: Info) -> datetime | None:
+        state = await self._state(info)
+        return state.last_success_at if state else None
+
+    @strawberry.field(description="Mirror channels: the newest sync run (queued, running or finished).")
+    async def last_job(self, info: Info) -> JobRef | None:
+        from graphconda.schema.types.job import Job
+
+        state = await self._state(info)
+        return Job.from_model(state.last_job) if state and state.last_job is not None else None
+
+    @strawberry.field(description="Mirror channels: package files stored here.")
+    async def files_mirrored(self, info: Info) -> int:
+        state = await self._state(info)
+        return state.files if state else 0
+
+    @strawberry.field(description="Mirror channels: bytes of the package files stored here.")
+    async def bytes_mirrored(self, info: Info) -> BigInt:
+        state = await self._state(info)
+        return BigInt(state.bytes if state else 0)
+
+    @strawberry.field(description="Mirror channels: the error of the newest finished sync, if it failed "
+                                  "(which files failed and why); empty otherwise.")
+    async def last_error(self, info: Info) -> str:
+        state = await self._state(info)
+        return str(state.last_error) if state else ""
 
 
 @strawberry.type(description="A conda channel: `url` is what users give conda (`-c <url>`).")
@@ -98,7 +146,7 @@ class Channel:
             return None
         ttl = self.mirror_ttl if self.mirror_ttl is not None else info.context.services.settings.mirror.ttl_seconds
         return MirrorStatus(mode=self.mirror_mode, upstream_url=self.mirror_channel_url(info) or "", ttl=ttl,
-                            prune=self.mirror_prune)
+                            prune=self.mirror_prune, channel_id=self.id)
 
     @strawberry.field(description="The optional index files this channel publishes (server default applied).")
     def publishing(self, info: Info) -> ChannelPublishing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 
 import strawberry
 
@@ -36,6 +37,9 @@ class CreateChannelInput:
     )
     mirror_prune: bool = strawberry.field(
         default=False, description="Mirror channels: remove files that are gone upstream. Server staff only."
+    )
+    sync_now: bool = strawberry.field(
+        default=True, description="Mirror channels: queue a first `synchronize` run at once (see `syncMirror`)."
     )
     publish_bz2: bool = strawberry.field(default=False, description="Also publish repodata.json.bz2 (deprecated).")
     publish_current_repodata: bool = strawberry.field(
@@ -114,3 +118,17 @@ class SetScheduleInput:
         default=None, description="Five crontab fields in UTC, e.g. `*/15 * * * *`."
     )
     enabled: bool = True
+
+
+@strawberry.enum(description="What a mirror sync checks.")
+class SyncMode(Enum):
+    SYNCHRONIZE = strawberry.enum_value(
+        "synchronize", description="Download what is missing or changed and open each archive to check it.")
+    SYNCHRONIZE_REPODATA = strawberry.enum_value(
+        "synchronize_repodata", description="The same, trusting the upstream record once the checksums match.")
+
+
+@strawberry.input
+class SyncMirrorInput:
+    channel: str
+    mode: SyncMode = SyncMode.SYNCHRONIZE
