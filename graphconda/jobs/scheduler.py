@@ -85,6 +85,15 @@ async def schedule_specs(services: Services) -> list[ScheduleSpec]:
         if seconds and registry.get_kind(kind) is not None:
             spec = ScheduleSpec(kind, interval_seconds=seconds)
             specs[spec.key] = spec
+    # Every mirror channel syncs every jobs.mirror_sync_interval_seconds unless a stored schedule
+    # of its own (kind `synchronize`, same key) says otherwise or is disabled.
+    mirror_seconds = services.settings.jobs.mirror_sync_interval_seconds
+    if mirror_seconds and registry.get_kind("synchronize") is not None:
+        async with services.db.read() as session:
+            mirrors = await session.scalars(select(Channel.name).where(Channel.mirror_mode == "mirror"))
+            for name in mirrors:
+                spec = ScheduleSpec("synchronize", name, interval_seconds=mirror_seconds)
+                specs[spec.key] = spec
     async with services.db.read() as session:
         rows = (await session.execute(select(JobSchedule, Channel.name)
                                       .outerjoin(Channel, Channel.id == JobSchedule.channel_id)  # type: ignore[arg-type]

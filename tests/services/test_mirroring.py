@@ -221,3 +221,31 @@ async def test_mirror_channels_refuse_uploads_and_deletes(services: Services, up
     await sync(services)
     with pytest.raises(ConflictError, match="mirror channel"):
         await package_service.delete_package_file(services, SYSTEM, "mir", "noarch", "alpha-1.0-0.conda")
+
+
+async def test_every_mirror_syncs_on_the_default_schedule_unless_its_own_says_otherwise(
+    services: Services, upstream: StaticChannel
+) -> None:
+    from graphconda.jobs.scheduler import schedule_specs
+
+    await make_mirror(services, upstream.url, "m1", sync_now=False)
+    await make_mirror(services, upstream.url, "m2", sync_now=False)
+    specs = {s.key: s for s in await schedule_specs(services)}
+    interval = services.settings.jobs.mirror_sync_interval_seconds
+    assert specs["synchronize:m1"].interval_seconds == interval and specs["synchronize:m2"].interval_seconds == interval
+    await jobs.set_schedule(services, SYSTEM, "synchronize", channel="m1", interval_seconds=600, cron=None,
+                            enabled=True)
+    await jobs.set_schedule(services, SYSTEM, "synchronize", channel="m2", interval_seconds=600, cron=None,
+                            enabled=False)
+    specs = {s.key: s for s in await schedule_specs(services)}
+    assert specs["synchronize:m1"].interval_seconds == 600 and "synchronize:m2" not in specs
+
+
+async def test_creating_a_mirror_queues_a_first_sync(services: Services, upstream: StaticChannel) -> None:
+    from graphconda.db.models import JobRun
+
+    await make_mirror(services, upstream.url, "now")
+    await make_mirror(services, upstream.url, "later", sync_now=False)
+    async with services.db.read() as session:
+        runs = [(r.kind, r.channel_id, r.status) for r in await session.scalars(select(JobRun))]
+    assert runs == [("synchronize", 1, "queued")]
