@@ -20,12 +20,18 @@ from graphconda.services.job_watcher import job_watcher
 
 
 async def _states(info: Info, first: JobRun) -> AsyncIterator[Job]:
-    yield Job.from_model(first)
-    async for run in job_watcher(info.context.services).watch(first):
-        # The previous state's fields are resolved and sent by now: drop its loaders and read
-        # snapshot so the websocket holds no transaction while it waits for the next change.
-        await info.context.changed()
-        yield Job.from_model(run)
+    changes = job_watcher(info.context.services).watch(first)
+    state: JobRun | None = first
+    try:
+        while state is not None:
+            yield Job.from_model(state)
+            # Asked for the next state: the last one is resolved and sent. Give back its read
+            # session and loaders, so that a client waiting for a long job pins no pooled
+            # connection (nor an old snapshot) meanwhile.
+            await info.context.changed()
+            state = await anext(changes, None)
+    finally:
+        await changes.aclose()
 
 
 @strawberry.type

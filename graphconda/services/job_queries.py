@@ -17,8 +17,6 @@ from graphconda.services import authz
 from graphconda.services.access import could_be_channel_name
 from graphconda.services.authz import Actor
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-
 
 def _channel_id(name: str) -> Any:
     """The id of the channel called `name`, as a subquery (no row: matches nothing)."""

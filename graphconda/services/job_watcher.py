@@ -21,9 +21,10 @@ from sqlalchemy import select
 
 from graphconda.db.models import JobRun
 from graphconda.services.context import Services
-from graphconda.services.job_queries import TERMINAL
+from graphconda.services.jobs import JobStatus
 
 log = logging.getLogger("graphconda.jobs.watcher")
+FINISHED = frozenset(status.value for status in JobStatus if status.finished)
 
 DEFAULT_INTERVAL_SECONDS = 1.0
 
@@ -44,7 +45,7 @@ def fingerprint(run: JobRun) -> tuple[Any, ...]:
 
 
 def finished(run: JobRun) -> bool:
-    return run.status in TERMINAL
+    return run.status in FINISHED
 
 
 @dataclass(eq=False)

@@ -266,3 +266,26 @@ async def test_subscriptions_obey_the_query_cost_limit(live_server: Any, people:
         assert errors[0]["extensions"]["code"] == "QUERY_TOO_COSTLY", refused
     finally:
         await socket.ws.close()
+
+
+async def test_a_waiting_subscription_holds_no_database_connection(
+    live_server: Any, people: People, services: Services
+) -> None:
+    """Many clients watching long jobs must not pin the server's connection pool (or a snapshot) while they wait."""
+    await make_channel(services, "idle")
+    run = await queued(services, "idle")
+    pool = live_server.server.config.app.state.services.db.read_engine.pool
+    socket = await connect(live_server.url, people.owner)
+    try:
+        query = "subscription($id: ID!) { jobUpdates(id: $id) { status channel { name } triggeredBy { username } } }"
+        await socket.send({"id": "1", "type": "subscribe",
+                           "payload": {"query": query, "variables": {"id": str(run.id)}}})
+        assert (await socket.recv())["payload"]["data"]["jobUpdates"]["status"] == "QUEUED"
+        await asyncio.sleep(0.3)  # the first state is sent; the subscription now waits for a change
+        assert pool.checkedout() == 0
+        await update_run(services, run.id, status="running")  # type: ignore[arg-type]
+        assert (await socket.recv())["payload"]["data"]["jobUpdates"]["status"] == "RUNNING"
+        await asyncio.sleep(0.3)
+        assert pool.checkedout() == 0
+    finally:
+        await socket.ws.close()

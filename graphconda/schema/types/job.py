@@ -29,10 +29,6 @@ class JobStatus(Enum):
     FAILED = strawberry.enum_value("failed", description="Finished with `error` (after its retries).")
     CANCELLED = strawberry.enum_value("cancelled", description="Stopped by `cancelJob` (or cancelled before it ran).")
 
-    @property
-    def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
 
 @strawberry.type(description="How far a run got: `done` of `total` steps (null while unknown), and what it is doing.")
 class JobProgress:
