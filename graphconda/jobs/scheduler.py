@@ -75,6 +75,11 @@ BUILTIN_INTERVALS: dict[str, Callable[[Settings], float]] = {
     "aggregate_metrics": lambda s: s.jobs.metrics_interval_seconds,
 }
 
+# Built-in periodic jobs of channels: kind -> (interval from settings, which channels).
+BUILTIN_CHANNEL_INTERVALS: dict[str, tuple[Callable[[Settings], float], Callable[[Channel], bool]]] = {
+    "synchronize": (lambda s: s.jobs.mirror_sync_interval_seconds, lambda c: c.mirror_mode == "mirror"),
+}
+
 
 async def schedule_specs(services: Services) -> list[ScheduleSpec]:
     """What should run periodically now: the built-ins from config, overridden by stored schedules."""
@@ -95,9 +100,17 @@ async def schedule_specs(services: Services) -> list[ScheduleSpec]:
                 spec = ScheduleSpec("synchronize", name, interval_seconds=mirror_seconds)
                 specs[spec.key] = spec
     async with services.db.read() as session:
+        channels = (await session.scalars(select(Channel).order_by(Channel.name))).all()
         rows = (await session.execute(select(JobSchedule, Channel.name)
                                       .outerjoin(Channel, Channel.id == JobSchedule.channel_id)  # type: ignore[arg-type]
                                       .order_by(JobSchedule.id))).all()
+    for kind, (interval, applies) in BUILTIN_CHANNEL_INTERVALS.items():
+        seconds = interval(services.settings)
+        if seconds and registry.get_kind(kind) is not None:
+            for channel in channels:
+                if applies(channel):
+                    spec = ScheduleSpec(kind, channel.name, interval_seconds=seconds)
+                    specs[spec.key] = spec
     for row, channel_name in rows:
         if registry.get_kind(row.kind) is None or (row.channel_id is not None and channel_name is None):
             continue

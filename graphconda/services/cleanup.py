@@ -137,7 +137,10 @@ async def run_cleanup(services: Services, *, dry_run: bool = False,
         func_ = _optional("graphconda.services.staging", "remove_stale_upload_files")
         if func_ is None:
             return None
-        return len(await func_(services, dry_run=dry_run))  # the paths (to be) removed
+        files = await func_(services, dry_run=dry_run)
+        for path in files:
+            say(f"{'would delete' if dry_run else 'deleted'} {path}")
+        return len(files)
 
     async def sessions(services: Services, dry_run: bool) -> int | None:
         func_ = _optional("graphconda.services.sessions", "delete_expired_sessions")

@@ -185,3 +185,15 @@ def test_crontab_weekdays_count_from_sunday(field: str, days: str) -> None:
     from graphconda.jobs.cron import crontab_weekdays
 
     assert crontab_weekdays(field) == days
+
+
+async def test_mirror_channels_sync_on_the_configured_interval(clocked: Services) -> None:
+    await make_channel(clocked, "upstream-copy", mirror=True)
+    await make_channel(clocked, "local")
+    specs = {s.key: s for s in await schedule_specs(clocked)}
+    assert specs["synchronize:upstream-copy"].interval_seconds == clocked.settings.jobs.mirror_sync_interval_seconds
+    assert "synchronize:local" not in specs
+    await jobs.set_schedule(clocked, SYSTEM, "synchronize", channel="upstream-copy", interval_seconds=None,
+                            cron="0 3 * * *", enabled=True)
+    specs = {s.key: s for s in await schedule_specs(clocked)}
+    assert specs["synchronize:upstream-copy"].cron == "0 3 * * *"
