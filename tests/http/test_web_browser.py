@@ -23,6 +23,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from graphconda.app import create_app
+from graphconda.services import jobs
+from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.settings import Settings
 from tests.fixtures.server import LiveServer, run_live_server
@@ -218,31 +220,20 @@ def test_graphiql_runs_a_query_as_the_logged_in_user_offline(published: LiveServ
     assert csp_violations(page) == []
 
 
-WEBSOCKET_QUERY = """
-const [url, done] = [arguments[0], arguments[arguments.length - 1]];
-const socket = new WebSocket(url, "graphql-transport-ws");
-socket.onopen = () => socket.send(JSON.stringify({type: "connection_init"}));
-socket.onerror = () => done({error: "websocket error"});
-socket.onclose = (e) => done({error: `closed ${e.code} ${e.reason}`});
-socket.onmessage = (event) => {
-  const message = JSON.parse(event.data);
-  if (message.type === "connection_ack") {
-    socket.send(JSON.stringify({id: "1", type: "subscribe", payload: {query: "{ viewer { username } }"}}));
-  } else if (message.type === "next") {
-    socket.onclose = null;
-    socket.close();
-    done(message.payload);
-  }
-};
-"""
-
-
-def test_graphiql_page_may_use_the_websocket_endpoint(published: LiveServer, page: WebDriver) -> None:
+async def test_graphiql_runs_a_subscription_over_the_websocket(published: LiveServer, page: WebDriver,
+                                                               services: Services) -> None:
     """GraphiQL sends subscriptions over graphql-ws on /graphql: the policy and the session allow it."""
+    run = str((await jobs.run_job(services, SYSTEM, "reindex", channel="main")).id)  # as the server would
     login(page, published)
     page.get(f"{published.url}/graphql")
-    wait_for(page, "document.querySelector('.graphiql-execute-button') !== null")
-    page.set_script_timeout(20)
-    ws_url = published.url.replace("http://", "ws://") + "/graphql"
-    assert page.execute_async_script(WEBSOCKET_QUERY, ws_url) == {"data": {"viewer": {"username": "dev"}}}
+    wait_for(page, "document.querySelector('.graphiql-query-editor .CodeMirror') !== null")
+    subscription = f'subscription {{ jobUpdates(id: "{run}") {{ id kind channel {{ name }} }} }}'
+    editor = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
+    page.execute_script(f"{editor}.setValue(arguments[0])", subscription)
+    page.find_element(By.CSS_SELECTOR, ".graphiql-execute-button").click()
+    wait_for(page, "document.querySelector('.result-window')?.textContent.includes('\"jobUpdates\"')")
+    result = page.find_element(By.CSS_SELECTOR, ".result-window").text
+    assert f'"id": "{run}"' in result and '"name": "main"' in result, result
+    assert any(url.startswith(published.url.replace("http://", "ws://")) for url in network_urls(page))
     assert csp_violations(page) == []
+
