@@ -95,7 +95,8 @@ def requests_seen() -> list[str]:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"server": {"dev": True}}  # /auth/dev/login/<user>: a browser session without a provider
+    # dev: /auth/dev/login/<user>, a browser session without a provider; no job runs on its own here.
+    return {"server": {"dev": True}, "jobs": {"embedded_runner": False, "embedded_scheduler": False}}
 
 
 @pytest.fixture
@@ -230,6 +231,8 @@ async def test_graphiql_runs_a_subscription_over_the_websocket(published: LiveSe
     subscription = f'subscription {{ jobUpdates(id: "{run}") {{ id kind channel {{ name }} }} }}'
     editor = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
     page.execute_script(f"{editor}.setValue(arguments[0])", subscription)
+    # GraphiQL parses the editor 100 ms after a change; only then does it know to use the websocket.
+    wait_for(page, f"{editor}.documentAST?.definitions[0]?.operation === 'subscription'")
     page.find_element(By.CSS_SELECTOR, ".graphiql-execute-button").click()
     wait_for(page, "document.querySelector('.result-window')?.textContent.includes('\"jobUpdates\"')")
     result = page.find_element(By.CSS_SELECTOR, ".result-window").text
