@@ -47,7 +47,8 @@ class DatabaseSettings(_Section):
     url: str = ""
     echo: bool = False
     pool_size: int = Field(10, ge=1)
-    # SQLite: how long a writer waits for the lock before failing.
+    # SQLite: how long a writer waits for another process's writer before failing (503); the
+    # writers of one process queue in order without a limit.
     busy_timeout_ms: int = Field(30_000, ge=0)
     # How long to wait for a new database connection (PostgreSQL; a free pooled one: twice
     # this) before answering 503: a database that is down or hangs must not hang requests.

@@ -4,9 +4,12 @@ SQLite gets WAL mode and a busy timeout so concurrent writers wait instead of fa
 and write transactions start with BEGIN IMMEDIATE: a deferred transaction that reads
 and then writes can fail at once with SQLITE_BUSY when another writer committed in
 between, and the busy timeout does not help there. The writers of one process also queue
-in order (an asyncio lock) before they BEGIN: SQLite's busy handler is not fair (a waiter
-sleeps and polls, and writers arriving meanwhile overtake it), so under a burst of
-uploads one writer could wait out the whole busy timeout while others went through.
+in order (an asyncio lock) before they BEGIN, for as long as it takes: SQLite's busy
+handler is not fair (a waiter sleeps and polls, and writers arriving meanwhile overtake
+it), and upload transactions hold the lock across the fsyncs of a shard and the shard
+index, so under a burst of uploads a writer used to wait out the whole busy timeout and
+fail ("database is locked") while others went through. The busy timeout now only bounds
+waiting for writers of other processes.
 
 A database that is down answers within bounded time: connections give up after
 `connect_timeout_seconds` (and a free pooled connection is waited for at most twice
@@ -160,11 +163,9 @@ class Database:
             async with _pool_wait(), self._write() as session, session.begin():
                 yield session
             return
-        try:
-            await asyncio.wait_for(self._writers.acquire(), self.busy_timeout)
-        except TimeoutError:
-            raise DatabaseUnavailableError(
-                f"the database stayed busy with other writers for {self.busy_timeout:g} s; try again") from None
+        # No time limit here: every writer ahead in the queue holds the lock for one short
+        # transaction, and a burst of uploads must wait its turn rather than be refused.
+        await self._writers.acquire()
         token = _IN_WRITE.set(True)  # a write opened inside this one must not queue behind it
         try:
             async with self._write() as session, session.begin():
