@@ -63,3 +63,23 @@ async def test_rattler_installs_through_a_proxy(upstream_a: tuple[LiveServer, li
     solved = await run_client(tmp_path, command="install", channel=channel_url, specs=["app"], sharded=sharded,
                               zstd=True, prefix=str(tmp_path / "env"), cache=str(tmp_path / "cache"))
     assert_installed(tmp_path / "env", solved, channel_url, paths)
+
+
+async def test_rattler_installs_from_a_mirror(upstream_a: tuple[LiveServer, list[Path]], live_server: LiveServer,
+                                              services: Services, tmp_path: Path) -> None:
+    from graphconda.services.mirroring import sync_mirror
+    from graphconda.services.publisher import wait_published
+
+    upstream, paths = upstream_a
+    channel = await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
+        name="mir", mirror_mode="mirror", mirror_channel_url=f"{upstream.url}/get/origin", sync_now=False))
+    report = await sync_mirror(services, channel)
+    assert report.failures == [] and report.downloaded == len(paths)
+    await wait_published(services)
+    channel_url = f"{live_server.url}/get/mir"
+    solved = await run_client(tmp_path, command="install", channel=channel_url, specs=["app"], sharded=True,
+                              zstd=True, prefix=str(tmp_path / "env"), cache=str(tmp_path / "cache"))
+    assert_installed(tmp_path / "env", solved, channel_url, paths)
+    # Nothing changed upstream: the next sync downloads nothing.
+    again = await sync_mirror(services, channel)
+    assert again.downloaded == 0 and again.failures == []
