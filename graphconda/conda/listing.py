@@ -5,7 +5,8 @@ A package is read without extracting it: each tarball (the `.tar.bz2` itself, or
 tar_generator, member by member. `TarballScan` bounds that work with a `ReadLimits`
 budget shared by all tarballs of one package (uncompressed bytes and members, each both
 absolute and relative to the file's size, so a small bomb is refused within a fraction
-of a second while a large real package is read to its end), refuses member paths that
+of a second while a large real package is read to its end; tar extended headers, which
+tarfile parses slowly, are capped and charged as members), refuses member paths that
 would land outside the install prefix (absolute paths, `..` components, symlinks
 pointing out of the package), and keeps the bytes of the few info/ members asked for.
 """
@@ -17,7 +18,8 @@ import tarfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO
+from functools import partial
+from typing import IO, Self
 
 from conda_package_streaming import package_streaming
 
@@ -29,6 +31,14 @@ from graphconda.errors import InvalidPackageError, TooLargeError
 FREE_UNPACKED_BYTES = 16 * 1024 * 1024
 FREE_MEMBERS = 5_000
 MAX_METADATA_MEMBER = 64 * 1024 * 1024  # an info/ member kept in memory
+# tarfile parses pax records in Python at about a microsecond each, a thousand times the cost
+# of decompressing a byte: extended headers (pax, GNU long names) are capped one by one and
+# charged to the member budget, one member per EXTENDED_BYTES_PER_MEMBER bytes. Real ones
+# hold a few records (path, mtime, ...) in well under 256 bytes.
+MAX_EXTENDED_HEADER = 64 * 1024
+EXTENDED_BYTES_PER_MEMBER = 256
+_EXTENDED_TYPES = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                             tarfile.GNUTYPE_LONGLINK})
 
 _ZSTD_ERROR: type[BaseException] = getattr(package_streaming.zstd, "ZstdError", ValueError)
 # What the standard library and the zstd binding raise on corrupt input (RecursionError:
@@ -85,8 +95,14 @@ class Budget:
                       "limits.max_expansion_ratio: a decompression bomb?"
             raise TooLargeError(f"{self.filename} expands to more than {self.max_bytes} bytes ({why})")
 
-    def add_member(self) -> None:
-        self.members += 1
+    def add_extended_header(self, size: int) -> None:
+        if size > MAX_EXTENDED_HEADER:
+            raise TooLargeError(f"{self.filename} has a tar extended header of {size} bytes "
+                                f"(at most {MAX_EXTENDED_HEADER})")
+        self.add_member(size // EXTENDED_BYTES_PER_MEMBER)
+
+    def add_member(self, count: int = 1) -> None:
+        self.members += count
         if self.members > self.max_members:
             if self.max_members == self.limits.max_package_members:
                 why = "limits.max_package_members"
@@ -111,6 +127,20 @@ class _Counted:
         data = self.raw.read(size)
         self.budget.add_bytes(len(data))
         return data
+
+
+def _tarinfo_class(budget: Budget) -> type[tarfile.TarInfo]:
+    """A TarInfo that charges each extended header to `budget` before tarfile parses it."""
+
+    class BudgetedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            info = super().frombuf(buf, encoding, errors)
+            if info.type in _EXTENDED_TYPES:
+                budget.add_extended_header(info.size)
+            return info
+
+    return BudgetedTarInfo
 
 
 _SEPARATORS = re.compile(r"[/\\]")  # Windows clients split on both
@@ -163,7 +193,8 @@ class TarballScan:
     def read(self, raw: IO[bytes], label: str, keep: Iterable[str] = ()) -> None:
         """List the tarball `raw` (decompressed) to its end, keeping the members named in `keep`."""
         wanted = frozenset(keep)
-        stream = package_streaming.tar_generator(_Counted(raw, self.budget))
+        open_tar = partial(package_streaming.TarfileNoSameOwner.open, tarinfo=_tarinfo_class(self.budget))
+        stream = package_streaming.tar_generator(_Counted(raw, self.budget), tarfile_open=open_tar)
         try:
             for tar, member in stream:
                 self.budget.add_member()

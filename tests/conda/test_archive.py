@@ -242,6 +242,20 @@ def test_absolute_caps(tmp_path: Path, fmt: str) -> None:
         read_package(path, path.name, ReadLimits(max_package_members=10))
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pax_header_bombs_are_refused(tmp_path: Path, fmt: str) -> None:
+    """tarfile parses pax records slowly: one huge extended header, or many big ones, are refused."""
+    huge = {f"gc.{i}": "1" for i in range(20_000)}  # ~200 KB of records in one header
+    path = build_raw_package(tmp_path / "huge", "foo", [file_member("share/foo/a", pax_headers=huge)], fmt=fmt)
+    with pytest.raises(TooLargeError, match=r"has a tar extended header of [0-9]+ bytes \(at most 65536\)"):
+        read_package(path, path.name)
+    many = {f"gc.{i}": "1" for i in range(1_500)}  # ~16 KB each, 200 times
+    members = [file_member(f"share/foo/{i}", pax_headers=many) for i in range(200)]
+    path = build_raw_package(tmp_path / "many", "foo", members, fmt=fmt)
+    with pytest.raises(TooLargeError, match="has more than 5000 members"):
+        read_package(path, path.name)
+
+
 # ---------------------------------------------------------------- member paths
 
 # name -> (payload members, paths.json entries or None for the members' names, words of the refusal)

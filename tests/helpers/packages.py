@@ -126,9 +126,11 @@ def _info(index: dict, about: dict, paths: list[dict], run_exports: dict | None)
 Member = tuple[tarfile.TarInfo, bytes]
 
 
-def file_member(name: str, data: bytes = b"x") -> Member:
+def file_member(name: str, data: bytes = b"x", *, pax_headers: Mapping[str, str] | None = None) -> Member:
+    """A regular file; `pax_headers` go in a pax extended header before it."""
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), 0o644
+    info.pax_headers = dict(pax_headers or {})
     return info, data
 
 
