@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from graphconda.db.models import ApiKey, ChannelMember, User
 from graphconda.errors import AuthenticationError, NotFoundError
-from graphconda.services import api_keys, packages, users
+from graphconda.services import api_keys, packages, sessions, users
 from graphconda.services.authz import Role
 from graphconda.services.context import Services
 from tests.helpers.keys import assert_conda_reads_the_whole_key
@@ -61,6 +61,25 @@ async def test_user_create(cli_env: dict[str, str], data: list[str], services: S
     changed = await ok(["user", "set-role", "bob", "maintainer", *data], cli_env)
     assert changed == "user bob now has server role maintainer\n"
     assert await ok(["user", "list", *data], cli_env) == "alice\towner\nbob\tmaintainer\n"
+
+
+async def test_user_disable_and_enable(cli_env: dict[str, str], data: list[str], services: Services) -> None:  # noqa: F811
+    await ok(["user", "create", "root", "--role", "owner", *data], cli_env)
+    await ok(["user", "create", "alice", *data], cli_env)
+    secret = (await ok(["api-key", "create", "--user", "alice", *data], cli_env)).strip()
+    token = await sessions.start_session(services, await users.get_user(services, "alice"))
+    assert await ok(["user", "disable", "alice", *data], cli_env) == "user alice is now disabled\n"
+    with pytest.raises(AuthenticationError, match="disabled"):
+        await api_keys.authenticate_key(services, secret)
+    with pytest.raises(AuthenticationError):
+        await sessions.session_actor(services, token)
+    assert await ok(["user", "enable", "alice", *data], cli_env) == "user alice is now enabled\n"
+    assert (await api_keys.authenticate_key(services, secret)).username == "alice"
+    with pytest.raises(AuthenticationError):  # ended sessions stay ended: alice logs in anew
+        await sessions.session_actor(services, token)
+    err = await one_line_error(["user", "disable", "root", *data], cli_env)
+    assert err == "error: cannot disable the last server owner; make someone else owner first\n"
+    assert await one_line_error(["user", "disable", "ghost", *data], cli_env) == "error: user not found\n"
 
 
 async def test_api_key_create_prints_only_the_key(

@@ -51,6 +51,31 @@ def user_set_role(settings: Settings, name: str, role: str) -> None:
     click.echo(f"user {changed.username} now has server role {changed.server_role or 'none'}")
 
 
+@user.command("disable")
+@click.argument("name")
+@settings_options
+def user_disable(settings: Settings, name: str) -> None:
+    """Disable user NAME: their logins, sessions and API keys stop working (sessions end)."""
+    _set_disabled(settings, name, True)
+
+
+@user.command("enable")
+@click.argument("name")
+@settings_options
+def user_enable(settings: Settings, name: str) -> None:
+    """Enable user NAME again (their unrevoked API keys work again; they log in anew)."""
+    _set_disabled(settings, name, False)
+
+
+def _set_disabled(settings: Settings, name: str, disabled: bool) -> None:
+    from graphconda.services import users
+    from graphconda.services.authz import SYSTEM
+
+    prepare(settings)
+    changed = run(users.set_disabled, settings, SYSTEM, name, disabled)
+    click.echo(f"user {changed.username} is now {'disabled' if disabled else 'enabled'}")
+
+
 @user.command("list")
 @settings_options
 def user_list(settings: Settings) -> None:

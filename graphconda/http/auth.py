@@ -5,8 +5,9 @@ Routes (only configured providers exist; anything else is 404):
     GET  /auth/providers                 the configured providers (for the login page)
     GET  /auth/<provider>/login[?next=]  redirect to the provider (state, nonce, PKCE)
     GET  /auth/<provider>/callback       code exchange, ID token check, session cookie
-    POST /auth/logout[?next=]            drop the session (a cookie-authenticated POST: CSRF-checked)
-    GET  /auth/logout[?next=]            a page whose button POSTs the above (a GET changes nothing)
+    POST /auth/logout[?next=][&everywhere=1]  end this session, or every session of the user
+                                         (a cookie-authenticated POST: CSRF-checked)
+    GET  /auth/logout[?next=]            a page whose buttons POST the above (a GET changes nothing)
     GET  /auth/me                        who the session (or key) is
     GET  /auth/dev/login/<username>      dev mode only (`graphconda serve --dev`)
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx2
@@ -33,10 +34,13 @@ from starlette.routing import BaseRoute, Route
 from graphconda.errors import AuthenticationError, GraphcondaError, NotFoundError
 from graphconda.http.deps import actor_of, services_of
 from graphconda.http.errors import error_response
-from graphconda.http.identity import SESSION_USER_KEY
-from graphconda.services import users
+from graphconda.http.identity import SESSION_TOKEN_KEY
+from graphconda.services import sessions, users
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.settings import GOOGLE_DISCOVERY_URL, OAuthProvider, Settings
+
+if TYPE_CHECKING:
+    from graphconda.db.models import User
 
 log = logging.getLogger("graphconda.auth")
 
@@ -133,8 +137,10 @@ class AuthRoutes:
         except GraphcondaError as exc:
             return error_response(exc)
         next_url = _safe_next(request.session.get(NEXT_KEY))
-        request.session.clear()  # drop the login's state and nonce with everything else
-        request.session[SESSION_USER_KEY] = user.id
+        try:
+            await _start_session(request, user)
+        except GraphcondaError as exc:
+            return error_response(exc)
         return RedirectResponse(next_url, status_code=303)
 
     async def _identity(self, provider: OAuthProvider, client: Any, token: dict[str, Any]) -> dict[str, Any]:
@@ -174,20 +180,35 @@ class AuthRoutes:
         }
 
     async def logout(self, request: Request) -> Response:
-        """End the session: JSON for scripts, a redirect to `next` for the logout page's form."""
+        """End the session (all the user's with `everywhere=1`): JSON for scripts, a redirect for the page's form."""
+        services, actor = services_of(request), actor_of(request)
+        ended: int | None = None
+        if request.query_params.get("everywhere") in ("1", "true", "yes"):
+            if actor.authenticated:
+                try:
+                    ended = await sessions.end_all_sessions(services, actor)
+                except GraphcondaError as exc:  # a scoped key
+                    return error_response(exc)
+            else:
+                ended = 0
+        else:
+            await sessions.end_session(services, request.session.get(SESSION_TOKEN_KEY))
         request.session.clear()
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if content_type == "application/x-www-form-urlencoded":
             return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
-        return JSONResponse({"loggedOut": True})
+        return JSONResponse({"loggedOut": True} if ended is None else {"loggedOut": True, "sessionsEnded": ended})
 
     async def logout_page(self, request: Request) -> Response:
-        """A button that POSTs the logout: a GET (an <img> on any site can send one) must not log out."""
-        action = "logout?" + urlencode({"next": _safe_next(request.query_params.get("next"))})
+        """Buttons that POST the logout: a GET (an <img> on any site can send one) must not log out."""
+        next_url = _safe_next(request.query_params.get("next"))
+        action = "logout?" + urlencode({"next": next_url})
+        everywhere = "logout?" + urlencode({"next": next_url, "everywhere": "1"})
         page = (
             '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Log out - graphconda</title></head>'
             f'<body><form method="post" action="{html.escape(action)}"><button type="submit">Log out</button>'
-            "</form></body></html>"
+            f'</form><form method="post" action="{html.escape(everywhere)}">'
+            '<button type="submit">Log out everywhere</button></form></body></html>'
         )
         # Not in a frame: another site could otherwise trick a click on the button.
         headers = {"Content-Security-Policy": "frame-ancestors 'none'", "Cache-Control": "no-store"}
@@ -209,9 +230,18 @@ class AuthRoutes:
         except NotFoundError:
             role = Role.OWNER if username == DEV_ADMIN else None
             user = await users.create_user(services, SYSTEM, username, server_role=role)
-        request.session.clear()
-        request.session[SESSION_USER_KEY] = user.id
+        await _start_session(request, user)
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+
+
+async def _start_session(request: Request, user: User) -> None:
+    """Log the browser in as `user`: a new server-side session whose token the signed cookie carries."""
+    services = services_of(request)
+    token = await sessions.start_session(services, user)
+    # A session this browser had before (another user, an earlier login) ends: its cookie is replaced.
+    await sessions.end_session(services, request.session.get(SESSION_TOKEN_KEY))
+    request.session.clear()  # drops the login's state and nonce with everything else
+    request.session[SESSION_TOKEN_KEY] = token
 
 
 def routes(settings: Settings) -> list[BaseRoute]:

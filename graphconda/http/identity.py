@@ -8,7 +8,10 @@ query. Bad credentials end the request with 401; they never fall back to anonymo
 Credentials, first match wins (two different keys in one request are refused):
 `X-API-Key: <key>`, `Authorization: Bearer|token <key>`, HTTP Basic with the key as
 password (or as user name with an empty password), the conda token path `/t/<key>/...`
-(stripped before routing), else the signed session cookie set by /auth/... routes.
+(stripped before routing), else the signed session cookie set by /auth/... routes. The
+cookie carries a session token; `services.sessions` checks its row on every request (one
+indexed query), so a session ended on the server (sign-out, sign out everywhere, lost
+server role, disabled account) is refused at once, with the cookie cleared.
 
 CSRF: a cookie is sent by the browser whatever page made the request, so changes
 authenticated by the cookie need proof that our own pages made them: an `Origin` we
@@ -31,7 +34,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from graphconda.errors import AuthenticationError, ConfigError, InternalError, PublicError
+from graphconda.errors import AuthenticationError, ConfigError, InternalError
 from graphconda.http.errors import error_response
 from graphconda.services.authz import ANONYMOUS, Actor
 from graphconda.settings import Settings
@@ -39,7 +42,8 @@ from graphconda.settings import Settings
 log = logging.getLogger("graphconda.identity")
 
 SESSION_COOKIE = "graphconda_session"
-SESSION_USER_KEY = "uid"
+SESSION_TOKEN_KEY = "sid"  # the session's token (services.sessions)
+LEGACY_SESSION_KEY = "uid"  # cookies from before server-side sessions: a bare user id, never revocable
 CSRF_HEADERS = (b"x-requested-with", b"x-graphconda-csrf")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Bodies a cross-site <form> (or fetch without preflight) can send.
@@ -158,14 +162,25 @@ class IdentityMiddleware:
                 raise _Reject(401, "conflicting credentials: send one API key")
             return await _authenticate(scope, keys[0]), False
         session = scope.get("session")
-        user_id = session.get(SESSION_USER_KEY) if session else None
-        if user_id is None:
-            if has_cookie and not session and not _is_login_path(path):
+        token = session.get(SESSION_TOKEN_KEY) if session else None
+        if _is_login_path(path):
+            # Login routes work whatever the cookie holds, so that logging in again replaces a
+            # bad or ended session (and signing out of one that already ended is no error).
+            try:
+                return (await _session_actor(scope, token), True) if token is not None else (ANONYMOUS, False)
+            except _Reject:
+                return ANONYMOUS, False
+        if token is None:
+            if has_cookie and not session:
                 # A cookie we cannot read: signed with another secret, or expired.
-                # (Login routes still work, so that logging in again replaces it.)
                 raise _Reject(401, "your session is invalid or has expired; log in again", clear_cookie=True)
+            if session and LEGACY_SESSION_KEY in session:
+                # Signed by us, but from before sessions could be ended: honouring it would
+                # keep alive a login that sign-out could never end.
+                session.clear()
+                raise _Reject(401, "your session is from an older version; log in again", clear_cookie=True)
             return ANONYMOUS, False
-        return await _session_actor(scope, user_id), True
+        return await _session_actor(scope, token), True
 
     # --- CSRF -------------------------------------------------------------------
 
@@ -270,17 +285,11 @@ async def _authenticate(scope: Scope, key: str) -> Actor:
         raise _Reject(401, str(exc)) from None
 
 
-async def _session_actor(scope: Scope, user_id: object) -> Actor:
-    from graphconda.services.users import actor_for, get_user_by_id
+async def _session_actor(scope: Scope, token: object) -> Actor:
+    from graphconda.services.sessions import session_actor
 
-    user = None
-    # Only we write sessions, but an id outside 64 bits would overflow the database driver.
-    if type(user_id) is int and 0 < user_id < 2**63:
-        try:
-            user = await get_user_by_id(scope["app"].state.services, user_id)
-        except PublicError:  # not InternalError: a database outage must not sign anyone out
-            user = None
-    if user is None or user.disabled:
+    try:
+        return await session_actor(scope["app"].state.services, token)
+    except AuthenticationError as exc:
         scope["session"].clear()
-        raise _Reject(401, "your session is no longer valid; log in again", clear_cookie=True)
-    return actor_for(user)
+        raise _Reject(401, str(exc), clear_cookie=True) from None

@@ -41,8 +41,9 @@ from graphconda.schema.types.job import Job, Schedule
 from graphconda.schema.types.member import Member
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.package_file import PackageFile
+from graphconda.schema.types.session import SignedOut
 from graphconda.schema.types.user import User
-from graphconda.services import api_keys, channels, job_queries, jobs, members, mirroring, packages, users
+from graphconda.services import api_keys, channels, job_queries, jobs, members, mirroring, packages, sessions, users
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1024 * 1024
@@ -96,6 +97,7 @@ SCHEDULE_INPUT = {
     "cron": "input.cron",
     "enabled": "input.enabled",
 }
+SignOutEverywhereResult = Annotated[SignedOut | PermissionDenied, strawberry.union("SignOutEverywhereResult")]
 
 CHANNEL_INPUT = {
     "channel": "input.name",
@@ -308,3 +310,10 @@ class Mutation:
             enabled=input.enabled,
         )
         return await outcome(_changed(info, call), Schedule.from_model, SetScheduleResult, fields=SCHEDULE_INPUT)
+
+    @strawberry.mutation(
+        description="End every browser session of yours, this one included (API keys stay valid: revoke them apart)."
+    )
+    async def sign_out_everywhere(self, info: Info) -> SignOutEverywhereResult:
+        call = sessions.end_all_sessions(info.context.services, info.context.actor)
+        return await outcome(_changed(info, call), lambda n: SignedOut(sessions_ended=n), SignOutEverywhereResult)

@@ -421,12 +421,30 @@ def require_set_server_role(actor: Actor, target_user: Any, role: Role | str | N
         raise PermissionDeniedError("only server owners may set server roles")
 
 
+def require_disable_user(actor: Actor) -> None:
+    """Disable a user or enable them again."""
+    _require_user(actor, "disable users")
+    if not is_server_owner(actor):
+        raise PermissionDeniedError("only server owners may disable users")
+
+
 def require_manage_api_keys(actor: Actor, user_id: int | None) -> None:
     """Create, list or revoke the API keys of user `user_id`."""
     _require_unscoped(actor, "manage API keys")
     if actor.system or (actor.user_id is not None and actor.user_id == user_id) or is_server_owner(actor):
         return
     raise PermissionDeniedError("you may only manage your own API keys")
+
+
+def require_end_sessions(actor: Actor, user_id: int | None) -> None:
+    """Sign user `user_id` out of every browser session: the user themself, server owners anyone.
+
+    Like managing keys, this acts on the whole account, so a scoped key may not.
+    """
+    _require_unscoped(actor, "sign out everywhere")
+    if user_id is not None and (actor.system or actor.user_id == user_id or is_server_owner(actor)):
+        return
+    raise PermissionDeniedError("you may only end your own sessions")
 
 
 # --- the same rules as SQL, for lists, search and counts ---------------------------------

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember, User
 from graphconda.errors import ConflictError, NotFoundError
-from graphconda.services import authz
+from graphconda.services import authz, serving
 from graphconda.services.access import gate
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
@@ -101,6 +101,9 @@ async def remove_channel_member(services: Services, actor: Actor, channel: str, 
         authz.require_manage_members(actor, access, None, current_role=member.role)
         await _keeps_an_owner(session, access.channel_id, member, None)
         await session.delete(member)
+    # This process's serving cache remembers who may read the channel: forget, so a removed
+    # member loses a private channel at once (other processes within publish.serve_cache_seconds).
+    serving.forget_channel(services, found.name)
     return found
 
 

@@ -1,4 +1,4 @@
-"""Users and their linked login identities: creation, first login, server roles.
+"""Users and their linked login identities: creation, first login, server roles, disabling.
 
 A user has a unique username (compared case-insensitively) and any number of identities
 (provider + subject). The first login through a provider creates the user, with a
@@ -227,7 +227,40 @@ async def set_server_role(services: Services, actor: Actor, username: str, role:
             if (owners or 0) <= 1:
                 raise ConflictError("cannot remove the last server owner; make someone else owner first")
         await session.execute(update(User).where(User.id == user.id).values(server_role=new.value if new else None))  # type: ignore[arg-type]
+        if new is None:
+            # Setting the role to none is how an operator takes access away: the browser sessions end with it.
+            await _end_sessions(session, user, services)
         user.server_role = new.value if new else None
+    return user
+
+
+async def _end_sessions(session: AsyncSession, user: User, services: Services) -> None:
+    from graphconda.services.sessions import revoke_user_sessions  # sessions builds on this module
+
+    assert user.id is not None
+    await revoke_user_sessions(session, user.id, services.now())
+
+
+async def set_disabled(services: Services, actor: Actor, username: str, disabled: bool) -> User:
+    """Disable a user (no login, session or key works; their sessions end) or enable them again.
+
+    Server owners only; the last enabled server owner cannot be disabled.
+    """
+    authz.require_disable_user(actor)
+    async with services.db.write() as session:
+        user = await _find(session, username)
+        if user is None:
+            raise NotFoundError("user not found")
+        if disabled and not user.disabled and user.server_role == Role.OWNER:
+            owners = await session.scalar(
+                select(func.count()).select_from(User).where(User.server_role == Role.OWNER.value, ~User.disabled)  # type: ignore[arg-type]
+            )
+            if (owners or 0) <= 1:
+                raise ConflictError("cannot disable the last server owner; make someone else owner first")
+        await session.execute(update(User).where(User.id == user.id).values(disabled=disabled))  # type: ignore[arg-type]
+        if disabled:
+            await _end_sessions(session, user, services)
+        user.disabled = disabled
     return user
 
 

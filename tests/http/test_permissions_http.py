@@ -6,7 +6,6 @@ so the README's matrix, authz and the API cannot drift apart.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import anyio
 import httpx2
-import itsdangerous
 import pytest
 
 from graphconda.services import api_keys, channels, members, packages, users
@@ -22,6 +20,7 @@ from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services
 from graphconda.services.publisher import wait_published
 from tests.helpers.packages import build_package
+from tests.helpers.sessions import session_cookie
 from tests.services.test_authz import expected
 
 WHO = [
@@ -247,14 +246,12 @@ async def test_scoped_key_reads_only_its_private_channel(
 
 
 async def test_cookie_uploads_need_same_site_proof(
-    client: httpx2.AsyncClient, services: Services, tmp_path: Path, settings: Any
+    client: httpx2.AsyncClient, services: Services, tmp_path: Path
 ) -> None:
     """A cross-site form could post a multipart upload with the user's cookie; it must be refused."""
     await make_world(services, tmp_path, private=False)
-    session = itsdangerous.TimestampSigner(settings.auth.session_secret).sign(
-        base64.b64encode(json.dumps({"uid": (await users.get_user(services, "channel-owner")).id}).encode())
-    )
-    client.cookies.set("graphconda_session", session.decode(), domain="testserver.local")
+    cookie = await session_cookie(services, "channel-owner")
+    client.cookies.set("graphconda_session", cookie, domain="testserver.local")
     pkg = build_package(tmp_path, "scipy", "1.0", "0")
     files = {"files": (pkg.name, await anyio.Path(pkg).read_bytes(), "application/octet-stream")}
     refused = await client.post("/api/channels/team/files", files=files)
