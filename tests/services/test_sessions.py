@@ -161,3 +161,15 @@ async def test_delete_expired_sessions_keeps_only_live_ones(services: Services, 
     with pytest.raises(AuthenticationError):
         await sessions.session_actor(services, live)
     assert await sessions.delete_expired_sessions(services) == 0
+
+
+async def test_the_cleanup_job_deletes_ended_sessions(services: Services) -> None:
+    from graphconda.services.cleanup import run_cleanup
+
+    await make_user(services, "alice")
+    ended, live = await login(services, "alice"), await login(services, "alice")
+    await sessions.end_session(services, ended)
+    report = await run_cleanup(services)
+    assert report.counts["expired sessions"] == 1
+    assert await rows(services) == 1
+    assert (await sessions.session_actor(services, live)).username == "alice"
