@@ -4,10 +4,10 @@ The signed session cookie carries a random token (256 bits); the `user_sessions`
 keeps only its SHA-256, like API keys (`api_keys.py`), so a database dump holds no live
 session. A cookie is worth something only while its row says so: signing out revokes the
 row, "sign out everywhere" revokes all of a user's rows, and so do losing the server role
-or being disabled (`users.py`). A session lasts `auth.session_max_age_seconds` after its
-last use (the cookie's own lifetime slides the same way); the expiry is written at most
-once per `REFRESH_EVERY`, so a busy browser costs one indexed read per request, not a write.
-Expired and revoked rows are deleted by the cleanup job (`delete_expired_sessions`).
+or being disabled (`users.py`). A session lasts `auth.session_max_age_seconds` from login,
+as long as the signed cookie itself (Starlette re-signs it only when it changes), so a
+request costs one indexed read and never a write. Expired and revoked rows are deleted by
+the cleanup job (`delete_expired_sessions`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.services.users import actor_for
 
-REFRESH_EVERY = timedelta(hours=1)
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
@@ -54,8 +53,7 @@ async def start_session(services: Services, user: User) -> str:
 async def session_actor(services: Services, token: object) -> Actor:
     """Who a session cookie's token stands for; AuthenticationError unless the session is live.
 
-    One indexed query (session row joined with its user) answers it; a session used again
-    after REFRESH_EVERY gets its expiry pushed forward.
+    One indexed query answers it: the session's row joined with its user.
     """
     if not isinstance(token, str) or not _TOKEN_SHAPE.fullmatch(token):
         raise AuthenticationError("your session is invalid; log in again")
@@ -63,28 +61,20 @@ async def session_actor(services: Services, token: object) -> Actor:
     async with services.db.read() as session:
         row = (
             await session.execute(
-                select(UserSession.id, UserSession.expires_at, UserSession.revoked_at, User)
+                select(UserSession.expires_at, UserSession.revoked_at, User)
                 .join(User, User.id == UserSession.user_id)  # type: ignore[arg-type]
                 .where(UserSession.token_hash == hash_token(token))
             )
         ).first()
     if row is None:
         raise AuthenticationError("your session is no longer valid; log in again")
-    session_id, expires_at, revoked_at, user = row
+    expires_at, revoked_at, user = row
     if revoked_at is not None:
         raise AuthenticationError("you were signed out; log in again")
     if expires_at <= now:
         raise AuthenticationError("your session has expired; log in again")
     if user.disabled:
         raise AuthenticationError("this account is disabled")
-    lifetime = _lifetime(services)
-    if expires_at < now + lifetime - REFRESH_EVERY:
-        async with services.db.write() as session:
-            await session.execute(
-                update(UserSession)
-                .where(UserSession.id == session_id, UserSession.revoked_at.is_(None))  # type: ignore[arg-type,union-attr]
-                .values(expires_at=now + lifetime)
-            )
     return actor_for(user)
 
 
