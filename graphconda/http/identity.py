@@ -132,7 +132,10 @@ class IdentityMiddleware:
             await reject.send(scope, receive, send)
             return
         except InternalError as exc:  # the database is down: 503, as the routes behind us would say
-            await error_response(exc)(scope, receive, send)
+            if scope["type"] == "websocket":  # 1013: try again later
+                await send({"type": "websocket.close", "code": 1013, "reason": "service temporarily unavailable"})
+            else:
+                await error_response(exc)(scope, receive, send)
             return
         state["actor"] = actor
         if via_cookie:
