@@ -16,8 +16,8 @@ its `info/index.json` checked against the record, as an upload would be.
 One failed file does not stop the run: it is listed in the report (and the job's log) and
 retried by the next run. Files gone upstream leave only with the channel's prune option
 on, and never after a failed or partial upstream read; files the lists now exclude leave
-at once. Upstream indexes are parsed whole (json), not streamed: memory grows with the
-upstream subdir's size.
+at once. Upstream indexes are streamed to disk and parsed incrementally (ijson), so memory
+does not grow with the upstream subdir (beyond a set of its filenames, for pruning).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import ijson
 import zstandard
 from rattler import BuildString, MatchSpec, PackageRecord
 from sqlalchemy import delete, select, update
@@ -172,46 +173,95 @@ async def _upstream_subdirs(services: Services, upstream: str) -> list[str]:
 
 
 async def _upstream_repodata(services: Services, channel: Channel, subdir: str,
-                             entry: ProxyEntry | None) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(repodata or None when unchanged, the validators to remember); raises UpstreamError."""
+                             entry: ProxyEntry | None) -> tuple[Path | None, dict[str, Any]]:
+    """(a local file holding upstream's repodata.json, or None when unchanged; the validators to remember).
+
+    The index is streamed to disk (and decompressed there), never held in memory. Raises
+    UpstreamError; the caller deletes the file.
+    """
     client = upstream_client(services)
     base = join(channel.mirror_channel_url or "", f"{subdir}/")
     for source in (layout.REPODATA_ZST, layout.REPODATA):
         same = entry is not None and entry.source == source
-        got = await client.fetch(join(base, source), etag=entry.etag if same and entry else "",
-                                 last_modified=entry.last_modified if same and entry else "")
-        if got.status == 304:
-            return None, {}
-        if got.status == 200:
-            body = got.body
-            if source == layout.REPODATA_ZST:
-                try:
-                    body = await run_in_threadpool(zstandard.ZstdDecompressor().decompress, body,
-                                                   services.settings.mirror.max_index_bytes)
-                except zstandard.ZstdError as exc:
-                    raise UpstreamError(f"upstream {redact(base)}{source} is not zstd") from exc
-            try:
-                doc = await run_in_threadpool(json.loads, body)
-                if not isinstance(doc, dict):
+        path: Path | None = await run_in_threadpool(_temp_path, services)
+        assert path is not None
+        try:
+            got = await client.fetch_to_file(join(base, source), path, etag=entry.etag if same and entry else "",
+                                             last_modified=entry.last_modified if same and entry else "")
+            if got.status == 304:
+                return None, {}
+            if got.status == 200:
+                if source == layout.REPODATA_ZST:
+                    plain = await run_in_threadpool(_temp_path, services)
+                    try:
+                        await run_in_threadpool(_decompress, path, plain, services.settings.mirror.max_index_bytes)
+                    except BaseException:
+                        await run_in_threadpool(plain.unlink, True)
+                        raise
+                    await run_in_threadpool(path.unlink, True)
+                    path = plain
+                info = await run_in_threadpool(_info, path, f"{redact(base)}{source}")
+                result, path = path, None  # handed to the caller
+                return result, {"etag": got.etag, "last_modified": got.last_modified, "source": source,
+                                "base_url": str(info.get("base_url") or "")}
+        finally:
+            if path is not None:
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(path.unlink, True)
+    empty = await run_in_threadpool(_temp_path, services)
+    await run_in_threadpool(empty.write_bytes, b'{"packages": {}, "packages.conda": {}}')
+    return empty, {"etag": "", "last_modified": "", "source": "", "base_url": ""}
+
+
+def _decompress(source: Path, dest: Path, limit: int) -> None:
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        reader = zstandard.ZstdDecompressor().stream_reader(src)
+        total = 0
+        try:
+            while chunk := reader.read(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise UpstreamError(f"an upstream index is larger than {limit} bytes")
+                out.write(chunk)
+        except zstandard.ZstdError as exc:
+            raise UpstreamError("an upstream repodata.json.zst is not zstd") from exc
+
+
+def _info(path: Path, what: str) -> dict[str, Any]:
+    """The `info` object of a repodata file (parsing stops there); UpstreamError if it is no JSON object."""
+    try:
+        with open(path, "rb") as f:
+            for prefix, event, _ in ijson.parse(f):
+                if prefix == "" and event != "start_map":
                     raise ValueError("not an object")
-            except ValueError as exc:
-                raise UpstreamError(f"upstream {redact(base)}{source} is not a conda repodata file") from exc
-            info = doc.get("info") or {}
-            package_base = str(info.get("base_url") or "") if isinstance(info, dict) else ""
-            return doc, {"etag": got.etag, "last_modified": got.last_modified, "source": source,
-                         "base_url": package_base}
-    return {"packages": {}, "packages.conda": {}}, {"etag": "", "last_modified": "", "source": "", "base_url": ""}
+                break
+            f.seek(0)
+            for info in ijson.items(f, "info"):
+                return info if isinstance(info, dict) else {}
+    except (ValueError, ijson.JSONError) as exc:
+        raise UpstreamError(f"upstream {what} is not a conda repodata file") from exc
+    return {}
 
 
-def _records(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    groups = [doc.get("packages"), doc.get("packages.conda"), *((doc.get("v3") or {}).values())]
-    for group in groups:
-        if isinstance(group, dict):
-            for filename, record in group.items():
-                if isinstance(record, dict) and isinstance(filename, str):
-                    out[filename] = {k: v for k, v in record.items() if k not in _DROPPED}
-    return out
+_GROUPS = ("packages", "packages.conda", "v3.conda", "v3.tar.bz2")
+
+
+def _record_chunks(path: Path, what: str, size: int = 1000) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Upstream records (filename, record) in chunks, parsed incrementally: memory stays bounded."""
+    try:
+        for group in _GROUPS:
+            with open(path, "rb") as f:
+                chunk: list[tuple[str, dict[str, Any]]] = []
+                for filename, record in ijson.kvitems(f, group, use_float=True):
+                    if isinstance(record, dict) and isinstance(filename, str):
+                        chunk.append((filename, {k: v for k, v in record.items() if k not in _DROPPED}))
+                        if len(chunk) >= size:
+                            yield chunk
+                            chunk = []
+                if chunk:
+                    yield chunk
+    except (ValueError, ijson.JSONError) as exc:
+        raise UpstreamError(f"upstream {what} is not a valid repodata file ({exc})") from exc
 
 
 async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists: Filter, verify: bool,
@@ -221,33 +271,70 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     path_key = f"sync:{subdir}"
     async with services.db.read() as session:
         entry = await session.get(ProxyEntry, (channel.id, path_key))
-        local = {row.filename: (row.sha256, row.stored) for row in await session.scalars(
-            select(PackageFile).where(PackageFile.channel_id == channel.id, PackageFile.subdir == subdir))}
-    doc, validators = await _upstream_repodata(services, channel, subdir, entry)
+        local = {row[0]: (row[1], row[2]) for row in (await session.execute(
+            select(PackageFile.filename, PackageFile.sha256, PackageFile.stored)  # type: ignore[call-overload]
+            .where(PackageFile.channel_id == channel.id, PackageFile.subdir == subdir))).all()}
+    index, validators = await _upstream_repodata(services, channel, subdir, entry)
     report.subdirs.append(subdir)
-    if doc is None:
+    if index is None:
         report.unchanged.append(subdir)
         return
-    upstream = _records(doc)
-    wanted = {fn: r for fn, r in upstream.items() if lists.wanted(r, subdir)}
-    proxied = {fn for fn, r in wanted.items() if lists.proxied(r, subdir)}
-    todo: list[str] = []
-    for filename, record in sorted(wanted.items()):
-        have = local.get(filename)
-        sha = str(record.get("sha256") or "").lower()
-        if have is None or (sha and have[0] != sha) or (filename not in proxied and not have[1]) \
-                or (filename in proxied and have[1]):
-            todo.append(filename)
-    # Excluded by the lists: out now. Gone upstream: only with pruning (this read succeeded).
-    gone = [fn for fn in local if fn not in wanted and (fn in upstream or channel.mirror_prune)]
     failures_before = len(report.failures)
     base = str(validators.get("base_url") or "") or join(channel.mirror_channel_url or "", f"{subdir}/")
+    seen: set[str] = set()  # every upstream filename (for pruning)
+    wanted: set[str] = set()  # those the lists keep
+    todo: list[tuple[str, dict[str, Any], bool]] = []
+    try:
+        chunks = _record_chunks(index, f"{redact(base)}repodata")
+        while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+            for filename, record in chunk:
+                seen.add(filename)
+                if not lists.wanted(record, subdir):
+                    continue
+                wanted.add(filename)
+                proxied = lists.proxied(record, subdir)
+                have = local.get(filename)
+                sha = str(record.get("sha256") or "").lower()
+                if have is None or (sha and have[0] != sha) or proxied == have[1]:
+                    todo.append((filename, record, proxied))
+                if len(todo) >= BATCH:
+                    await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled)
+                    todo = []
+        await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(index.unlink, True)
+    # Only after the whole index was read: excluded by the lists leave now; gone upstream, with pruning.
+    gone = [fn for fn in local if fn not in wanted and (fn in seen or channel.mirror_prune)]
+    if gone:
+        await _commit(services, channel, subdir, [], gone)
+        report.removed += len(gone)
+    if len(report.failures) == failures_before:  # remember the index only once everything in it is here
+        async with services.db.write() as session:
+            values = {"channel_id": channel.id, "path": path_key, "status": 200, "checked_at": services.now(),
+                      **validators}
+            await session.execute(insert_ignore(session, ProxyEntry, values, ["channel_id", "path"]))
+            row = await session.get(ProxyEntry, (channel.id, path_key))
+            assert row is not None
+            for key, value in values.items():
+                setattr(row, key, value)
+    else:
+        async with services.db.write() as session:  # the next run reads the whole index again
+            await session.execute(delete(ProxyEntry).where(ProxyEntry.channel_id == channel.id,  # type: ignore[arg-type]
+                                                           ProxyEntry.path == path_key))
+
+
+async def _fetch_batch(services: Services, channel: Channel, subdir: str,
+                       todo: list[tuple[str, dict[str, Any], bool]], base: str, verify: bool, report: SyncReport,
+                       say: Callable[[str], None], check_cancelled: Callable[[], None] | None) -> None:
+    """Download (bounded concurrency) and verify one batch, then commit what arrived in one transaction."""
+    if not todo:
+        return
     fetched: list[_Fetched] = []
     semaphore = asyncio.Semaphore(services.settings.mirror.concurrency)
 
-    async def one(filename: str) -> None:
-        record = wanted[filename]
-        if filename in proxied:
+    async def one(filename: str, record: dict[str, Any], proxied: bool) -> None:
+        if proxied:
             sha, md5 = str(record.get("sha256") or ""), str(record.get("md5") or "")
             if len(sha) != 64:
                 report.failures.append(f"{subdir}/{filename}: proxylisted record has no sha256")
@@ -265,38 +352,16 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
             fetched.append(item)
 
     try:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start:start + BATCH]
-            fetched.clear()
-            await asyncio.gather(*(one(fn) for fn in chunk))
-            await _commit(services, channel, subdir, list(fetched), [])
-            for item in fetched:  # stored (moved, or copied to S3): the temporary copy goes
-                if item.path is not None:
-                    await run_in_threadpool(item.path.unlink, True)
-            report.downloaded += sum(1 for f in fetched if f.path is not None)
-            report.bytes += sum(f.size for f in fetched if f.path is not None)
-            report.indexed_only += sum(1 for f in fetched if f.path is None)
+        await asyncio.gather(*(one(*item) for item in todo))
+        await _commit(services, channel, subdir, fetched, [])
+        report.downloaded += sum(1 for f in fetched if f.path is not None)
+        report.bytes += sum(f.size for f in fetched if f.path is not None)
+        report.indexed_only += sum(1 for f in fetched if f.path is None)
     finally:
-        for item in fetched:
+        for item in fetched:  # stored by now (moved, or copied to S3), or abandoned
             if item.path is not None:
                 with anyio.CancelScope(shield=True):
                     await run_in_threadpool(item.path.unlink, True)
-    if gone:
-        await _commit(services, channel, subdir, [], gone)
-        report.removed += len(gone)
-    if len(report.failures) == failures_before:  # remember the index only once everything in it is here
-        async with services.db.write() as session:
-            values = {"channel_id": channel.id, "path": path_key, "status": 200, "checked_at": services.now(),
-                      **validators}
-            await session.execute(insert_ignore(session, ProxyEntry, values, ["channel_id", "path"]))
-            row = await session.get(ProxyEntry, (channel.id, path_key))
-            assert row is not None
-            for key, value in values.items():
-                setattr(row, key, value)
-    else:
-        async with services.db.write() as session:  # the next run reads the whole index again
-            await session.execute(delete(ProxyEntry).where(ProxyEntry.channel_id == channel.id,  # type: ignore[arg-type]
-                                                           ProxyEntry.path == path_key))
 
 
 async def _download(services: Services, channel: Channel, subdir: str, filename: str, record: dict[str, Any],

@@ -254,6 +254,41 @@ class UpstreamClient:
             self._remember_missing(url)
         return fetched
 
+    async def fetch_to_file(self, url: str, path: Path, *, etag: str = "", last_modified: str = "") -> Fetched:
+        """Like `fetch`, the body streamed into `path` instead of memory (`body` stays empty)."""
+        if self.known_missing(url):
+            return Fetched(404)
+        headers = {}
+        if etag:
+            headers["if-none-match"] = etag
+        if last_modified:
+            headers["if-modified-since"] = last_modified
+        limit = self.settings.max_index_bytes
+        plain, auth = split_auth(url)
+
+        async def once() -> Fetched:
+            async with self.services.http.stream("GET", plain, headers=headers, timeout=self._timeout(),
+                                                 **_auth(auth)) as response:
+                if response.status_code in (404, 410):
+                    return Fetched(404)
+                if response.status_code == 304:
+                    return Fetched(304, b"", response.headers.get("etag", etag),
+                                   response.headers.get("last-modified", last_modified))
+                if response.status_code in _RETRY_STATUS:
+                    raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
+                if response.status_code != 200:
+                    raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
+                try:
+                    await _spool(response.aiter_bytes(), path, url, limit)
+                except UpstreamMismatchError:
+                    raise UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes") from None
+                return Fetched(200, b"", response.headers.get("etag", ""), response.headers.get("last-modified", ""))
+
+        fetched: Fetched = await self._attempts(url, once)
+        if fetched.status == 404:
+            self._remember_missing(url)
+        return fetched
+
     async def exists(self, url: str) -> bool:
         """Whether upstream has the file (a HEAD request; 404s remembered like fetch's)."""
         if self.known_missing(url):

@@ -249,3 +249,25 @@ async def test_creating_a_mirror_queues_a_first_sync(services: Services, upstrea
     async with services.db.read() as session:
         runs = [(r.kind, r.channel_id, r.status) for r in await session.scalars(select(JobRun))]
     assert runs == [("synchronize", 1, "queued")]
+
+
+async def test_a_failed_index_read_removes_nothing(services: Services, upstream: StaticChannel) -> None:
+    await make_mirror(services, upstream.url, mirror_prune=True)
+    await sync(services)
+    before = await files(services)
+    # A truncated index (every attempt), then one that is not JSON: the run fails for that subdir only.
+    upstream.fail("/linux-64/repodata.json.zst", "truncate", times=100)
+    upstream.fail("/linux-64/repodata.json", "truncate", times=100)
+    from sqlalchemy import delete
+
+    from graphconda.db.models import ProxyEntry
+    async with services.db.write() as session:
+        await session.execute(delete(ProxyEntry))
+    report = await sync(services)
+    assert any(line.startswith("linux-64:") for line in report.failures) and report.removed == 0
+    upstream.clear_faults()
+    (upstream.root / "linux-64/repodata.json.zst").unlink()
+    (upstream.root / "linux-64/repodata.json").write_text('{"packages": {"x-1-0.tar.bz2": {"name": ')
+    report = await sync(services)
+    assert any("repodata file" in line for line in report.failures) and report.removed == 0
+    assert await files(services) == before
