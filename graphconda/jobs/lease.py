@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from graphconda.db.models import SchedulerLease
 from graphconda.services.context import Services
@@ -32,7 +33,7 @@ async def acquire(services: Services, holder: str, seconds: float, name: str = S
             .values(holder=holder, expires_at=expires).execution_options(synchronize_session=False))
         if result.rowcount == 1:  # type: ignore[attr-defined]
             return expires
-        if await session.scalar(select(SchedulerLease.name).where(SchedulerLease.name == name)) is not None:
+        if await session.scalar(select(col(SchedulerLease.name)).where(col(SchedulerLease.name) == name)) is not None:
             return None
     try:
         async with services.db.write() as session:

@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlmodel import col
 
 from graphconda.db.models import Channel, JobRun
 from graphconda.errors import PublicError
@@ -58,7 +59,7 @@ class _Active:
 
 
 def _running_mine(run_id: int, holder: str) -> Any:
-    return and_(JobRun.id == run_id, JobRun.holder == holder, JobRun.status == JobStatus.RUNNING.value)
+    return and_(col(JobRun.id) == run_id, col(JobRun.holder) == holder, col(JobRun.status) == JobStatus.RUNNING.value)
 
 
 class Runner:
@@ -141,15 +142,15 @@ class Runner:
         """Atomically take the oldest claimable queued run, or None."""
         services = self.services
         now = services.now()
-        claimable = and_(JobRun.status == JobStatus.QUEUED.value,
-                         or_(JobRun.run_after.is_(None), JobRun.run_after <= now))  # type: ignore[union-attr,operator]
+        claimable = and_(col(JobRun.status) == JobStatus.QUEUED.value,
+                         or_(col(JobRun.run_after).is_(None), col(JobRun.run_after) <= now))
         if self.only_ids is not None:
-            claimable = and_(claimable, JobRun.id.in_(self.only_ids))  # type: ignore[union-attr]
+            claimable = and_(claimable, col(JobRun.id).in_(self.only_ids))
         async with services.db.write() as session:
             # SKIP LOCKED: concurrent runners on PostgreSQL each get a different row without waiting.
             # SQLite has no row locks (BEGIN IMMEDIATE serialises writers); the conditional
             # UPDATE below is what makes the claim atomic there.
-            candidate = await session.scalar(select(JobRun.id).where(claimable).order_by(JobRun.id)  # type: ignore[arg-type]
+            candidate = await session.scalar(select(col(JobRun.id)).where(claimable).order_by(col(JobRun.id))
                                              .limit(1).with_for_update(skip_locked=True))
             if candidate is None:
                 return None
@@ -272,12 +273,12 @@ class Runner:
                     log.warning("job %d was taken from this process (presumed dead); stopping it", active.run_id)
                     active.task.cancel()
             ids = list(self._active)
-            cancelled = set((await session.scalars(select(JobRun.id).where(
-                JobRun.id.in_(ids), JobRun.cancel_requested.is_(True)))).all()) if ids else set()  # type: ignore[union-attr,attr-defined]
+            cancelled = set((await session.scalars(select(col(JobRun.id)).where(
+                col(JobRun.id).in_(ids), col(JobRun.cancel_requested).is_(True)))).all()) if ids else set()
         for run_id in cancelled:
-            active = self._active.get(run_id)
-            if active is None:
+            if run_id is None or (found := self._active.get(run_id)) is None:
                 continue
+            active = found
             active.ctx.cancel_requested = True
             if active.cancel_seen_at is None:
                 active.cancel_seen_at = now
@@ -289,9 +290,9 @@ async def requeue_stale(services: Services) -> int:
     """Requeue running runs whose heartbeat stopped (their process died); fail them after max_attempts."""
     settings = services.settings.jobs
     now = services.now()
-    stale = and_(JobRun.status == JobStatus.RUNNING.value,
-                 or_(JobRun.heartbeat_at.is_(None),  # type: ignore[union-attr]
-                     JobRun.heartbeat_at < now - timedelta(seconds=settings.stale_seconds)))  # type: ignore[operator]
+    stale = and_(col(JobRun.status) == JobStatus.RUNNING.value,
+                 or_(col(JobRun.heartbeat_at).is_(None),
+                     col(JobRun.heartbeat_at) < now - timedelta(seconds=settings.stale_seconds)))
     async with services.db.write() as session:
         runs = (await session.scalars(select(JobRun).where(stale).with_for_update(skip_locked=True))).all()
         for run in runs:

@@ -28,6 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
+from sqlmodel import col
 
 from graphconda.db.models import Channel, JobSchedule
 from graphconda.jobs import lease, registry
@@ -95,15 +96,15 @@ async def schedule_specs(services: Services) -> list[ScheduleSpec]:
     mirror_seconds = services.settings.jobs.mirror_sync_interval_seconds
     if mirror_seconds and registry.get_kind("synchronize") is not None:
         async with services.db.read() as session:
-            mirrors = await session.scalars(select(Channel.name).where(Channel.mirror_mode == "mirror"))
+            mirrors = await session.scalars(select(col(Channel.name)).where(col(Channel.mirror_mode) == "mirror"))
             for name in mirrors:
                 spec = ScheduleSpec("synchronize", name, interval_seconds=mirror_seconds)
                 specs[spec.key] = spec
     async with services.db.read() as session:
         channels = (await session.scalars(select(Channel).order_by(Channel.name))).all()
-        rows = (await session.execute(select(JobSchedule, Channel.name)
+        rows = (await session.execute(select(JobSchedule, col(Channel.name))
                                       .outerjoin(Channel, Channel.id == JobSchedule.channel_id)  # type: ignore[arg-type]
-                                      .order_by(JobSchedule.id))).all()
+                                      .order_by(col(JobSchedule.id)))).all()
     for kind, (interval, applies) in BUILTIN_CHANNEL_INTERVALS.items():
         seconds = interval(services.settings)
         if seconds and registry.get_kind(kind) is not None:

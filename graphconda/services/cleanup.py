@@ -22,9 +22,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
+from sqlmodel import col
 
 from graphconda.db.models import ApiKey, Channel, JobRun, PackageFile, Shard, SupersededShard
-from graphconda.services import layout, publishing
+from graphconda.services import layout, publishing, staging
 from graphconda.services.context import Services
 
 log = logging.getLogger("graphconda.cleanup")
@@ -41,10 +42,10 @@ class CleanupReport:
         return f"{verb} " + (", ".join(parts) if parts else "nothing")
 
 
-def _optional(module: str, name: str) -> Callable[[Services], Any] | None:
+def _optional(module: str, name: str) -> Callable[..., Any] | None:
     """A service function another part provides, when this build has it."""
     try:
-        return getattr(importlib.import_module(module), name, None)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name, None)
     except ImportError:
         return None
 
@@ -55,12 +56,12 @@ async def _expired_shards(services: Services, dry_run: bool) -> int:
     cutoff = services.now() - timedelta(seconds=services.settings.publish.shard_retention_seconds)
     async with services.db.read() as session:
         return int(await session.scalar(select(func.count()).select_from(SupersededShard)
-                                        .where(SupersededShard.superseded_at <= cutoff)) or 0)
+                                        .where(col(SupersededShard.superseded_at) <= cutoff)) or 0)
 
 
 async def _old_api_keys(services: Services, dry_run: bool) -> int:
     cutoff = services.now() - timedelta(seconds=services.settings.jobs.api_key_retention_seconds)
-    gone = or_(ApiKey.expires_at < cutoff, ApiKey.revoked_at < cutoff)  # type: ignore[operator]
+    gone = or_(col(ApiKey.expires_at) < cutoff, col(ApiKey.revoked_at) < cutoff)
     async with services.db.write() as session:
         count = int(await session.scalar(select(func.count()).select_from(ApiKey).where(gone)) or 0)
         if count and not dry_run:
@@ -70,7 +71,7 @@ async def _old_api_keys(services: Services, dry_run: bool) -> int:
 
 async def _old_runs(services: Services, dry_run: bool) -> int:
     cutoff = services.now() - timedelta(seconds=services.settings.jobs.run_retention_seconds)
-    old = JobRun.finished_at < cutoff  # type: ignore[operator]
+    old = col(JobRun.finished_at) < cutoff
     async with services.db.write() as session:
         count = int(await session.scalar(select(func.count()).select_from(JobRun).where(old)) or 0)
         if count and not dry_run:
@@ -91,12 +92,12 @@ async def _orphan_blobs(services: Services, dry_run: bool, log_line: Callable[[s
             cid = channels[channel]
             async with services.db.read() as session:
                 packages[channel] = {(s, sha, fn) for s, sha, fn in (await session.execute(
-                    select(PackageFile.subdir, PackageFile.sha256, PackageFile.filename)
-                    .where(PackageFile.channel_id == cid))).all()}
-                current = (await session.execute(select(Shard.subdir, Shard.digest)
-                                                 .where(Shard.channel_id == cid))).all()
-                old = (await session.execute(select(SupersededShard.subdir, SupersededShard.digest)
-                                             .where(SupersededShard.channel_id == cid))).all()
+                    select(col(PackageFile.subdir), col(PackageFile.sha256), col(PackageFile.filename))
+                    .where(col(PackageFile.channel_id) == cid))).all()}
+                current = (await session.execute(select(col(Shard.subdir), col(Shard.digest))
+                                                 .where(col(Shard.channel_id) == cid))).all()
+                old = (await session.execute(select(col(SupersededShard.subdir), col(SupersededShard.digest))
+                                             .where(col(SupersededShard.channel_id) == cid))).all()
                 shards[channel] = {(s, d) for s, d in [*current, *old]}
         return packages[channel], shards[channel]
 
@@ -134,10 +135,7 @@ async def run_cleanup(services: Services, *, dry_run: bool = False,
     say = log or (lambda _line: None)
 
     async def staged_files(services: Services, dry_run: bool) -> int | None:
-        func_ = _optional("graphconda.services.staging", "remove_stale_upload_files")
-        if func_ is None:
-            return None
-        files = await func_(services, dry_run=dry_run)
+        files = await staging.remove_stale_upload_files(services, dry_run=dry_run)
         for path in files:
             say(f"{'would delete' if dry_run else 'deleted'} {path}")
         return len(files)

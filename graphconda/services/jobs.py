@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.db.models import Channel, JobRun, JobSchedule
 from graphconda.errors import ConflictError, InvalidInputError, NotFoundError
@@ -89,7 +90,7 @@ async def run_job(services: Services, actor: Actor, kind: str, *, channel: str |
                 target = await _authorize(session, actor, spec, channel)
                 channel_id = target.id if target is not None else None
                 key = active_key(spec.name, channel_id)
-                run = await session.scalar(select(JobRun).where(JobRun.active_key == key))
+                run = await session.scalar(select(JobRun).where(col(JobRun.active_key) == key))
                 if run is not None:
                     break
                 run = JobRun(kind=spec.name, channel_id=channel_id, status=JobStatus.QUEUED.value, args=values,
@@ -188,9 +189,9 @@ async def set_schedule(services: Services, actor: Actor, kind: str, *, channel: 
         target = await _authorize(session, actor, spec, channel)
         channel_id = target.id if target is not None else None
         schedule = await session.scalar(select(JobSchedule).where(
-            JobSchedule.kind == spec.name,
-            JobSchedule.channel_id.is_(None) if channel_id is None  # type: ignore[union-attr]
-            else JobSchedule.channel_id == channel_id).with_for_update())
+            col(JobSchedule.kind) == spec.name,
+            col(JobSchedule.channel_id).is_(None) if channel_id is None
+            else col(JobSchedule.channel_id) == channel_id).with_for_update())
         if schedule is None:
             if keep_trigger:
                 raise InvalidInputError("give either an interval in seconds or a cron expression",
@@ -207,7 +208,7 @@ async def set_schedule(services: Services, actor: Actor, kind: str, *, channel: 
 async def list_schedules(services: Services) -> list[JobSchedule]:
     """Every stored schedule (the scheduler's view; no permission filter)."""
     async with services.db.read() as session:
-        return list((await session.scalars(select(JobSchedule).order_by(JobSchedule.id))).all())
+        return list((await session.scalars(select(JobSchedule).order_by(col(JobSchedule.id)))).all())
 
 
 def job_summary(run: JobRun, channel_name: str | None = None) -> dict[str, Any]:
@@ -239,7 +240,7 @@ async def list_jobs(services: Services, actor: Actor, *, channel: str | None = N
 async def channel_name(session: AsyncSession, run: JobRun) -> str | None:
     if run.channel_id is None:
         return None
-    return await session.scalar(select(Channel.name).where(Channel.id == run.channel_id))
+    return await session.scalar(select(col(Channel.name)).where(col(Channel.id) == run.channel_id))
 
 
 async def describe_job(services: Services, actor: Actor, job_id: int) -> dict[str, Any]:
