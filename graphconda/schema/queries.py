@@ -103,7 +103,9 @@ class Query:
 
     @strawberry.field(description="Every user, by username (server owners and maintainers only).")
     async def users(self, info: Info) -> list[User]:
-        return [User.from_model(u) for u in await users.list_users(info.context.services, info.context.actor)]
+        # Through the operation's session like every other read: a connection of its own would
+        # answer in a varying order, and with it how many batches the loaders below need.
+        return [User.from_model(row[0]) for row in await _page(info.context, users.all_users(info.context.actor))]
 
     @strawberry.field(
         description="Job runs you may see (your channels' as their owner or maintainer; all for server staff), "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -264,7 +264,14 @@ async def set_disabled(services: Services, actor: Actor, username: str, disabled
     return user
 
 
-async def list_users(services: Services, actor: Actor) -> Sequence[User]:
+def all_users(actor: Actor) -> Select[tuple[User]]:
+    """Every user, by username: the statement, for callers reading through a session of their own
+    (GraphQL reads each operation through one session). Server staff only."""
     authz.require_read_users(actor)
+    return select(User).order_by(User.username)
+
+
+async def list_users(services: Services, actor: Actor) -> Sequence[User]:
+    statement = all_users(actor)
     async with services.db.read() as session:
-        return list(await session.scalars(select(User).order_by(User.username)))
+        return list(await session.scalars(statement))
