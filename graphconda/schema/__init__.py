@@ -10,6 +10,7 @@ get a 400, never a 500.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import strawberry
@@ -152,7 +153,15 @@ class GraphQLView(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
-        return bodies.decode_json(data)  # UTF-8 only, nesting bounded (bodies.py)
+        return bodies.decode_json(data)  # UTF-8 only, nesting bounded (bodies.py); websockets too
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            return bodies.decode_json(data)
+        except bodies.RefusedJSON as exc:
+            raise HTTPException(400, exc.reason) from None
+        except json.JSONDecodeError:
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
 
     async def parse_http_body(self, request: Any) -> Any:
         if request.method == "POST" and "application/json" in (request.content_type or ""):

@@ -1,7 +1,8 @@
 """What /graphql accepts as a request body, and how it refuses the rest (a 4xx with a GraphQL-style error).
 
 A body is UTF-8 JSON: an object, with `variables` and `extensions` nested at most
-`MAX_JSON_NESTING` deep (the same for GET parameters and multipart `operations` and `map`).
+`MAX_JSON_NESTING` deep (the same for GET parameters, multipart `operations` and `map`, and
+websocket messages, which are closed with 4400 when too deep).
 Without that bound, `[[[[...]]]]` in 1 MiB exhausts the stack of the JSON decoder or of the
 code walking its result (a RecursionError, so a 500). In a multipart upload each file part
 fills exactly one variable: a part mapped to 1,000 paths would run 1,000 uploads of one file.
@@ -44,20 +45,29 @@ def _nesting(value: object) -> int:
     return deepest
 
 
+class RefusedJSON(json.JSONDecodeError):
+    """JSON we will not read. A JSONDecodeError, so that Strawberry's websocket handlers treat it
+    as a message that is not JSON (closing with 4400); over HTTP the view answers 400 with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, "", 0)
+        self.reason = reason
+
+
 def decode_json(data: str | bytes) -> object:
-    """JSON from a body, a GET parameter or a multipart field; malformed JSON raises JSONDecodeError."""
+    """JSON from a body, a GET parameter, a multipart field or a websocket message."""
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise HTTPException(400, "the request body must be JSON encoded in UTF-8") from None
+            raise RefusedJSON("the request body must be JSON encoded in UTF-8") from None
     too_deep = f"JSON nested too deeply: lists and objects nest at most {MAX_JSON_NESTING} levels"
     try:
         value = json.loads(data)
     except RecursionError:
-        raise HTTPException(400, too_deep) from None
+        raise RefusedJSON(too_deep) from None
     if _nesting(value) > MAX_JSON_NESTING:
-        raise HTTPException(400, too_deep)
+        raise RefusedJSON(too_deep)
     return value
 
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import httpx2
 import pytest
+import websockets
+from websockets.typing import Subprotocol
 
 from graphconda.services.context import Services
+from tests.fixtures.server import LiveServer
 from tests.helpers.packages import build_package
 from tests.schema.conftest import Gql, MakeChannel, People, data
 from tests.schema.test_packages import stored_files
@@ -155,3 +158,23 @@ async def test_a_file_part_without_a_filename_says_so(
     assert response.json()["detail"] == ("filename must not be empty" if params else
                                          "no package files: send them as multipart fields named 'files'")
     assert await stored_files(services, "tools") == []
+
+
+async def test_deep_json_over_a_websocket_closes_it_cleanly(
+    live_server: LiveServer, people: People, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message too deep to read is a message that is not JSON: close code 4400, nothing logged as a failure."""
+    url = live_server.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=[Subprotocol("graphql-transport-ws")],
+                                  additional_headers=people.alice.headers) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        deep = "[" * 5000 + "]" * 5000
+        payload = f'{{"query": "{QUERY}", "variables": {{"v": {deep}}}}}'
+        await ws.send(f'{{"id": "1", "type": "subscribe", "payload": {payload}}}')
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+    async with httpx2.AsyncClient(base_url=live_server.url) as client:
+        assert (await client.post("/graphql", json={"query": QUERY})).json()["data"]["serverInfo"]["version"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
