@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,7 @@ class JobWatcher:
     def watched_ids(self) -> list[int]:
         return sorted(self._watched)
 
-    async def watch(self, current: JobRun) -> AsyncIterator[JobRun]:
+    async def watch(self, current: JobRun) -> AsyncGenerator[JobRun, None]:
         """The states of run `current` after this one, as they change, ending after a finished one.
 
         Ends without a value when the run disappears. The caller already has `current`

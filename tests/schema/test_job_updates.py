@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import websockets
+from websockets.typing import Subprotocol
 
 from graphconda.db.models import JobRun
 from graphconda.jobs.runner import Runner
@@ -125,14 +126,15 @@ class Socket:
         await self.ws.send(json.dumps(message))
 
     async def recv(self) -> dict[str, Any]:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout=20))  # type: ignore[no-any-return]
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout=20))
 
     async def subscribe(self, op_id: str, job_id: str) -> None:
         await self.send({"id": op_id, "type": "subscribe", "payload": {"query": UPDATES, "variables": {"id": job_id}}})
 
 
 async def connect(url: str, who: Person | None) -> Any:
-    ws = await websockets.connect(url.replace("http://", "ws://") + "/graphql", subprotocols=["graphql-transport-ws"],
+    ws = await websockets.connect(url.replace("http://", "ws://") + "/graphql",
+                                  subprotocols=[Subprotocol("graphql-transport-ws")],
                                   additional_headers=who.headers if who else {})
     socket = Socket(ws)
     await socket.send({"type": "connection_init"})

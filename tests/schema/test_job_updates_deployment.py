@@ -14,6 +14,7 @@ import signal
 from typing import Any
 
 import websockets
+from websockets.typing import Subprotocol
 
 from graphconda.services import api_keys, jobs
 from graphconda.services.authz import SYSTEM, Role
@@ -28,7 +29,7 @@ UPDATES = "subscription($id: ID!) { jobUpdates(id: $id) { status attempt progres
 
 
 async def recv(ws: Any) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout=60))  # type: ignore[no-any-return]
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
 
 
 async def test_updates_on_another_process_until_succeeded_across_a_crash(
@@ -50,7 +51,8 @@ async def test_updates_on_another_process_until_succeeded_across_a_crash(
     # Watch from a process that neither queued nor runs the job.
     watcher = next(p for p in servers[1:] if p is not runner)
     async with websockets.connect(watcher.url.replace("http://", "ws://") + "/graphql",  # type: ignore[union-attr]
-                                  subprotocols=["graphql-transport-ws"], additional_headers={"X-API-Key": key}) as ws:
+                                  subprotocols=[Subprotocol("graphql-transport-ws")],
+                                  additional_headers={"X-API-Key": key}) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         assert (await recv(ws))["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe",

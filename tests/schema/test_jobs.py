@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from graphconda.db.models import JobRun, JobSchedule
 from graphconda.services import users
@@ -267,12 +268,13 @@ async def test_bad_schedule_input(
 async def test_wrong_graphql_types_are_refused_before_anything_runs(
     gql: Gql, world: People, services: Services
 ) -> None:
-    for query, variables in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         (SCHEDULE, {"input": {"kind": "cleanup", "intervalSeconds": "60"}}),
         (SCHEDULE, {"input": {"kind": "cleanup", "intervalSeconds": 2**40}}),
         (RUN, {"input": {"channel": "pub"}}),
         (JOBS, {"filter": {"status": "DONE"}}),
-    ]:
+    ]
+    for query, variables in cases:
         result = await gql(query, variables, as_=world.owner)
         assert result.get("data") is None and error_messages(result), result
     assert await count_rows(services, JobRun) == 0 and await count_rows(services, JobSchedule) == 0
@@ -299,7 +301,7 @@ async def channel_id(services: Services, name: str) -> int:
     from graphconda.db.models import Channel
 
     async with services.db.read() as session:
-        found = await session.scalar(select(Channel.id).where(Channel.name == name))
+        found = await session.scalar(select(col(Channel.id)).where(col(Channel.name) == name))
     assert found is not None
     return int(found)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from graphconda.db.models import ChannelMember, JobRun
 from graphconda.services import authz
@@ -44,10 +45,11 @@ async def test_the_sql_clause_selects_exactly_what_can_see_job_allows(services: 
     """Every actor shape, on public and private channels and server-wide runs: SQL and Python agree."""
     from graphconda.services import users
 
-    people = {}
+    people: dict[str, int] = {}
     for who, (actor, _, _) in WHO.items():
         if actor.user_id is not None:
             user = await users.create_user(services, SYSTEM, actor.username or who, server_role=actor.server_role)
+            assert user.id is not None
             people[who] = user.id
     chans = [await make_channel(services, f"c{i}", private=bool(i % 2)) for i in range(4)]
     now = services.now()
@@ -57,6 +59,7 @@ async def test_the_sql_clause_selects_exactly_what_can_see_job_allows(services: 
             for n, who in enumerate(["channel-member", "channel-maintainer", "channel-owner"]):
                 # c0: everyone as named; c1, c2: the roles rotate so each person holds a different one
                 rotated = roles[(n + i) % 3]
+                assert channel.id is not None
                 session.add(ChannelMember(channel_id=channel.id, user_id=people[who], role=rotated.value))
         session.add_all([JobRun(kind="reindex", channel_id=c.id, created_at=now) for c in chans])
         session.add(JobRun(kind="cleanup", channel_id=None, created_at=now))
@@ -65,7 +68,9 @@ async def test_the_sql_clause_selects_exactly_what_can_see_job_allows(services: 
     async with services.db.read() as session:
         runs = list(await session.scalars(select(JobRun)))
         member_rows = list(
-            await session.execute(select(ChannelMember.channel_id, ChannelMember.user_id, ChannelMember.role))
+            await session.execute(
+                select(col(ChannelMember.channel_id), col(ChannelMember.user_id), col(ChannelMember.role))
+            )
         )
 
     def access_for(actor: Actor, run: JobRun) -> ChannelAccess | None:
@@ -91,7 +96,7 @@ async def test_the_sql_clause_selects_exactly_what_can_see_job_allows(services: 
     counts = {}
     for who, actor in actors.items():
         async with services.db.read() as session:
-            seen = set(await session.scalars(select(JobRun.id).where(authz.visible_jobs_clause(actor))))
+            seen = set(await session.scalars(select(col(JobRun.id)).where(authz.visible_jobs_clause(actor))))
         allowed = {run.id for run in runs if authz.can_see_job(actor, access_for(actor, run))}
         assert seen == allowed, who
         counts[who] = len(seen)
