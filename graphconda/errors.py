@@ -8,6 +8,7 @@
     │   ├── NotFoundError            404: absent, or private and the caller may not know it exists
     │   ├── AlreadyExistsError       409: name or file taken (upload without force)
     │   ├── ConflictError            409: state forbids it (upload to a mirror channel, ...)
+    │   │   └── ChannelKindError     the channel's kind (local, proxy, mirror) does not take that action
     │   ├── InvalidInputError        400/422: bad argument; `field` names it
     │   │   ├── InvalidNameError     a channel, package, subdir or filename breaks CEP 26
     │   │   └── InvalidPackageError  archive unreadable, metadata missing or inconsistent
@@ -68,6 +69,10 @@ class AlreadyExistsError(PublicError):
 
 class ConflictError(PublicError):
     status_code = 409
+
+
+class ChannelKindError(ConflictError):
+    """The channel's kind (local, proxy, mirror) does not take the action (Quetz answers 405)."""
 
 
 class InvalidInputError(PublicError):

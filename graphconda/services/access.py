@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember
-from graphconda.errors import ConflictError, InvalidInputError, NotFoundError
+from graphconda.errors import ChannelKindError, InvalidInputError, NotFoundError
 from graphconda.services import authz
 from graphconda.services.authz import Actor, ChannelAccess, Role
 
@@ -120,7 +120,7 @@ async def gate(
 ) -> tuple[Channel, ChannelAccess]:
     """The channel called `name` if the actor may see it and its kind is in `allow`.
 
-    NotFoundError (naming nothing) when absent or invisible; ConflictError, saying what the
+    NotFoundError (naming nothing) when absent or invisible; ChannelKindError (a 409), saying what the
     channel is, when its kind does not take `action` (e.g. "uploads" into a mirror).
     """
     found = await find_channel(session, actor, name, package_name)
@@ -130,5 +130,5 @@ async def gate(
     authz.require_read_channel(actor, access)
     kind = ChannelKind.of(channel)
     if kind not in allow:
-        raise ConflictError(f"channel {channel.name!r} is a {kind} channel; it accepts no {action}")
+        raise ChannelKindError(f"channel {channel.name!r} is a {kind} channel; it accepts no {action}")
     return channel, access

@@ -10,6 +10,7 @@ the existing run back instead of a duplicate, on every database and without a ra
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -78,8 +79,12 @@ async def _authorize(session: AsyncSession, actor: Actor, kind: JobKind,
 
 
 async def run_job(services: Services, actor: Actor, kind: str, *, channel: str | None = None,
-                  args: Mapping[str, Any] | None = None, scheduled: bool = False) -> JobRun:
-    """Queue a run of `kind` (or return the queued-or-running one of the same kind and channel)."""
+                  args: Mapping[str, Any] | None = None, scheduled: bool = False,
+                  run_after: datetime | None = None) -> JobRun:
+    """Queue a run of `kind` (or return the queued-or-running one of the same kind and channel).
+
+    `run_after`: no runner claims it before then (Quetz's `start_at`).
+    """
     spec = _kind(services, kind)
     _check_channel_arg(spec, channel)
     values = validate_args(spec, args)
@@ -95,7 +100,7 @@ async def run_job(services: Services, actor: Actor, kind: str, *, channel: str |
                     break
                 run = JobRun(kind=spec.name, channel_id=channel_id, status=JobStatus.QUEUED.value, args=values,
                              active_key=key, triggered_by_id=actor.user_id, scheduled=scheduled,
-                             created_at=services.now())
+                             created_at=services.now(), run_after=run_after)
                 session.add(run)
             break
         except IntegrityError:

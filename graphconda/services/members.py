@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember, User
-from graphconda.errors import ConflictError, NotFoundError
+from graphconda.errors import AlreadyExistsError, ConflictError, NotFoundError
 from graphconda.services import authz, serving
 from graphconda.services.access import gate
 from graphconda.services.authz import Actor, ChannelAccess, Role
@@ -120,14 +120,17 @@ async def _package_membership(
 
 
 async def set_package_member(
-    services: Services, actor: Actor, channel: str, package: str, username: str, role: Role | str
+    services: Services, actor: Actor, channel: str, package: str, username: str, role: Role | str,
+    *, exists_ok: bool = True,
 ) -> Membership:
-    """Give `username` `role` on one package of `channel`."""
+    """Give `username` `role` on one package of `channel` (AlreadyExistsError if they hold one and not `exists_ok`)."""
     new = authz.parse_role(role)
     assert new is not None
     async with services.db.write() as session:
         pkg, access, user, member = await _package_membership(session, actor, channel, package, username)
         authz.require_manage_package_members(actor, access, pkg.name, new, current_role=member.role if member else None)
+        if member is not None and not exists_ok:
+            raise AlreadyExistsError(f"{user.username} already has a role on this package")
         if member is None:
             session.add(PackageMember(package_id=pkg.id, user_id=user.id, role=new.value))  # type: ignore[arg-type]
         else:
