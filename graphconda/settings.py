@@ -210,6 +210,14 @@ class MirrorSettings(_Section):
     concurrency: int = Field(8, ge=1, le=256)
 
 
+class MetricsSettings(_Section):
+    # Downloads are counted in memory and written to the database this often (and at shutdown):
+    # a process killed without shutting down loses at most this many seconds of counts.
+    flush_seconds: float = Field(5.0, gt=0)
+    # Download events the aggregate_metrics job folds per transaction.
+    aggregate_batch: int = Field(5000, ge=1)
+
+
 class LimitsSettings(_Section):
     max_upload_bytes: int = Field(4 * 1024**3, ge=1)
     graphql_max_depth: int = Field(12, ge=1)
@@ -258,6 +266,7 @@ class Settings(_Section):
     jobs: JobsSettings = JobsSettings()
     limits: LimitsSettings = LimitsSettings()
     mirror: MirrorSettings = MirrorSettings()
+    metrics: MetricsSettings = MetricsSettings()
     publish: PublishSettings = PublishSettings()
 
     @model_validator(mode="after")

@@ -258,26 +258,49 @@ class RegisteredMirror(SQLModel, table=True):
     api_endpoint: str = Field(default="", max_length=2048)
     metrics_endpoint: str = Field(default="", max_length=2048)
     last_synced_at: datetime | None = _ts(nullable=True)
+    last_error: str = Field(default="", sa_type=Text)  # why the last metrics pull failed ("" = it worked)
 
 
 class DownloadEvent(SQLModel, table=True):
-    """One counted download, waiting to be folded into DownloadCount by the metrics job."""
+    """Downloads of one file in one hour, flushed by a server process, waiting to be folded
+    into DownloadCount by the `aggregate_metrics` job (which deletes them as it folds them).
+
+    Keyed by channel, subdir and filename rather than by package file row, so a file deleted
+    before the job ran still counts in its channel's and package's history.
+    """
 
     __tablename__ = "download_events"
     id: int | None = Field(default=None, primary_key=True)
-    package_file_id: int = _fk("package_files.id")
-    at: datetime = _ts()
+    channel_id: int = _fk("channels.id")
+    subdir: str = Field(max_length=32)
+    filename: str = Field(max_length=211)
+    at: datetime = _ts()  # the start of the UTC hour the downloads happened in
+    count: int = Field(default=1, sa_type=BigInteger)
 
 
 class DownloadCount(SQLModel, table=True):
-    """Downloads of one file per period bucket (hour, day, ...)."""
+    """Downloads of one file (channel, subdir, filename) in one UTC bucket of a period.
+
+    period: hour | day | month | year | total (bucket 1970-01-01). `source` is "" for this
+    server's own downloads and a registered mirror's key (services.metrics.mirror_source) for
+    the counts pulled from it, which are replaced, not added, on every pull. Rows name the
+    file rather than reference its row: deleting a file keeps its channel's and package's history.
+    """
 
     __tablename__ = "download_counts"
-    __table_args__ = (UniqueConstraint("package_file_id", "period", "bucket"),)
+    __table_args__ = (
+        UniqueConstraint("channel_id", "subdir", "filename", "period", "bucket", "source",
+                         name="uq_download_counts_file_bucket"),
+        Index("ix_download_counts_package", "channel_id", "package_name", "period", "bucket"),
+        Index("ix_download_counts_channel", "channel_id", "period", "bucket"),
+    )
     id: int | None = Field(default=None, primary_key=True)
-    package_file_id: int = _fk("package_files.id")
-    channel_id: int = _fk("channels.id")
-    period: str = Field(max_length=8)  # hour | day | month | total
+    channel_id: int = _fk("channels.id", index=False)
+    source: str = Field(default="", max_length=64)
+    package_name: str = Field(max_length=64)
+    subdir: str = Field(max_length=32)
+    filename: str = Field(max_length=211)
+    period: str = Field(max_length=8)
     bucket: datetime = _ts()
     count: int = Field(default=0, sa_type=BigInteger)
 

@@ -190,9 +190,8 @@ async def _subdir_file(request: Request, info: ChannelInfo, subdir: str, name: s
 
 
 async def _deliver(request: Request, info: ChannelInfo, subdir: str | None, name: str) -> Response:
-    """Turn the serving decision (services/delivery.py) into HTTP."""
+    """Turn the serving decision (services/delivery.py) into HTTP, counting package downloads."""
     services = services_of(request)
-    full_get = request.method == "GET" and "range" not in request.headers
     gzip_ok = "range" not in request.headers and accepts_gzip(request.headers.get("accept-encoding"))
     found = await delivery.locate(services, info, subdir, name, redirect_ok=request.method == "GET", gzip_ok=gzip_ok)
     if isinstance(found, delivery.Missing):
@@ -200,10 +199,13 @@ async def _deliver(request: Request, info: ChannelInfo, subdir: str | None, name
     if isinstance(found, delivery.Unavailable):
         return JSONResponse({"detail": found.detail}, status_code=found.status,
                             headers={"cache-control": "no-store"})
+    package = subdir is not None and name.endswith(EXTENSIONS)
     if isinstance(found, delivery.Redirect):
-        fresh = found.entry is not None and not_modified(request, found.entry.etag, found.entry.mtime)
-        if full_get and found.download_id is not None and not fresh:
-            record_download(services, found.download_id)
+        if found.entry is not None and not_modified(request, found.entry.etag, found.entry.mtime):
+            # The client's copy is current: 304 here, rather than a redirect for storage to answer.
+            return Response(status_code=304, headers={"etag": found.entry.etag, "cache-control": _immutable(info)})
+        if package and subdir is not None and _whole_file_asked(request, found.entry):
+            record_download(services, info.id, subdir, name)
         return RedirectResponse(found.url, status_code=302, headers={"cache-control": "no-store"})
     if found.immutable:
         control = _immutable(info)
@@ -211,9 +213,37 @@ async def _deliver(request: Request, info: ChannelInfo, subdir: str | None, name
         control = _cache_control(info, request.app.state.settings.publish.repodata_max_age_seconds)
     response = await send_blob(request, found.entry, cache_control=control, content_type=_content_type(name),
                                encoding=found.encoding, vary=found.vary)
-    if found.download_id is not None and full_get and response.status_code == 200:
-        record_download(services, found.download_id)
+    if package and subdir is not None and request.method == "GET" and _whole_body(request, response, found.entry.size):
+        record_download(services, info.id, subdir, name)
     return response
+
+
+def _whole_body(request: Request, response: Response, size: int) -> bool:
+    """What counts as a download among answers: the full body, as a 200 or as a range from byte 0 to the last.
+
+    A suffix range (`bytes=-N`) never counts, even when N covers a small file: it is how
+    rattler reads a .conda's metadata before (maybe) downloading it.
+    """
+    if response.status_code == 200:
+        return True
+    return (response.status_code == 206 and _from_byte_zero(request)
+            and response.headers.get("content-range") == f"bytes 0-{size - 1}/{size}")
+
+
+def _from_byte_zero(request: Request) -> bool:
+    return request.headers.get("range", "").partition("=")[2].strip().startswith("0")
+
+
+def _whole_file_asked(request: Request, entry: CachedFile | None) -> bool:
+    """For a redirect (the bytes come from elsewhere): a GET of the whole file, or of a range of all of it."""
+    if request.method != "GET":
+        return False
+    if "range" not in request.headers:
+        return True
+    if entry is None:
+        return False  # an upstream file of unknown size: only whole-file GETs count
+    rng = byte_range(request, entry.size, entry.etag, entry.last_modified)
+    return rng is None or (rng == (0, entry.size) and _from_byte_zero(request))
 
 
 # --- browsable indexes -----------------------------------------------------------------

@@ -29,7 +29,6 @@ SUBDIR_FILES = frozenset({*layout.SUBDIR_FILES, layout.SHARD_INDEX}) - set(layou
 class LocalBlob:
     entry: CachedFile
     immutable: bool  # content-addressed (shards, package files): cache for a year
-    download_id: int | None = None  # a package file row: a full GET counts as a download
     encoding: str | None = None  # the bytes are this Content-Encoding of the file asked for
     vary: bool = False  # the file has other encodings: answers say `Vary: Accept-Encoding`
 
@@ -38,7 +37,6 @@ class LocalBlob:
 class Redirect:
     url: str
     entry: CachedFile | None = None  # when known, a revalidation is answered 304 instead
-    download_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,22 +118,21 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
         # Proxylisted in a mirror: indexed here, downloaded from upstream (never with its credentials).
         from graphconda.services.upstream import join, split_auth
 
-        return Redirect(join(split_auth(info.upstream)[0], f"{subdir}/{filename}"), None, ref.id)
+        return Redirect(join(split_auth(info.upstream)[0], f"{subdir}/{filename}"))
     if ref is None or ref.key is None:
         return Missing("package file not found")
     entry = await cache_.file(ref.key, immutable=True)
     if entry is None:
         cache_.forget_package_file(info, subdir, filename)
         return Missing("package file not found")
-    return await stored_package(services, entry, redirect_ok, ref.id)
+    return await stored_package(services, entry, redirect_ok)
 
 
-async def stored_package(services: Services, entry: CachedFile, redirect_ok: bool,
-                         download_id: int | None = None) -> LocalBlob | Redirect:
+async def stored_package(services: Services, entry: CachedFile, redirect_ok: bool) -> LocalBlob | Redirect:
     """A package file in storage: a presigned redirect where storage offers one (bytes bypass Python)."""
     s3 = services.settings.storage.s3
     if redirect_ok and services.storage.backend == "s3" and s3.presign_downloads:
         url = await services.storage.presigned_url(entry.key, timedelta(seconds=s3.presign_expiry_seconds))
         if url:
-            return Redirect(url, entry, download_id)
-    return LocalBlob(entry, immutable=True, download_id=download_id)
+            return Redirect(url, entry)
+    return LocalBlob(entry, immutable=True)
