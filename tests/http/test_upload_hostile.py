@@ -5,6 +5,7 @@ nothing behind."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,17 +146,20 @@ async def test_bombs_are_refused_quickly(kind: str, client: httpx2.AsyncClient, 
     assert path.stat().st_size < 400_000
     before = await snapshot(services)
     for multipart in (False, True):
-        started = anyio.current_time()
+        # CPU time of this process (the app runs in it): what the upload costs the server, whatever
+        # else the machine running the tests is doing. Well under a second on an idle machine.
+        cpu, wall = time.process_time(), time.monotonic()
         if multipart:
             body = await anyio.Path(path).read_bytes()
             response = await client.post("/api/channels/main/files", files=[("files", (path.name, body))],
                                          headers={"X-API-Key": owner_key})
         else:
             response = await upload(client, owner_key, path)
-        elapsed = anyio.current_time() - started
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
         assert response.status_code == 413, response.text
         assert words in response.json()["detail"], response.text
-        assert elapsed < 2, f"refusing {kind} took {elapsed:.1f} s"  # generous: well under a second unloaded
+        assert cpu < 2, f"refusing {kind} cost {cpu:.1f} s of CPU"
+        assert wall < 15, f"refusing {kind} took {wall:.1f} s"
     assert await snapshot(services) == before
     assert not leftover_temp_files(services)
 
