@@ -38,6 +38,7 @@ from graphconda.settings import MirrorSettings
 log = logging.getLogger("graphconda.upstream")
 
 _TOKEN = re.compile(r"/t/[^/]+/")
+_WRITE_BUFFER = 1024 * 1024
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -355,12 +356,18 @@ async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | N
         md5.update(data)
         f.write(data)
 
+    buffer = bytearray()
     try:
         async for chunk in body:
             total += len(chunk)
             if size is not None and total > size:
                 raise UpstreamMismatchError(f"upstream {redact(url)} sent more than the {size} bytes of its record")
-            await run_in_threadpool(write, chunk)
+            buffer += chunk
+            if len(buffer) >= _WRITE_BUFFER:  # one thread hop per MiB, not per network read
+                await run_in_threadpool(write, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await run_in_threadpool(write, bytes(buffer))
     finally:
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(f.close)

@@ -1,0 +1,157 @@
+"""Mirror and proxy benchmark against a loopback upstream, ratios measured in the same run.
+
+    python bench/mirror.py [--files 100] [--size-kb 2048] [--concurrency 8] [--requests 200]
+
+Upstream: a static channel of --files packages (each carrying --size-kb of incompressible
+bytes) indexed by py-rattler's indexer, served by the test suite's static server
+(tests/fixtures/upstreams.py, no faults).
+1. Sync throughput: a mirror's first `synchronize_repodata` (services/mirroring.py) against
+   downloading the same files with plain concurrent httpx2 at the same concurrency (to temp
+   files, hashing them). Target: sync >= 0.8x the plain bytes/s.
+2. Proxy, cached: sequential GETs of repodata.json and of a package file from a proxy channel
+   (everything already fetched) against the same GETs from the mirror (a normal channel),
+   over HTTP to uvicorn on loopback. Target: proxy <= 1.2x the time.
+3. Proxy, first request: GET of a package file the proxy has not fetched yet, against a GET
+   of the same file straight from upstream plus its sha256. Target: <= 1.2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx2
+
+from bench.publish import machine
+from graphconda.app import create_app
+from graphconda.db.migrate import upgrade_sync
+from graphconda.services import channels
+from graphconda.services.authz import SYSTEM
+from graphconda.services.context import open_services
+from graphconda.services.mirroring import sync_mirror
+from graphconda.services.publisher import wait_published
+from graphconda.settings import load_settings
+from tests.fixtures.server import run_live_server
+from tests.fixtures.upstreams import StaticServer, place, rattler_index
+from tests.helpers.packages import build_package
+
+
+def build(directory: Path, count: int, size_kb: int) -> list[Path]:
+    out = []
+    for i in range(count):
+        payload = {f"share/p{i}/blob.bin": os.urandom(size_kb * 1024)}
+        fmt = ".conda" if i % 2 == 0 else ".tar.bz2"
+        out.append(build_package(directory, f"pkg{i}", "1.0", "0", subdir="linux-64", fmt=fmt, files=payload))
+    return out
+
+
+async def plain_download(url: str, names: list[str], concurrency: int, directory: Path) -> float:
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx2.AsyncClient(timeout=60) as http:
+
+        async def one(name: str) -> None:
+            async with semaphore:
+                sha = hashlib.sha256()
+                with open(directory / name, "wb") as f:  # noqa: ASYNC230 - the baseline does what a naive mirror does
+                    async with http.stream("GET", f"{url}/linux-64/{name}") as response:
+                        async for chunk in response.aiter_bytes():
+                            sha.update(chunk)
+                            f.write(chunk)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in names))
+        return time.perf_counter() - start
+
+
+async def timed_gets(http: httpx2.AsyncClient, url: str, n: int) -> float:
+    """Median seconds of n sequential full GETs."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = await http.get(url)
+        response.raise_for_status()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="gc-bench-mirror-"))
+    print(f"machine: {machine()}")
+    packages = build(work / "built", args.files, args.size_kb)
+    total = sum(p.stat().st_size for p in packages)
+    print(f"upstream: {len(packages)} files, {total / 1e6:.1f} MB; concurrency {args.concurrency}")
+    root = work / "upstream"
+    place(root, packages)
+    await rattler_index(root)
+    settings = load_settings(environ={}, overrides={
+        "server": {"data_dir": str(work / "data")}, "database": {"url": f"sqlite+aiosqlite:///{work / 'gc.db'}"},
+        "auth": {"session_secret": "bench"}, "publish": {"debounce_seconds": 0.2},
+        "mirror": {"concurrency": args.concurrency, "ttl_seconds": 3600}})
+    await asyncio.to_thread(upgrade_sync, settings.database_url)
+    with StaticServer(root) as upstream:
+        names = [p.name for p in packages]
+        (work / "plain").mkdir()
+        plain = await plain_download(upstream.url, names, args.concurrency, work / "plain")
+        handle = await open_services(settings)
+        try:
+            services = handle.services
+            mirror = await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
+                name="mir", mirror_mode="mirror", mirror_channel_url=upstream.url, sync_now=False))
+            start = time.perf_counter()
+            report = await sync_mirror(services, mirror, verify_archives=False)
+            synced = time.perf_counter() - start
+            assert report.failures == [] and report.downloaded == len(packages), report.summary()
+            await wait_published(services)
+            await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
+                name="px", mirror_mode="proxy", mirror_channel_url=upstream.url, ttl=3600))
+        finally:
+            await handle.aclose()
+        print(f"1. sync {synced:.2f} s ({total / synced / 1e6:.1f} MB/s) vs plain httpx2 {plain:.2f} s "
+              f"({total / plain / 1e6:.1f} MB/s): {plain / synced:.2f}x the plain throughput (target >= 0.8x)")
+
+        servers = run_live_server(create_app(settings))
+        server = await asyncio.to_thread(next, servers)
+        try:
+            async with httpx2.AsyncClient(base_url=server.url, timeout=60) as http:
+                package = packages[0].name
+                for channel in ("mir", "px"):  # warm both (the proxy fetches here)
+                    (await http.get(f"/get/{channel}/linux-64/repodata.json")).raise_for_status()
+                    (await http.get(f"/get/{channel}/linux-64/{package}")).raise_for_status()
+                for what, path in (("repodata.json", "linux-64/repodata.json"), ("package", f"linux-64/{package}")):
+                    normal = await timed_gets(http, f"/get/mir/{path}", args.requests)
+                    proxied = await timed_gets(http, f"/get/px/{path}", args.requests)
+                    print(f"2. cached {what} GET: proxy {proxied * 1e3:.2f} ms vs normal channel "
+                          f"{normal * 1e3:.2f} ms: {proxied / normal:.2f}x (target <= 1.2x)")
+                firsts, directs = [], []
+                async with httpx2.AsyncClient(timeout=60) as direct:
+                    for path in packages[1:21]:
+                        start = time.perf_counter()
+                        (await http.get(f"/get/px/linux-64/{path.name}")).raise_for_status()
+                        firsts.append(time.perf_counter() - start)
+                        start = time.perf_counter()
+                        body = (await direct.get(f"{upstream.url}/linux-64/{path.name}")).content
+                        hashlib.sha256(body).hexdigest()
+                        directs.append(time.perf_counter() - start)
+                first, plain_get = statistics.median(firsts), statistics.median(directs)
+                print(f"3. first package GET through the proxy {first * 1e3:.1f} ms vs upstream GET + sha256 "
+                      f"{plain_get * 1e3:.1f} ms: {first / plain_get:.2f}x (target <= 1.2x)")
+        finally:
+            await asyncio.to_thread(lambda: next(servers, None))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--size-kb", type=int, default=2048)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=200)
+    asyncio.run(main(parser.parse_args()))
