@@ -33,12 +33,12 @@ from typing import Any
 import anyio
 import ijson
 import zstandard
-from rattler import BuildString, MatchSpec, PackageRecord
+from rattler import BuildString, IndexJson, MatchSpec, PackageRecord
 from sqlalchemy import delete, select, update
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.archive import PackageMetadata, read_package
-from graphconda.conda.names import KNOWN_SUBDIRS, validate_subdir
+from graphconda.conda.names import KNOWN_SUBDIRS, parse_filename, validate_subdir
 from graphconda.conda.records import dumps_record, is_v3
 from graphconda.db.models import Channel, PackageFile, ProxyEntry
 from graphconda.errors import GraphcondaError, InvalidInputError, UpstreamError
@@ -334,6 +334,11 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
     semaphore = asyncio.Semaphore(services.settings.mirror.concurrency)
 
     async def one(filename: str, record: dict[str, Any], proxied: bool) -> None:
+        problem = _unreadable(filename, record)
+        if problem is not None:
+            report.failures.append(f"{subdir}/{filename}: {problem}; not mirrored")
+            say(report.failures[-1])
+            return
         if proxied:
             sha, md5 = str(record.get("sha256") or ""), str(record.get("md5") or "")
             if len(sha) != 64:
@@ -362,6 +367,19 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
             if item.path is not None:
                 with anyio.CancelScope(shield=True):
                     await run_in_threadpool(item.path.unlink, True)
+
+
+def _unreadable(filename: str, record: dict[str, Any]) -> str | None:
+    """Why conda clients could not read the record (rattler refuses a whole index over one bad record), or None."""
+    try:
+        if parse_filename(filename).name != record.get("name"):
+            return f"the record names package {record.get('name')!r}"
+        IndexJson.from_str(dumps_record(record))
+    except GraphcondaError as exc:
+        return str(exc)
+    except Exception as exc:  # rattler's parse errors
+        return f"conda clients cannot read its record: {str(exc)[:200]}"
+    return None
 
 
 async def _download(services: Services, channel: Channel, subdir: str, filename: str, record: dict[str, Any],

@@ -271,3 +271,18 @@ async def test_a_failed_index_read_removes_nothing(services: Services, upstream:
     report = await sync(services)
     assert any("repodata file" in line for line in report.failures) and report.removed == 0
     assert await files(services) == before
+
+
+async def test_records_conda_clients_cannot_read_are_not_mirrored(services: Services, upstream: StaticChannel,
+                                                                   client: httpx2.AsyncClient) -> None:
+    # Upstream's index declares a float timestamp for one record: rattler would refuse our whole index.
+    doc = json.loads((upstream.root / "noarch/repodata.json").read_bytes())
+    doc["packages.conda"]["alpha-1.0-0.conda"]["timestamp"] = 1.5
+    (upstream.root / "noarch/repodata.json").write_text(json.dumps(doc))
+    (upstream.root / "noarch/repodata.json.zst").unlink()
+    await make_mirror(services, upstream.url)
+    report = await sync(services)
+    assert [line.split(":")[0] for line in report.failures] == ["noarch/alpha-1.0-0.conda"]
+    assert "noarch/alpha-1.0-0.conda" not in await files(services) and len(await files(services)) == 4
+    served = (await client.get("/get/mir/noarch/repodata.json")).json()
+    assert set(served["packages"]) == {"alpha-2.0-0.tar.bz2"}
