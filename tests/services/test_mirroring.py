@@ -286,3 +286,28 @@ async def test_records_conda_clients_cannot_read_are_not_mirrored(services: Serv
     assert "noarch/alpha-1.0-0.conda" not in await files(services) and len(await files(services)) == 4
     served = (await client.get("/get/mir/noarch/repodata.json")).json()
     assert set(served["packages"]) == {"alpha-2.0-0.tar.bz2"}
+
+
+async def test_reindex_after_the_database_was_wiped_then_sync_fetches_only_what_storage_lacks(
+    services: Services, upstream: StaticChannel
+) -> None:
+    from sqlalchemy import delete
+
+    from graphconda.db.models import Package, ProxyEntry
+    from graphconda.services.reindexing import reindex_channel
+
+    await make_mirror(services, upstream.url)
+    await sync(services)
+    everything = await files(services)
+    async with services.db.write() as session:  # the rows are lost, the files stay
+        await session.execute(delete(PackageFile))
+        await session.execute(delete(Package))
+        await session.execute(delete(ProxyEntry))
+    lost = [b.key async for b in services.storage.list("channels/mir/noarch/") if b.key.endswith("alpha-1.0-0.conda")]
+    await services.storage.delete(lost[0])
+    upstream.requests.clear()
+    result = await reindex_channel(services, SYSTEM, "mir")
+    assert result.added == 4 and sum(upstream.requests.values()) == 0  # no upstream contact
+    report = await sync(services)
+    assert report.downloaded == 1 and report.failures == []
+    assert await files(services) == everything
