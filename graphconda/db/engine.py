@@ -69,6 +69,8 @@ def _translated(exc: BaseException, connect_timeout: float) -> Exception | None:
         return DatabaseUnavailableError("the database stayed locked by other writers; try again")
     if "database or disk is full" in message:
         return StorageFullError("the database's disk is full")
+    if "unable to open database file" in message or "disk I/O error" in message:
+        return DatabaseUnavailableError(f"the database file cannot be used: {message}")
     sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     if sqlstate in _PG_TRANSIENT or (isinstance(sqlstate, str) and sqlstate.startswith("08")):
         return DatabaseUnavailableError(f"the database cannot answer now: {message}")
