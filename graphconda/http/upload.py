@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from graphconda.conda.names import parse_filename
 from graphconda.db.models import PackageFile
 from graphconda.errors import InvalidInputError
 from graphconda.http.deps import actor_of, services_of
@@ -131,6 +132,11 @@ async def _prefix_multipart(request: Request) -> Response:
 
 async def quetz_files(request: Request) -> Response:
     """Quetz multipart `POST /api/channels/<channel>/files`: every file is checked before any is stored."""
+    return await store_multipart(request)
+
+
+async def store_multipart(request: Request, package: str | None = None) -> Response:
+    """Quetz multipart upload; with `package` (Quetz's `/packages/<package>/files/`) only files of that package."""
     services, actor = services_of(request), actor_of(request)
     channel = request.path_params["channel"]
     await staging.precheck_upload(services, actor, channel)
@@ -145,6 +151,9 @@ async def quetz_files(request: Request) -> Response:
         files = spool.files("files", "file")
         if not files:
             raise InvalidInputError("no package files: send them as multipart fields named 'files'", field="files")
+        for name, _ in files:
+            if package is not None and parse_filename(name).name != package:
+                raise InvalidInputError(f"{name} is not a file of package {package}", field="files")
         rows = await packages.ingest_packages(services, actor, channel, [(name, _read(path)) for name, path in files],
                                               force=force, on_staged=free_spool)
     finally:

@@ -287,3 +287,11 @@ async def grant_scope_roles(services: Services, actor: Actor, user_id: int, scop
             )
         elif not authz.at_least(access.member_role, role):
             await members.set_channel_member(services, actor, spec.channel, user.username, role)
+
+
+async def find_key_id(services: Services, secret: str) -> int | None:
+    """The id of the key whose secret this is (looked up by its hash), None when there is none."""
+    if not isinstance(secret, str) or not looks_like_key(secret):
+        return None
+    async with services.db.read() as session:
+        return await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_secret(secret)))
