@@ -210,14 +210,16 @@ async def search_packages(services: Services, actor: Actor, q: str, limit: int =
 async def package_files(services: Services, actor: Actor, channel: str, package: str, *,
                         platform: str | None = None, filename: str | None = None,
                         created_since: datetime | None = None) -> list[FileSummary]:
-    """The files of one package (newest first), with uploader and total downloads."""
+    """The files of one package (newest first), with uploader and downloads (counted totals, mirrors' included)."""
     async with services.db.read() as session:
         found, _ = await gate(session, actor, channel)
         pkg = await session.scalar(select(Package).where(Package.channel_id == found.id, Package.name == package))
         if pkg is None:
             raise NotFoundError("package not found")
         downloads = (select(func.coalesce(func.sum(DownloadCount.count), 0))
-                     .where(DownloadCount.package_file_id == PackageFile.id, DownloadCount.period == "total")
+                     .where(DownloadCount.channel_id == PackageFile.channel_id,
+                            DownloadCount.subdir == PackageFile.subdir,
+                            DownloadCount.filename == PackageFile.filename, DownloadCount.period == "total")
                      .correlate(PackageFile).scalar_subquery())
         stmt = (select(PackageFile, User, downloads).outerjoin(User, col(User.id) == PackageFile.uploader_id)
                 .where(PackageFile.package_id == pkg.id))
