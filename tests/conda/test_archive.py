@@ -224,8 +224,9 @@ def test_bz2_bomb_is_refused_at_once(tmp_path: Path) -> None:
     assert "limits.max_expansion_ratio" in info.value.message
 
 
-def test_member_bomb_is_refused_at_once(tmp_path: Path) -> None:
-    path = build_many_members_conda(tmp_path, "foo", 200_000)
+@pytest.mark.parametrize("component", ["pkg", "info"])
+def test_member_bomb_is_refused_at_once(tmp_path: Path, component: str) -> None:
+    path = build_many_members_conda(tmp_path, "foo", 200_000, component=component)
     with pytest.raises(TooLargeError) as info:
         read_package(path, path.name)
     assert "has more than" in info.value.message and "limits.min_bytes_per_member" in info.value.message

@@ -167,43 +167,49 @@ def build_raw_package(
     return _write_archive(dest_dir / f"{name}-1.0-0{fmt}", [*info, *info_members], members)
 
 
-def build_zeros_bomb(dest_dir: Path, name: str, zeros: int) -> Path:
-    """A valid-looking `.tar.bz2` whose payload is one file of `zeros` zero bytes (a few KB on disk).
+def build_zeros_bomb(dest_dir: Path, name: str, zeros: int, *, file_size: int = 100 * 1024 * 1024) -> Path:
+    """A valid-looking `.tar.bz2` whose payload is `zeros` zero bytes, in files of `file_size` (a few KB on disk).
 
     Written as concatenated bzip2 streams (which bzip2 readers decode as one), so the zeros
     are compressed once per 16 MiB and never held in memory.
     """
+    sizes = [file_size] * (zeros // file_size) + ([zeros % file_size] if zeros % file_size else [])
+    names = [f"share/zeros{i}" for i in range(len(sizes))]
     index = {"name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch"}
-    info = [file_member(k, v) for k, v in _info(index, {}, [{"_path": "share/zeros", "path_type": "hardlink",
-                                                              "size_in_bytes": zeros}], None).items()]
-    big = tarfile.TarInfo("share/zeros")
-    big.size = zeros
+    paths = [{"_path": n, "path_type": "hardlink", "size_in_bytes": size} for n, size in zip(names, sizes, strict=True)]
+    info = [file_member(k, v) for k, v in _info(index, {}, paths, None).items()]
     chunk = 16 * 1024 * 1024
+    compressed_chunk = bz2.compress(bytes(chunk))
     path = dest_dir / f"{name}-1.0-0.tar.bz2"
     dest_dir.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as out:
-        out.write(bz2.compress(_tar(info, end=False) + big.tobuf()))
-        compressed_chunk = bz2.compress(bytes(chunk))
-        for _ in range(zeros // chunk):
-            out.write(compressed_chunk)
-        tail = zeros % chunk
-        out.write(bz2.compress(bytes(tail + (-zeros) % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)))
+        out.write(bz2.compress(_tar(info, end=False)))
+        for member, size in zip(names, sizes, strict=True):
+            header = tarfile.TarInfo(member)
+            header.size = size
+            out.write(bz2.compress(header.tobuf()))
+            for _ in range(size // chunk):
+                out.write(compressed_chunk)
+            out.write(bz2.compress(bytes(size % chunk + (-size) % tarfile.BLOCKSIZE)))
+        out.write(bz2.compress(bytes(2 * tarfile.BLOCKSIZE)))
     return path
 
 
-def build_many_members_conda(dest_dir: Path, name: str, count: int) -> Path:
-    """A `.conda` whose pkg tarball holds `count` empty files (a few hundred KB for 200,000)."""
-    template = tarfile.TarInfo("share/f0000000")
+def build_many_members_conda(dest_dir: Path, name: str, count: int, *, component: str = "pkg") -> Path:
+    """A `.conda` whose `component` tarball ("pkg" or "info") holds `count` empty files
+    (a few hundred KB for 200,000)."""
+    template = tarfile.TarInfo(f"{'info' if component == 'info' else 'share'}/f0000000")
     template.mode = 0o644
     header = bytearray(template.tobuf(format=tarfile.USTAR_FORMAT))
     header[148:156] = b" " * 8
+    digits_at = len(template.name) - 7
     base = sum(header) - sum(b"0000000")
 
     def headers() -> Iterator[bytes]:
         batch = bytearray()
         for i in range(count):
             digits = b"%07d" % i
-            header[7:14] = digits
+            header[digits_at:digits_at + 7] = digits
             header[148:156] = b"%06o\0 " % (base + sum(digits))
             batch += header
             header[148:156] = b" " * 8
@@ -212,11 +218,15 @@ def build_many_members_conda(dest_dir: Path, name: str, count: int) -> Path:
                 batch.clear()
         yield bytes(batch) + bytes(2 * tarfile.BLOCKSIZE)
 
-    compressor = zstandard.ZstdCompressor(level=10).compressobj()
-    pkg = b"".join(compressor.compress(part) for part in headers()) + compressor.flush()
     index = {"name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [], "subdir": "noarch"}
     info = [file_member(k, v) for k, v in _info(index, {}, [], None).items()]
-    return _write_archive(dest_dir / f"{name}-1.0-0.conda", info, [], pkg_zst=pkg)
+    compressor = zstandard.ZstdCompressor(level=10).compressobj()
+    parts = headers() if component == "pkg" else iter([_tar(info, end=False), *headers()])
+    bomb = b"".join(compressor.compress(part) for part in parts) + compressor.flush()
+    path = dest_dir / f"{name}-1.0-0.conda"
+    if component == "pkg":
+        return _write_archive(path, info, [], pkg_zst=bomb)
+    return _write_archive(path, [], [], info_zst=bomb)
 
 
 def _tar(members: Iterable[Member], *, end: bool = True) -> bytes:
@@ -230,7 +240,7 @@ def _tar(members: Iterable[Member], *, end: bool = True) -> bytes:
 
 
 def _write_archive(path: Path, info: Sequence[Member], payload: Sequence[Member], *,
-                   pkg_zst: bytes | None = None) -> Path:
+                   pkg_zst: bytes | None = None, info_zst: bytes | None = None) -> Path:
     """A .conda (ZIP of metadata.json and two zstd tarballs) or .tar.bz2, from members as given."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".tar.bz2"):
@@ -240,7 +250,7 @@ def _write_archive(path: Path, info: Sequence[Member], payload: Sequence[Member]
     zstd = zstandard.ZstdCompressor()
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         zf.writestr("metadata.json", b'{"conda_pkg_format_version": 2}')
-        zf.writestr(f"info-{stem}.tar.zst", zstd.compress(_tar(info)))
+        zf.writestr(f"info-{stem}.tar.zst", info_zst if info_zst is not None else zstd.compress(_tar(info)))
         zf.writestr(f"pkg-{stem}.tar.zst", pkg_zst if pkg_zst is not None else zstd.compress(_tar(payload)))
     return path
 

@@ -134,14 +134,15 @@ async def test_multipart_with_a_repeated_filename_stores_nothing(
 # --- bombs: the work per upload is bounded -------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["1.1 GB of zeros in a .tar.bz2", "200,000 members in a .conda"])
+@pytest.mark.parametrize("kind", ["1.1 GB of zeros in a .tar.bz2", "200,000 members in a .conda",
+                                  "200,000 members in a .conda's info"])
 async def test_bombs_are_refused_quickly(kind: str, client: httpx2.AsyncClient, owner_key: str, tmp_path: Path,
                                          services: Services) -> None:
     if kind.startswith("1.1 GB"):
         path = build_zeros_bomb(tmp_path, "alpha", 1100 * 1024 * 1024)
         words = "alpha-1.0-0.tar.bz2 expands to more than 16777216 bytes"
     else:
-        path = build_many_members_conda(tmp_path, "alpha", 200_000)
+        path = build_many_members_conda(tmp_path, "alpha", 200_000, component="info" if "info" in kind else "pkg")
         words = "alpha-1.0-0.conda has more than"
     assert path.stat().st_size < 400_000
     before = await snapshot(services)
