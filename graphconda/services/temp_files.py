@@ -1,12 +1,13 @@
 """Temporary files under <data_dir>/tmp named after the process that writes them, and removing those of dead processes.
 
 Uploads spool bodies to `<kind>-<owner>-<random>.part`. The owner is
-`<host>.<pid>.<start>`: a hash of the host name, the process id, and a token that tells two
-processes apart even when the pid was reused (Linux: the boot id and the process's start
-time from /proc; elsewhere none, and the pid alone is compared). A process killed with
-SIGKILL cannot delete its files; any later process sharing the data directory can tell,
-from the name alone, that their owner is gone and remove them, without ever touching a
-file of a live process (files of other hosts, which it cannot check, are left alone).
+`<host>.<pid>.<start>`: a hash of the host name and pid namespace, the process id, and a
+token that tells two processes apart even when the pid was reused (Linux: the boot id and
+the process's start time from /proc; elsewhere none, and the pid alone is compared). A
+process killed with SIGKILL cannot delete its files; any later process sharing the data
+directory can tell, from the name alone, that their owner is gone and remove them, without
+ever touching a file of a live process (files of other hosts or containers, which it
+cannot check, are left alone).
 Files named before this scheme are removed once unmodified for `LEGACY_AGE_SECONDS`.
 """
 
@@ -29,7 +30,13 @@ _LEGACY = re.compile(r"[a-z]+-[a-z0-9_]+\.part")
 
 @cache
 def _host() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    """The machine and pid namespace: containers sharing a data directory (even with one host
+    name) each see their own pids, so they must not judge each other's files."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
 
 
 @cache
