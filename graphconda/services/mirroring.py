@@ -37,7 +37,7 @@ from rattler import BuildString, IndexJson, MatchSpec, PackageRecord
 from sqlalchemy import delete, select, update
 from starlette.concurrency import run_in_threadpool
 
-from graphconda.conda.archive import PackageMetadata, read_package
+from graphconda.conda.archive import read_package
 from graphconda.conda.names import KNOWN_SUBDIRS, parse_filename, validate_subdir
 from graphconda.conda.records import dumps_record, is_v3
 from graphconda.db.models import Channel, PackageFile, ProxyEntry
@@ -45,10 +45,8 @@ from graphconda.errors import GraphcondaError, InvalidInputError, UpstreamError
 from graphconda.services import authz, layout, publishing
 from graphconda.services.context import Services
 from graphconda.services.locks import insert_ignore, lock_subdir
-from graphconda.services.packages import write_rows
 from graphconda.services.proxy import _temp_path
 from graphconda.services.publisher import request_publish
-from graphconda.services.staging import StagedPackage
 from graphconda.services.upstream import join, redact, upstream_client
 
 log = logging.getLogger("graphconda.mirroring")
@@ -425,7 +423,6 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
             key = layout.package_key(channel.name, subdir, item.sha256, item.filename)
             await services.storage.put_file(key, item.path)
             keys.append(key)
-    access = authz.ChannelAccess(channel.id, channel.private, None)
     names: set[str] = set()
     old_keys: list[str] = []
     now = services.now()
@@ -439,22 +436,9 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
                 if row.stored:
                     old_keys.append(layout.package_key(channel.name, subdir, row.sha256, filename))
                 await session.delete(row)
-        for item in items:
-            record = dict(item.record)
-            meta = PackageMetadata(item.filename, record, {}, record.get("run_exports"), {})
-            staged = StagedPackage(channel, access, item.path or Path("/nonexistent"), meta, item.sha256,
-                                   item.md5 or str(record.get("md5") or ""), item.size, dumps_record(record),
-                                   is_v3(record))
-            existing = await session.scalar(select(PackageFile).where(
-                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
-                PackageFile.filename == item.filename))
-            if existing is not None and existing.stored and existing.sha256 != item.sha256:
-                old_keys.append(layout.package_key(channel.name, subdir, existing.sha256, item.filename))
-            row = await write_rows(session, staged, existing, authz.SYSTEM, now)
-            if item.path is None:
-                row.stored = False  # proxylisted: downloads redirect upstream
-                session.add(row)
-            names.add(meta.name)
+        if items:
+            old_keys += await _write_rows(session, channel, subdir, items, now)
+            names.update(str(item.record["name"]) for item in items)
         await session.flush()
         state = await publishing.publish_shards(services, session, channel, subdir, sorted(names), generation)
     publishing.remember_index(services, state)
@@ -513,3 +497,77 @@ async def mirror_state(services: Services, channel_id: int) -> MirrorState:
     return MirrorState(last, finished.finished_at if finished else None, success.finished_at if success else None,
                        finished.error if finished is not None and finished.status == "failed" else "",
                        int(count), int(size))
+
+
+def _insert_ignore(session: Any, model: Any, keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, for many rows at once (executemany)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model).on_conflict_do_nothing(index_elements=keys)
+
+
+async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_Fetched], now: Any) -> list[str]:
+    """A batch's Package and PackageFile rows in a few statements (not several per file, as an upload
+    writes them); the blob keys of files they replace."""
+    from sqlalchemy import insert
+
+    from graphconda.conda import repodata as rd
+    from graphconda.conda.shards import pack_record
+    from graphconda.db.models import Package
+
+    assert channel.id is not None
+    names = sorted({str(item.record["name"]) for item in items})
+    await session.execute(_insert_ignore(session, Package, ["channel_id", "name"]), [
+        {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
+         "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now, "updated_at": now}
+        for name in names])
+    packages = {p.name: p for p in await session.scalars(
+        select(Package).where(Package.channel_id == channel.id, Package.name.in_(names)))}  # type: ignore[attr-defined]
+    existing = {row.filename: row for row in await session.scalars(select(PackageFile).where(
+        PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
+        PackageFile.filename.in_([item.filename for item in items])))}  # type: ignore[attr-defined]
+    old_keys: list[str] = []
+    delta = 0
+    new_rows = []
+    for item in items:
+        record = item.record
+        record_json = dumps_record(record)
+        package = packages[str(record["name"])]
+        timestamp = record.get("timestamp")
+        values = {
+            "channel_id": channel.id, "package_id": package.id, "subdir": subdir, "filename": item.filename,
+            "name": package.name, "version": str(record["version"]), "build": str(record["build"]),
+            "build_number": int(record.get("build_number") or 0), "size": item.size,
+            "md5": item.md5 or str(record.get("md5") or ""), "sha256": item.sha256, "record": record_json,
+            "packed": pack_record(item.filename, record_json), "v3": is_v3(record),
+            "timestamp": int(timestamp) if isinstance(timestamp, int | float) else None,
+            "stored": item.path is not None, "traits": [], "uploader_id": None, "uploaded_at": now,
+        }
+        delta += item.size if item.path is not None else 0
+        row = existing.get(item.filename)
+        if row is None:
+            new_rows.append(values)
+            continue
+        if row.stored:
+            delta -= row.size
+            if row.sha256 != item.sha256:
+                old_keys.append(layout.package_key(channel.name, subdir, row.sha256, item.filename))
+        for key, value in values.items():
+            setattr(row, key, value)
+    if new_rows:
+        await session.execute(insert(PackageFile), new_rows)
+    for name, package in packages.items():  # newest version and its license, as uploads keep them
+        versions = [item.record for item in items if item.record["name"] == name]
+        newest = max(versions, key=lambda r: rd.version_key(str(r["version"])))
+        if not package.latest_version or \
+                rd.version_key(str(newest["version"])) >= rd.version_key(package.latest_version):
+            package.latest_version = str(newest["version"])
+            package.license = str(newest.get("license") or "")[:256]
+        package.updated_at = now
+    await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
+                          .values(size=Channel.size + delta, updated_at=now))
+    await session.flush()
+    return old_keys
+
