@@ -195,7 +195,8 @@ def paginated(page: Page[Any], items: list[Any]) -> dict[str, Any]:
 
 
 def profile(user: User) -> dict[str, Any]:
-    return {"name": user.display_name or None, "avatar_url": user.avatar_url}
+    # quetz-client types the name as str (never null): users without a display name show their username.
+    return {"name": user.display_name or user.username, "avatar_url": user.avatar_url}
 
 
 def user_json(user: User) -> dict[str, Any]:

@@ -62,7 +62,7 @@ async def test_packages_and_versions(client: httpx2.AsyncClient, keys: Keys, fil
     assert set(versions[0]) == VERSION_FIELDS
     v = next(v for v in versions if v["version"] == "1.0")
     assert v["platform"] == "noarch" and v["filename"] == "hello-1.0-0.conda" and v["info"]["name"] == "hello"
-    assert v["uploader"] == {"name": None, "avatar_url": ""} and v["download_count"] == 0
+    assert v["uploader"] == {"name": "alice", "avatar_url": ""} and v["download_count"] == 0
     got = (await client.get("/api/channels/pub/packages/hello/versions/noarch/hello-1.0-0.conda")).json()
     assert got == v
     for url in ("/api/channels/pub/packages/nope", "/api/channels/pub/packages/nope/versions",
