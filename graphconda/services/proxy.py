@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +44,7 @@ from graphconda.services.context import Services
 from graphconda.services.delivery import Delivery, LocalBlob, Missing, Unavailable, empty_file, stored_package
 from graphconda.services.locks import insert_ignore, publish_lock
 from graphconda.services.serving import ChannelInfo, serving_cache
+from graphconda.services.temp_files import TEMP_DIR, temp_file
 from graphconda.services.upstream import join, redact, upstream_client
 
 log = logging.getLogger("graphconda.proxy")
@@ -291,11 +291,10 @@ def _snapshot(body: bytes, source: str, base: str, subdir: str, level: int) -> t
 
 
 def _temp_path(services: Services) -> Path:
-    directory = services.settings.data_dir / "tmp"
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=directory, prefix="proxy-", suffix=".part")
+    # Named after this process (services/temp_files.py), so a later process removes it if this one dies.
+    fd, path = temp_file(services.settings.data_dir / TEMP_DIR, "upstream")
     os.close(fd)
-    return Path(name)
+    return path
 
 
 async def _records(services: Services, info: ChannelInfo, subdir: str) -> _Records | None:
