@@ -60,7 +60,7 @@ class JobKind:
 
 _KINDS: dict[str, JobKind] = {}
 # Modules that register the built-in kinds; imported on first lookup (they import services).
-_BUILTIN_MODULES = ("graphconda.jobs.kinds", "graphconda.jobs.mirror_kinds")
+_BUILTIN_MODULES = ("graphconda.jobs.kinds", "graphconda.jobs.mirror_kinds", "graphconda.jobs.metrics_kinds")
 _loaded = False
 
 

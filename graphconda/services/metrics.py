@@ -1,0 +1,249 @@
+"""Download figures: folding counted downloads into UTC buckets, and reading them back.
+
+Server processes write `DownloadEvent` rows (services/downloads.py). `aggregate` (the
+`aggregate_metrics` job) folds them into `DownloadCount` rows, one per file, period (hour,
+day, month, year, total) and bucket: in one transaction per batch it adds the batch's counts
+and deletes its events, so a batch is folded exactly once even when two aggregations run at
+once (on PostgreSQL each claims its events with FOR UPDATE SKIP LOCKED; SQLite has one
+writer at a time). Channel and package figures are sums over their files' rows, which name
+the file (channel, subdir, filename) and its package rather than reference rows: deleting a
+file or a package keeps the history. Counts pulled from registered mirrors are rows of
+their own `source` (services/mirror_metrics.py).
+
+Reads check visibility first (`visible_channel`): a private channel's figures are as
+invisible as its packages.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from graphconda.db.models import DownloadCount, DownloadEvent
+from graphconda.errors import InvalidInputError
+from graphconda.services.context import Services
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the one bucket of period "total"
+MAX_POINTS = 10_000  # a series with zeros filled in may not be longer (ask for a coarser period)
+_UPSERT_ROWS = 500  # rows per INSERT ... ON CONFLICT statement
+
+
+class Period(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+    YEAR = "year"
+
+
+TOTAL = "total"
+PERIODS: tuple[str, ...] = (*(p.value for p in Period), TOTAL)
+
+
+def bucket_start(period: str, at: datetime) -> datetime:
+    """The start of the UTC bucket of `period` that holds `at`."""
+    at = at.astimezone(UTC)
+    if period == Period.HOUR:
+        return at.replace(minute=0, second=0, microsecond=0)
+    if period == Period.DAY:
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == Period.MONTH:
+        return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if period == Period.YEAR:
+        return at.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    return EPOCH
+
+
+def next_bucket(period: str, start: datetime) -> datetime:
+    if period == Period.HOUR:
+        return start + timedelta(hours=1)
+    if period == Period.DAY:
+        return start + timedelta(days=1)
+    if period == Period.MONTH:
+        if start.month == 12:
+            return start.replace(year=start.year + 1, month=1)
+        return start.replace(month=start.month + 1)
+    return start.replace(year=start.year + 1)
+
+
+def package_of(filename: str) -> str:
+    """The package name of a conda filename (`name-version-build.ext`: version and build hold no '-')."""
+    return filename.rsplit("-", 2)[0][:64]
+
+
+# --- folding ----------------------------------------------------------------------------
+
+
+CountKey = tuple[int, str, str, str, datetime]  # channel id, subdir, filename, period, bucket
+
+
+def upsert_statement(session: AsyncSession, rows: list[dict[str, Any]], *, add: bool) -> Any:
+    """INSERT the count rows; on a bucket that exists, add to its count (`add`) or replace it."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(DownloadCount).values(rows)
+    value = DownloadCount.count + stmt.excluded["count"] if add else stmt.excluded["count"]
+    return stmt.on_conflict_do_update(
+        index_elements=["channel_id", "subdir", "filename", "period", "bucket", "source"],
+        set_={"count": value},
+    )
+
+
+async def add_counts(session: AsyncSession, counts: dict[CountKey, int], *, source: str = "",
+                     replace: bool = False) -> None:
+    """Add (or with `replace`, set) counts, in key order: concurrent writers lock rows in the same order."""
+    rows = [{"channel_id": c, "subdir": s, "filename": f, "period": p, "bucket": b, "count": n,
+             "source": source, "package_name": package_of(f)}
+            for (c, s, f, p, b), n in sorted(counts.items())]
+    for start in range(0, len(rows), _UPSERT_ROWS):
+        await session.execute(upsert_statement(session, rows[start:start + _UPSERT_ROWS], add=not replace))
+
+
+def fold(events: Iterable[tuple[int, str, str, datetime, int]]) -> dict[CountKey, int]:
+    """Counts per file and bucket of every period, from (channel id, subdir, filename, at, count)."""
+    counts: dict[CountKey, int] = defaultdict(int)
+    for channel_id, subdir, filename, at, count in events:
+        for period in PERIODS:
+            counts[(channel_id, subdir, filename, period, bucket_start(period, at))] += count
+    return counts
+
+
+@dataclass
+class AggregateResult:
+    events: int = 0  # event rows folded
+    downloads: int = 0  # downloads they held
+    batches: int = 0
+
+
+async def aggregate(services: Services, *, batch_size: int | None = None,
+                    progress: Callable[[AggregateResult], None] | None = None) -> AggregateResult:
+    """Fold every DownloadEvent into DownloadCount, one transaction per batch; returns what was folded."""
+    size = batch_size or services.settings.metrics.aggregate_batch
+    result = AggregateResult()
+    while True:
+        async with services.db.write() as session:
+            query = (select(DownloadEvent.id, DownloadEvent.channel_id, DownloadEvent.subdir, DownloadEvent.filename,
+                            DownloadEvent.at, DownloadEvent.count).order_by(DownloadEvent.id).limit(size))
+            if session.get_bind().dialect.name == "postgresql":
+                # Another aggregation's claimed events are skipped, not waited for nor counted twice.
+                query = query.with_for_update(skip_locked=True)
+            rows = (await session.execute(query)).all()
+            if not rows:
+                return result
+            await add_counts(session, fold((r.channel_id, r.subdir, r.filename, r.at, r.count) for r in rows))
+            await session.execute(delete(DownloadEvent).where(DownloadEvent.id.in_([r.id for r in rows])))
+        result.events += len(rows)
+        result.downloads += sum(r.count for r in rows)
+        result.batches += 1
+        if progress is not None:
+            progress(result)
+        if len(rows) < size:
+            return result
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    start: datetime
+    count: int
+
+
+@dataclass(frozen=True)
+class Series:
+    period: Period
+    points: list[Point]
+    total: int
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose figures: a channel, one package of it, or one file of it."""
+
+    channel_id: int
+    package: str | None = None
+    subdir: str | None = None
+    filename: str | None = None
+
+    def where(self) -> list[Any]:
+        clauses: list[Any] = [DownloadCount.channel_id == self.channel_id]
+        if self.package is not None:
+            clauses.append(DownloadCount.package_name == self.package)
+        if self.filename is not None:
+            clauses += [DownloadCount.subdir == self.subdir, DownloadCount.filename == self.filename]
+        return clauses
+
+
+def parse_period(value: str) -> Period:
+    """A period by name (hour, HOUR) or by Quetz's letter (H, D, M, Y)."""
+    letters = {"H": Period.HOUR, "D": Period.DAY, "M": Period.MONTH, "Y": Period.YEAR}
+    if value in letters:
+        return letters[value]
+    try:
+        return Period(value.lower())
+    except ValueError:
+        raise InvalidInputError(f"unknown period {value!r} (H, D, M or Y)", field="period") from None
+
+
+async def series(services: Services, scope: Scope, period: Period, *, start: datetime | None = None,
+                 end: datetime | None = None, fill_zeros: bool = False) -> Series:
+    """Downloads per bucket of `period` in [start, end) (buckets that start in it), oldest first."""
+    query = (select(DownloadCount.bucket, func.sum(DownloadCount.count))
+             .where(*scope.where(), DownloadCount.period == period.value)
+             .group_by(DownloadCount.bucket).order_by(DownloadCount.bucket))
+    if start is not None:
+        query = query.where(DownloadCount.bucket >= bucket_start(period, start))
+    if end is not None:
+        query = query.where(DownloadCount.bucket < end)
+    async with services.db.read() as session:
+        found = {bucket.astimezone(UTC): int(count) for bucket, count in (await session.execute(query)).all()}
+    points = [Point(bucket, count) for bucket, count in found.items() if count]
+    if fill_zeros:
+        points = _filled(period, found, start, end, services.now())
+    return Series(period, points, sum(p.count for p in points))
+
+
+def _filled(period: Period, found: dict[datetime, int], start: datetime | None, end: datetime | None,
+            now: datetime) -> list[Point]:
+    first = bucket_start(period, start) if start is not None else min(found, default=None)
+    if first is None:
+        return []
+    stop = end if end is not None else next_bucket(period, bucket_start(period, now))
+    points = []
+    bucket = first
+    while bucket < stop:
+        if len(points) >= MAX_POINTS:
+            raise InvalidInputError(f"more than {MAX_POINTS} points: ask for a longer period or a shorter range",
+                                    field="period")
+        points.append(Point(bucket, found.get(bucket, 0)))
+        bucket = next_bucket(period, bucket)
+    return points
+
+
+async def totals(session: AsyncSession, channel_id: int, *, packages: Sequence[str] = (),
+                 files: Sequence[tuple[str, str]] = ()) -> dict[Any, int]:
+    """All-time downloads in one statement: of the channel (key None), or per package name, or per
+    (subdir, filename)."""
+    base = [DownloadCount.channel_id == channel_id, DownloadCount.period == TOTAL]
+    if packages:
+        rows = await session.execute(select(DownloadCount.package_name, func.sum(DownloadCount.count))
+                                     .where(*base, DownloadCount.package_name.in_(packages))
+                                     .group_by(DownloadCount.package_name))
+        return {name: int(count) for name, count in rows.all()}
+    if files:
+        rows = await session.execute(select(DownloadCount.subdir, DownloadCount.filename,
+                                            func.sum(DownloadCount.count))
+                                     .where(*base, tuple_(DownloadCount.subdir, DownloadCount.filename).in_(files))
+                                     .group_by(DownloadCount.subdir, DownloadCount.filename))
+        return {(subdir, filename): int(count) for subdir, filename, count in rows.all()}
+    total = await session.scalar(select(func.coalesce(func.sum(DownloadCount.count), 0)).where(*base))
+    return {None: int(total or 0)}
