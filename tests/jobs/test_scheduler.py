@@ -93,6 +93,7 @@ async def test_stored_schedules_enable_disable_and_override_builtins(clocked: Se
     await make_channel(clocked, "main")
     specs = {s.key: s for s in await schedule_specs(clocked)}
     assert specs["cleanup:"].interval_seconds == 3600 and specs["publish_sweep:"].interval_seconds == 30
+    assert specs["aggregate_metrics:"].interval_seconds == 300
     await jobs.set_schedule(clocked, SYSTEM, "test_channel_noop", channel="main", interval_seconds=None,
                             cron="0 * * * *", enabled=True)
     await jobs.set_schedule(clocked, SYSTEM, "cleanup", channel=None, interval_seconds=600, cron=None, enabled=True)
@@ -102,7 +103,7 @@ async def test_stored_schedules_enable_disable_and_override_builtins(clocked: Se
     await jobs.set_schedule(clocked, SYSTEM, "test_channel_noop", channel="main", interval_seconds=None, cron=None,
                             enabled=False)
     await jobs.set_schedule(clocked, SYSTEM, "cleanup", channel=None, interval_seconds=None, cron=None, enabled=False)
-    assert {s.key for s in await schedule_specs(clocked)} == {"publish_sweep:"}
+    assert {s.key for s in await schedule_specs(clocked)} == {"publish_sweep:", "aggregate_metrics:"}
 
 
 @pytest.mark.parametrize("settings_overrides", [{"jobs": {"lease_seconds": 30}}])
