@@ -62,7 +62,7 @@ def _nesting(selection_set: SelectionSetNode) -> tuple[int, list[tuple[str, int]
         for selection in current.selections:
             if isinstance(selection, FragmentSpreadNode):
                 spreads.append((selection.name.value, level))
-            elif selection.selection_set is not None:
+            elif isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set is not None:
                 stack.append((selection.selection_set, level + 1))
     return deepest, spreads
 
@@ -114,8 +114,10 @@ class DocumentShape:
                 continue
             if isinstance(selection, InlineFragmentNode):
                 inner = self.measure(selection.selection_set)
-            else:
+            elif isinstance(selection, FragmentSpreadNode):
                 inner = self.fragment(selection.name.value)
+            else:
+                continue
             depth = max(depth, inner.depth)
             aliases += inner.aliases
             fields += inner.fields

@@ -264,7 +264,7 @@ async def set_disabled(services: Services, actor: Actor, username: str, disabled
     return user
 
 
-def all_users(actor: Actor) -> Select[tuple[User]]:
+def all_users(actor: Actor) -> Select[User]:
     """Every user, by username: the statement, for callers reading through a session of their own
     (GraphQL reads each operation through one session). Server staff only."""
     authz.require_read_users(actor)
