@@ -10,6 +10,7 @@ UUID form (`00000000-0000-0000-0000-00000000002a` is 42); both forms are accepte
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -60,11 +61,39 @@ async def json_body(request: Request) -> dict[str, Any]:
             raise InvalidInputError("the JSON body is too large", field="body")
     try:
         data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: refused like bad JSON
         raise InvalidInputError("the body is not valid JSON", field="body") from None
     if not isinstance(data, dict):
         raise InvalidInputError("the body must be a JSON object", field="body")
+    bad = _unstorable(data)
+    if bad is not None:
+        raise InvalidInputError(f"{bad} must not contain NUL characters or unpaired surrogates", field=bad)
     return data
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(data: Any) -> str | None:
+    """The name of the first field holding text no database stores (JSON can carry both), else None.
+
+    Checked once here, so that such text is a 422 and never fails inside a service as a 500;
+    walked with a stack, since a body nests as deep as its sender likes.
+    """
+    stack: list[tuple[Any, str]] = [(data, "body")]
+    while stack:
+        value, name = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                return name
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _UNSTORABLE.search(key):
+                    return name
+                stack.append((item, key))
+        elif isinstance(value, list):
+            stack.extend((item, name) for item in value)
+    return None
 
 
 def text(body: dict[str, Any], name: str, *, required: bool = False, default: str | None = None) -> str | None:

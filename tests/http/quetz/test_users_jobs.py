@@ -125,3 +125,14 @@ async def test_jobs(client: httpx2.AsyncClient, keys: Keys) -> None:
     everything = (await client.get("/api/jobs", params=[("status", "cancelled"), ("status", "pending")],
                                    headers=keys.header("admin"))).json()
     assert [j["id"] for j in everything["result"]] == [job["id"]]
+
+
+async def test_unstorable_text_and_deep_bodies_are_422(client: httpx2.AsyncClient, keys: Keys) -> None:
+    # Regression: a lone surrogate in a key description reached the database driver (500).
+    r = await client.post("/api/api-keys", content=b'{"description": "\\ud800"}', headers=keys.header("alice"))
+    assert r.status_code == 422 and r.json()["field"] == "description"
+    r = await client.post("/api/channels", content=b'{"name": "x", "metadata": {"proxylist": ["a\\u0000"]}}',
+                          headers=keys.header("admin"))
+    assert r.status_code == 422 and r.json()["field"] == "proxylist"
+    r = await client.post("/api/channels", content=b"[" * 200_000 + b"]" * 200_000, headers=keys.header("admin"))
+    assert r.status_code == 422
