@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,6 +28,22 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 PACKAGES = Keyset("package", (m.Package.name,), (str,))
+
+
+def _package_downloads() -> Any:
+    """A package's all-time downloads, as an expression over the packages row (for ordering)."""
+    return (select(func.coalesce(func.sum(m.DownloadCount.count), 0))
+            .where(m.DownloadCount.channel_id == m.Package.channel_id, m.DownloadCount.package_name == m.Package.name,
+                   m.DownloadCount.period == "total")
+            .correlate(m.Package).scalar_subquery())
+
+
+# Channel.packages(orderBy: DOWNLOADS | UPDATED): most first, ties by name / id (both descending).
+PACKAGES_BY_DOWNLOADS = Keyset("package-downloads", (_package_downloads(), m.Package.name), (int, str),
+                               descending=True)
+PACKAGES_BY_UPDATED = Keyset("package-updated", (m.Package.updated_at, m.Package.id), (datetime, int),
+                             descending=True)
+PACKAGE_ORDERS = {"name": PACKAGES, "downloads": PACKAGES_BY_DOWNLOADS, "updated": PACKAGES_BY_UPDATED}
 VERSIONS = Keyset("file", (m.PackageFile.id,), (int,), descending=True)  # newest upload first
 JOBS = Keyset("job", (m.JobRun.id,), (int,), descending=True)  # newest run first
 
@@ -143,14 +160,16 @@ async def channel_package_count(ctx: Context, keys: list[tuple[int, str | None]]
 
 
 @loader
-async def channel_packages(ctx: Context, keys: list[tuple[int, str | None, Page]]) -> list[list[Any]]:
-    """Keys: (channel id, name filter, page); values: rows (package, channel id, key values)."""
+async def channel_packages(ctx: Context, keys: list[tuple[int, str | None, Page, str]]) -> list[list[Any]]:
+    """Keys: (channel id, name filter, page, order: a PACKAGE_ORDERS key); values: rows (package, channel id,
+    key values)."""
     found: dict[Any, list[Any]] = defaultdict(list)
-    for name_contains, page in {(k[1], k[2]) for k in keys}:
-        ids = [k[0] for k in keys if (k[1], k[2]) == (name_contains, page)]
-        stmt = paginate_per_parent(_packages_of(ids, name_contains), m.Package, PACKAGES, page, m.Package.channel_id)
+    for name_contains, page, order in {k[1:] for k in keys}:
+        ids = [k[0] for k in keys if k[1:] == (name_contains, page, order)]
+        stmt = paginate_per_parent(_packages_of(ids, name_contains), m.Package, PACKAGE_ORDERS[order], page,
+                                   m.Package.channel_id)
         for row in await _rows(ctx, stmt):
-            found[(row[1], name_contains, page)].append(row)
+            found[(row[1], name_contains, page, order)].append(row)
     return [found.get(k, []) for k in keys]
 
 
@@ -272,3 +291,40 @@ async def channel_jobs(ctx: Context, keys: list[tuple[int, Page]]) -> list[list[
 async def channel_schedules(ctx: Context, ids: list[int]) -> list[list[m.JobSchedule]]:
     stmt = job_queries.visible_schedules(ctx.actor, channel_ids=ids)
     return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])  # type: ignore[no-any-return]
+
+
+# --- download figures (all-time totals; the caller reached the object, so may see them) ------
+
+
+def _totals_where() -> Any:
+    return m.DownloadCount.period == "total"
+
+
+@loader
+async def channel_downloads(ctx: Context, ids: list[int]) -> list[int]:
+    stmt = (select(m.DownloadCount.channel_id, func.sum(m.DownloadCount.count))
+            .where(_totals_where(), m.DownloadCount.channel_id.in_(ids))  # type: ignore[attr-defined]
+            .group_by(m.DownloadCount.channel_id))
+    found = {cid: int(n) for cid, n in await _rows(ctx, stmt)}
+    return [found.get(i, 0) for i in ids]
+
+
+@loader
+async def package_downloads(ctx: Context, keys: list[tuple[int, str]]) -> list[int]:
+    """Keys: (channel id, package name)."""
+    stmt = (select(m.DownloadCount.channel_id, m.DownloadCount.package_name, func.sum(m.DownloadCount.count))
+            .where(_totals_where(), tuple_(m.DownloadCount.channel_id, m.DownloadCount.package_name).in_(keys))
+            .group_by(m.DownloadCount.channel_id, m.DownloadCount.package_name))
+    found = {(cid, name): int(n) for cid, name, n in await _rows(ctx, stmt)}
+    return [found.get(k, 0) for k in keys]
+
+
+@loader
+async def file_downloads(ctx: Context, keys: list[tuple[int, str, str]]) -> list[int]:
+    """Keys: (channel id, subdir, filename)."""
+    columns = (m.DownloadCount.channel_id, m.DownloadCount.subdir, m.DownloadCount.filename)
+    stmt = (select(*columns, func.sum(m.DownloadCount.count))
+            .where(_totals_where(), tuple_(*columns).in_(keys))
+            .group_by(*columns))
+    found = {(cid, subdir, name): int(n) for cid, subdir, name, n in await _rows(ctx, stmt)}
+    return [found.get(k, 0) for k in keys]

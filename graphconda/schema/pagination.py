@@ -15,6 +15,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
@@ -68,7 +69,8 @@ class Keyset:
     descending: bool = False
 
     def encode(self, values: Sequence[Any]) -> str:
-        raw = json.dumps([self.kind, *values], separators=(",", ":"))
+        plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]  # datetimes as ISO text
+        raw = json.dumps([self.kind, *plain], separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     def decode(self, cursor: str) -> tuple[Any, ...]:
@@ -83,13 +85,18 @@ class Keyset:
             isinstance(data, list)
             and len(data) == len(self.types) + 1
             and data[0] == self.kind
-            and all(type(v) is t for v, t in zip(data[1:], self.types, strict=True))
+            and all(type(v) is (str if t is datetime else t) for v, t in zip(data[1:], self.types, strict=True))
         ):
             raise InvalidInputError(
                 "invalid cursor: pass `after` a `pageInfo.endCursor` (or edge cursor) from this same list",
                 field="after",
             )
-        return tuple(data[1:])
+        try:
+            return tuple(datetime.fromisoformat(v) if t is datetime else v
+                         for v, t in zip(data[1:], self.types, strict=True))
+        except ValueError:
+            raise InvalidInputError("invalid cursor: pass `after` a `pageInfo.endCursor` (or edge cursor) from "
+                                    "this same list", field="after") from None
 
     def order_by(self) -> list[Any]:
         return [c.desc() if self.descending else c.asc() for c in self.columns]

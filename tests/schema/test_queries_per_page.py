@@ -143,3 +143,25 @@ async def test_the_same_query_always_costs_the_same_statements(
     await statements(gql, services, CHANNELS_AND_SEARCH, 1, people.staff)  # records the key's first use
     counts = {len(await statements(gql, services, CHANNELS_AND_SEARCH, 1 + i % 4, people.staff)) for i in range(40)}
     assert len(counts) == 1, counts
+
+
+DOWNLOADS_PAGE = """
+query($first: Int!) {
+  channel(name: "big") {
+    downloadCount
+    packages(first: $first, orderBy: DOWNLOADS) {
+      totalCount
+      edges { node { name downloadCount latestFiles { filename downloadCount } } }
+    }
+  }
+}"""
+
+
+async def test_a_100_package_page_with_download_counts_costs_constant_statements(
+    gql: Gql, people: People, make_channel: MakeChannel, ingest: Ingest, services: Services
+) -> None:
+    await fill(services, people, make_channel, ingest, gql, "big", 100)
+    small = await statements(gql, services, DOWNLOADS_PAGE, 5)
+    full = await statements(gql, services, DOWNLOADS_PAGE, 100)
+    assert len(full) == len(small), "\n".join(full)
+    assert len(full) <= 8, "\n".join(full)

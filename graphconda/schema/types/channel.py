@@ -15,7 +15,14 @@ from graphconda.schema.context import Info
 from graphconda.schema.pagination import After, Connection, First, connection, page_args
 from graphconda.schema.types.enums import BigInt, MirrorMode, Role
 from graphconda.schema.types.member import Member
-from graphconda.services import authz
+from graphconda.schema.types.metrics import (
+    DOWNLOADS_DESCRIPTION,
+    DownloadPeriod,
+    DownloadSeries,
+    PackageOrder,
+    download_series,
+)
+from graphconda.services import authz, metrics
 from graphconda.services.publishing import options_of
 from graphconda.services.upstream import redact
 
@@ -211,15 +218,26 @@ class Channel:
         first: First = None,
         after: After = None,
         name_contains: str | None = None,
+        order_by: PackageOrder = PackageOrder.NAME,
     ) -> Connection[PackageRef]:
         from graphconda.schema.types.package import Package
 
-        page = page_args(loaders.PACKAGES, first, after, info.context.services.settings.limits.graphql_max_page_size)
+        keyset = loaders.PACKAGE_ORDERS[order_by.value]
+        page = page_args(keyset, first, after, info.context.services.settings.limits.graphql_max_page_size)
         name_contains = name_contains or None
-        rows = await loaders.channel_packages(info.context).load((self.id, name_contains, page))
+        rows = await loaders.channel_packages(info.context).load((self.id, name_contains, page, order_by.value))
         counter = loaders.channel_package_count(info.context)
         count = lambda: counter.load((self.id, name_contains))  # noqa: E731
-        return connection(rows, loaders.PACKAGES, page, Package.from_model, count)
+        return connection(rows, keyset, page, Package.from_model, count)
+
+    @strawberry.field(description="All-time downloads of the channel's package files (registered mirrors' included).")
+    async def download_count(self, info: Info) -> BigInt:
+        return BigInt(await loaders.channel_downloads(info.context).load(self.id))
+
+    @strawberry.field(description=DOWNLOADS_DESCRIPTION)
+    async def downloads(self, info: Info, period: DownloadPeriod, from_: Annotated[datetime | None, strawberry.argument(
+            name="from")] = None, to: datetime | None = None, fill_zeros: bool | None = False) -> DownloadSeries:
+        return await download_series(info, metrics.Scope(self.id), period, from_, to, fill_zeros)
 
     @strawberry.field(description="One package of this channel by name.")
     async def package(self, info: Info, name: str) -> PackageRef | None:

@@ -11,8 +11,11 @@ from graphconda.db import models
 from graphconda.schema import loaders
 from graphconda.schema.context import Info
 from graphconda.schema.pagination import After, Connection, First, connection, page_args
+from graphconda.schema.types.enums import BigInt
 from graphconda.schema.types.member import Member
+from graphconda.schema.types.metrics import DOWNLOADS_DESCRIPTION, DownloadPeriod, DownloadSeries, download_series
 from graphconda.schema.types.package_file import PackageFile
+from graphconda.services import metrics
 
 if TYPE_CHECKING:
     from graphconda.schema.types.channel import Channel
@@ -76,3 +79,13 @@ class Package:
         rows = await loaders.package_files(info.context).load((self.id, subdir, page))
         count = loaders.package_file_count(info.context)
         return connection(rows, loaders.VERSIONS, page, PackageFile.from_model, lambda: count.load((self.id, subdir)))
+
+    @strawberry.field(description="All-time downloads of the package's files, deleted files included.")
+    async def download_count(self, info: Info) -> BigInt:
+        return BigInt(await loaders.package_downloads(info.context).load((self.channel_id, self.name)))
+
+    @strawberry.field(description=DOWNLOADS_DESCRIPTION)
+    async def downloads(self, info: Info, period: DownloadPeriod, from_: Annotated[datetime | None, strawberry.argument(
+            name="from")] = None, to: datetime | None = None, fill_zeros: bool | None = False) -> DownloadSeries:
+        return await download_series(info, metrics.Scope(self.channel_id, package=self.name), period, from_, to,
+                                     fill_zeros)

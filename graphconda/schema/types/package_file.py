@@ -13,7 +13,9 @@ from graphconda.db import models
 from graphconda.schema import loaders
 from graphconda.schema.context import Info
 from graphconda.schema.types.enums import BigInt
+from graphconda.schema.types.metrics import DOWNLOADS_DESCRIPTION, DownloadPeriod, DownloadSeries, download_series
 from graphconda.schema.types.user import User
+from graphconda.services import metrics
 
 if TYPE_CHECKING:
     from graphconda.schema.types.package import Package
@@ -105,3 +107,13 @@ class PackageFile:
         channel = await loaders.channel_by_id(info.context).load(self.channel_id)
         assert channel is not None
         return f"{info.context.base_url}/get/{channel.name}/{self.subdir}/{self.filename}"
+
+    @strawberry.field(description="All-time downloads of this file.")
+    async def download_count(self, info: Info) -> BigInt:
+        return BigInt(await loaders.file_downloads(info.context).load((self.channel_id, self.subdir, self.filename)))
+
+    @strawberry.field(description=DOWNLOADS_DESCRIPTION)
+    async def downloads(self, info: Info, period: DownloadPeriod, from_: Annotated[datetime | None, strawberry.argument(
+            name="from")] = None, to: datetime | None = None, fill_zeros: bool | None = False) -> DownloadSeries:
+        scope = metrics.Scope(self.channel_id, subdir=self.subdir, filename=self.filename)
+        return await download_series(info, scope, period, from_, to, fill_zeros)
