@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
-from graphconda.http import auth, conda, health, quetz, upload, web
+from graphconda.http import auth, conda, health, metrics, quetz, upload, web
 from graphconda.http.errors import exception_handlers
 from graphconda.http.fastpath import FastStarlette
 from graphconda.http.identity import identity_middleware
@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Starl
         *conda.routes,
         *upload.routes,
         *quetz.routes,
+        *metrics.routes,
         Route("/graphql", gql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", gql),
         *web.routes,

@@ -247,3 +247,74 @@ async def totals(session: AsyncSession, channel_id: int, *, packages: Sequence[s
         return {(subdir, filename): int(count) for subdir, filename, count in rows.all()}
     total = await session.scalar(select(func.coalesce(func.sum(DownloadCount.count), 0)).where(*base))
     return {None: int(total or 0)}
+
+
+# --- the Quetz metrics API (http/metrics.py; registered mirrors read it too) --------------
+
+QUETZ_LETTERS = {Period.HOUR: "H", Period.DAY: "D", Period.MONTH: "M", Period.YEAR: "Y"}
+METRIC_NAMES = ("download",)
+
+
+def check_metric_name(name: str) -> None:
+    if name not in METRIC_NAMES:
+        raise InvalidInputError(f"unknown metric {name!r}: graphconda counts 'download'", field="metric_name")
+
+
+@dataclass(frozen=True)
+class ChannelMetrics:
+    series: Series  # the whole channel (of `platform` only, when given)
+    files: dict[str, list[Point]]  # "subdir/filename" -> its points
+
+
+async def channel_metrics(services: Services, actor: Any, channel_name: str, period: Period, *,
+                          platform: str | None = None, start: datetime | None = None,
+                          end: datetime | None = None) -> ChannelMetrics:
+    """A channel's downloads per file and bucket; NotFoundError when the actor may not see the channel."""
+    from graphconda.services.access import gate
+
+    async with services.db.read() as session:
+        channel, _ = await gate(session, actor, channel_name)
+        query = (select(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket,
+                        func.sum(DownloadCount.count))
+                 .where(DownloadCount.channel_id == channel.id, DownloadCount.period == period.value)
+                 .group_by(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket)
+                 .order_by(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket))
+        if platform:
+            query = query.where(DownloadCount.subdir == platform)
+        if start is not None:
+            query = query.where(DownloadCount.bucket >= bucket_start(period, start))
+        if end is not None:
+            query = query.where(DownloadCount.bucket < end)
+        rows = (await session.execute(query)).all()
+    files: dict[str, list[Point]] = defaultdict(list)
+    whole: dict[datetime, int] = defaultdict(int)
+    for subdir, filename, bucket, count in rows:
+        if count:
+            at = bucket.astimezone(UTC)
+            files[f"{subdir}/{filename}"].append(Point(at, int(count)))
+            whole[at] += int(count)
+    points = [Point(at, whole[at]) for at in sorted(whole)]
+    return ChannelMetrics(Series(period, points, sum(p.count for p in points)), dict(files))
+
+
+async def file_metrics(services: Services, actor: Any, channel_name: str, package: str, platform: str,
+                       filename: str, period: Period, *, start: datetime | None = None, end: datetime | None = None,
+                       fill_zeros: bool = False) -> Series:
+    """One file's downloads; NotFoundError for an invisible channel, or a file that neither exists nor has figures."""
+    from graphconda.db.models import PackageFile
+    from graphconda.errors import NotFoundError
+    from graphconda.services.access import gate
+
+    async with services.db.read() as session:
+        channel, _ = await gate(session, actor, channel_name)
+        assert channel.id is not None
+        exists = await session.scalar(select(PackageFile.id).where(
+            PackageFile.channel_id == channel.id, PackageFile.subdir == platform, PackageFile.filename == filename,
+            PackageFile.name == package))
+        if exists is None:
+            exists = await session.scalar(select(DownloadCount.id).where(
+                *Scope(channel.id, package, platform, filename).where()).limit(1))
+    if exists is None:
+        raise NotFoundError(f"package version {platform}/{filename} not found")
+    return await series(services, Scope(channel.id, package, platform, filename), period, start=start, end=end,
+                        fill_zeros=fill_zeros)
