@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import case, func, select, tuple_
+from sqlalchemy import BigInteger, case, cast, func, select, tuple_
 from strawberry.dataloader import DataLoader
 
 from graphconda.db import models as m
@@ -32,7 +32,8 @@ PACKAGES = Keyset("package", (m.Package.name,), (str,))
 
 def _package_downloads() -> Any:
     """A package's all-time downloads, as an expression over the packages row (for ordering)."""
-    return (select(func.coalesce(func.sum(m.DownloadCount.count), 0))
+    # Cast: PostgreSQL sums BIGINT as NUMERIC (a Decimal, which a cursor cannot hold).
+    return (select(cast(func.coalesce(func.sum(m.DownloadCount.count), 0), BigInteger))
             .where(m.DownloadCount.channel_id == m.Package.channel_id, m.DownloadCount.package_name == m.Package.name,
                    m.DownloadCount.period == "total")
             .correlate(m.Package).scalar_subquery())
