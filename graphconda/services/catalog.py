@@ -101,12 +101,12 @@ async def _page(session: AsyncSession, stmt: Select[Any], order: Sequence[Any], 
 async def _channel_summaries(session: AsyncSession, channels: list[Channel]) -> list[ChannelSummary]:
     ids = [c.id for c in channels]
     members = dict((await session.execute(
-        select(ChannelMember.channel_id, func.count()).where(col(ChannelMember.channel_id).in_(ids))
-        .group_by(ChannelMember.channel_id))).all())  # type: ignore[arg-type]
+        select(col(ChannelMember.channel_id), func.count()).where(col(ChannelMember.channel_id).in_(ids))
+        .group_by(col(ChannelMember.channel_id)))).all())
     packages = dict((await session.execute(
-        select(Package.channel_id, func.count()).where(col(Package.channel_id).in_(ids))
-        .group_by(Package.channel_id))).all())  # type: ignore[arg-type]
-    return [ChannelSummary(c, int(members.get(c.id, 0)), int(packages.get(c.id, 0))) for c in channels]
+        select(col(Package.channel_id), func.count()).where(col(Package.channel_id).in_(ids))
+        .group_by(col(Package.channel_id)))).all())
+    return [ChannelSummary(c, int(members.get(c.id or 0, 0)), int(packages.get(c.id or 0, 0))) for c in channels]
 
 
 async def page_channels(services: Services, actor: Actor, *, q: str | None = None, public: bool = True,
@@ -116,7 +116,7 @@ async def page_channels(services: Services, actor: Actor, *, q: str | None = Non
     stmt = visible_channels(actor, name_contains=_query(q))
     if not public:
         stmt = stmt.where(col(Channel.id).in_(
-            select(ChannelMember.channel_id).where(ChannelMember.user_id == (actor.user_id or -1))))
+            select(col(ChannelMember.channel_id)).where(col(ChannelMember.user_id) == (actor.user_id or -1))))
     async with services.db.read() as session:
         total, rows = await _page(session, stmt, [col(Channel.name)], skip, limit)
         return Page(skip, limit, total, await _channel_summaries(session, [r[0] for r in rows]))
@@ -133,13 +133,18 @@ async def search_channels(services: Services, actor: Actor, q: str) -> list[Chan
     text = _query(q)
     if text is None:
         raise InvalidInputError("q must not be empty", field="q")
-    stmt = visible_channels(actor).where(or_(func.lower(Channel.name).contains(text, autoescape=True),
-                                             func.lower(Channel.description).contains(text, autoescape=True)))
+    stmt = visible_channels(actor).where(or_(func.lower(col(Channel.name)).contains(text, autoescape=True),
+                                             func.lower(col(Channel.description)).contains(text, autoescape=True)))
     async with services.db.read() as session:
         return list(await session.scalars(stmt.order_by(col(Channel.name)).limit(1000)))
 
 
 # --- packages ---------------------------------------------------------------------------
+
+
+async def _package_of(session: AsyncSession, channel: Channel, name: str) -> Package | None:
+    return await session.scalar(select(Package).where(col(Package.channel_id) == channel.id,
+                                                      col(Package.name) == name))
 
 PACKAGE_ORDER = {"name": col(Package.name), "current_version": col(Package.latest_version),
                  "latest_change": col(Package.updated_at)}
@@ -160,9 +165,10 @@ def _package_order(order_by: str | None) -> list[Any]:
 
 
 async def _platforms(session: AsyncSession, package_ids: list[Any]) -> dict[int, list[str]]:
-    rows = await session.execute(select(PackageFile.package_id, PackageFile.subdir)
+    rows = await session.execute(select(col(PackageFile.package_id), col(PackageFile.subdir))
                                  .where(col(PackageFile.package_id).in_(package_ids))
-                                 .group_by(PackageFile.package_id, PackageFile.subdir).order_by(PackageFile.subdir))
+                                 .group_by(col(PackageFile.package_id), col(PackageFile.subdir))
+                                 .order_by(col(PackageFile.subdir)))
     out: dict[int, list[str]] = {}
     for package_id, subdir in rows:
         out.setdefault(package_id, []).append(subdir)
@@ -176,9 +182,9 @@ async def page_packages(services: Services, actor: Actor, channel: str, *, q: st
     text = _query(q)
     async with services.db.read() as session:
         found, _ = await gate(session, actor, channel)
-        stmt = select(Package).where(Package.channel_id == found.id)
+        stmt = select(Package).where(col(Package.channel_id) == found.id)
         if text:
-            stmt = stmt.where(func.lower(Package.name).contains(text, autoescape=True))
+            stmt = stmt.where(func.lower(col(Package.name)).contains(text, autoescape=True))
         total, rows = await _page(session, stmt, order, skip, limit)
         packages = [r[0] for r in rows]
         platforms = await _platforms(session, [p.id for p in packages])
@@ -188,7 +194,7 @@ async def page_packages(services: Services, actor: Actor, channel: str, *, q: st
 async def package_summary(services: Services, actor: Actor, channel: str, name: str) -> PackageSummary:
     async with services.db.read() as session:
         found, _ = await gate(session, actor, channel)
-        package = await session.scalar(select(Package).where(Package.channel_id == found.id, Package.name == name))
+        package = await _package_of(session, found, name)
         if package is None:
             raise NotFoundError("package not found")
         platforms = await _platforms(session, [package.id])
@@ -201,7 +207,7 @@ async def search_packages(services: Services, actor: Actor, q: str, limit: int =
 
     query = ranked(actor, q)
     async with services.db.read() as session:
-        stmt = query.statement.add_columns(Channel.name).order_by(query.rank, col(Package.name), col(Package.id))
+        stmt = query.statement.add_columns(col(Channel.name)).order_by(query.rank, col(Package.name), col(Package.id))
         rows = list((await session.execute(stmt.limit(limit))).all())
         platforms = await _platforms(session, [r[0].id for r in rows])
     return [PackageSummary(p, channel_name, platforms.get(p.id or 0, [])) for p, channel_name in rows]
@@ -213,22 +219,23 @@ async def package_files(services: Services, actor: Actor, channel: str, package:
     """The files of one package (newest first), with uploader and downloads (counted totals, mirrors' included)."""
     async with services.db.read() as session:
         found, _ = await gate(session, actor, channel)
-        pkg = await session.scalar(select(Package).where(Package.channel_id == found.id, Package.name == package))
+        pkg = await _package_of(session, found, package)
         if pkg is None:
             raise NotFoundError("package not found")
-        downloads = (select(func.coalesce(func.sum(DownloadCount.count), 0))
-                     .where(DownloadCount.channel_id == PackageFile.channel_id,
-                            DownloadCount.subdir == PackageFile.subdir,
-                            DownloadCount.filename == PackageFile.filename, DownloadCount.period == "total")
+        downloads = (select(func.coalesce(func.sum(col(DownloadCount.count)), 0))
+                     .where(col(DownloadCount.channel_id) == col(PackageFile.channel_id),
+                            col(DownloadCount.subdir) == col(PackageFile.subdir),
+                            col(DownloadCount.filename) == col(PackageFile.filename),
+                            col(DownloadCount.period) == "total")
                      .correlate(PackageFile).scalar_subquery())
-        stmt = (select(PackageFile, User, downloads).outerjoin(User, col(User.id) == PackageFile.uploader_id)
-                .where(PackageFile.package_id == pkg.id))
+        stmt = (select(PackageFile, User, downloads).outerjoin(User, col(User.id) == col(PackageFile.uploader_id))
+                .where(col(PackageFile.package_id) == pkg.id))
         if platform is not None:
-            stmt = stmt.where(PackageFile.subdir == platform)
+            stmt = stmt.where(col(PackageFile.subdir) == platform)
         if filename is not None:
-            stmt = stmt.where(PackageFile.filename == filename)
+            stmt = stmt.where(col(PackageFile.filename) == filename)
         if created_since is not None:
-            stmt = stmt.where(PackageFile.uploaded_at >= created_since)
+            stmt = stmt.where(col(PackageFile.uploaded_at) >= created_since)
         rows = (await session.execute(stmt.order_by(col(PackageFile.uploaded_at).desc(), col(PackageFile.id)))).all()
     return [FileSummary(f, found.name, u, int(n or 0)) for f, u, n in rows]
 
@@ -240,21 +247,21 @@ async def channel_members(services: Services, actor: Actor, channel: str) -> lis
     """Who holds a role on a visible channel (as GraphQL's Channel.members shows it)."""
     async with services.db.read() as session:
         found, _ = await gate(session, actor, channel)
-        rows = await session.execute(select(User, ChannelMember.role)
-                                     .join(ChannelMember, col(ChannelMember.user_id) == User.id)
-                                     .where(ChannelMember.channel_id == found.id).order_by(col(User.username)))
+        rows = await session.execute(select(User, col(ChannelMember.role))
+                                     .join(ChannelMember, col(ChannelMember.user_id) == col(User.id))
+                                     .where(col(ChannelMember.channel_id) == found.id).order_by(col(User.username)))
         return [(u, r) for u, r in rows]
 
 
 async def package_members(services: Services, actor: Actor, channel: str, package: str) -> list[tuple[User, str]]:
     async with services.db.read() as session:
         found, _ = await gate(session, actor, channel)
-        pkg = await session.scalar(select(Package).where(Package.channel_id == found.id, Package.name == package))
+        pkg = await _package_of(session, found, package)
         if pkg is None:
             raise NotFoundError("package not found")
-        rows = await session.execute(select(User, PackageMember.role)
-                                     .join(PackageMember, col(PackageMember.user_id) == User.id)
-                                     .where(PackageMember.package_id == pkg.id).order_by(col(User.username)))
+        rows = await session.execute(select(User, col(PackageMember.role))
+                                     .join(PackageMember, col(PackageMember.user_id) == col(User.id))
+                                     .where(col(PackageMember.package_id) == pkg.id).order_by(col(User.username)))
         return [(u, r) for u, r in rows]
 
 
@@ -269,9 +276,9 @@ async def page_users(services: Services, actor: Actor, *, q: str | None = None, 
     text = _query(q)
     stmt = select(User).where(col(User.disabled).is_(False))
     if not authz.can_read_users(actor):
-        stmt = stmt.where(User.id == (actor.user_id or -1))
+        stmt = stmt.where(col(User.id) == (actor.user_id or -1))
     if text:
-        stmt = stmt.where(func.lower(User.username).contains(text, autoescape=True))
+        stmt = stmt.where(func.lower(col(User.username)).contains(text, autoescape=True))
     async with services.db.read() as session:
         total, rows = await _page(session, stmt, [col(User.username)], skip, limit)
     return Page(skip, limit, total, [r[0] for r in rows])
@@ -283,7 +290,7 @@ async def user_profile(services: Services, actor: Actor, username: str) -> User:
     if not authz.can_read_users(actor) and (actor.username or "").lower() != str(username).lower():
         authz.require_read_users(actor)
     async with services.db.read() as session:
-        user = await session.scalar(select(User).where(func.lower(User.username) == str(username).lower()))
+        user = await session.scalar(select(User).where(func.lower(col(User.username)) == str(username).lower()))
     if user is None or user.disabled:
         raise NotFoundError("user not found")
     return user
@@ -306,6 +313,6 @@ async def page_jobs(services: Services, actor: Actor, *, statuses: Sequence[str]
     stmt = visible_jobs(actor).where(col(JobRun.status).in_(list(statuses)))
     async with services.db.read() as session:
         total, rows = await _page(session, stmt, [col(JobRun.id).desc()], skip, limit)
-        names = dict((await session.execute(select(Channel.id, Channel.name).where(
+        names = dict((await session.execute(select(col(Channel.id), col(Channel.name)).where(
             col(Channel.id).in_({r[0].channel_id for r in rows if r[0].channel_id is not None})))).all())
     return Page(skip, limit, total, [(r[0], names.get(r[0].channel_id)) for r in rows])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import suppress
 
 from sqlalchemy import delete, select
+from sqlmodel import col
 
 from graphconda.db.models import Package, PackageFile
 from graphconda.errors import NotFoundError
@@ -23,16 +24,18 @@ async def delete_package(services: Services, actor: Actor, channel_name: str, na
     async with services.db.read() as session:
         channel, access = await gate(session, actor, channel_name, allow=UPLOADS, action="deletions",
                                      package_name=name if isinstance(name, str) else None)
-        package = await session.scalar(select(Package).where(Package.channel_id == channel.id, Package.name == name))
+        package = await session.scalar(select(Package).where(col(Package.channel_id) == channel.id,
+                                                             col(Package.name) == name))
         if package is None:
             raise NotFoundError("package not found")
         authz.require_delete_package(actor, access, package.name)
-        files = list((await session.execute(select(PackageFile.subdir, PackageFile.filename)
-                                            .where(PackageFile.package_id == package.id))).all())
+        files = list((await session.execute(select(col(PackageFile.subdir), col(PackageFile.filename))
+                                            .where(col(PackageFile.package_id) == package.id))).all())
     for subdir, filename in files:
         with suppress(NotFoundError):  # deleted meanwhile by someone else: the goal is reached
             await packages.delete_package_file(services, actor, channel.name, subdir, filename)
     async with services.db.write() as session:
         # Package members go with it (ON DELETE CASCADE); a file uploaded meanwhile keeps the row.
-        if await session.scalar(select(PackageFile.id).where(PackageFile.package_id == package.id).limit(1)) is None:
-            await session.execute(delete(Package).where(Package.id == package.id))  # type: ignore[arg-type]
+        left = await session.scalar(select(col(PackageFile.id)).where(col(PackageFile.package_id) == package.id))
+        if left is None:
+            await session.execute(delete(Package).where(col(Package.id) == package.id))

@@ -103,8 +103,8 @@ async def create_channel(request: Request) -> Response:
     spec = channels.ChannelSpec(
         name=name, description=text(body, "description", default="") or "",
         private=bool(boolean(body, "private", True)), mirror_mode=mode, mirror_channel_url=url,
-        ttl=integer(body, "ttl"), sync_now=False,
-        **{k: v for k, v in lists.items() if v is not None},
+        ttl=integer(body, "ttl"), sync_now=False, includelist=lists.get("includelist") or (),
+        excludelist=lists.get("excludelist") or (), proxylist=lists.get("proxylist") or (),
     )
     created = await channels.create_channel(services, actor, spec)
     for action in actions:
@@ -129,7 +129,9 @@ async def patch_channel(request: Request) -> Response:
     if integer(body, "size_limit") is not None:
         raise InvalidInputError("size_limit is not supported by this server", field="size_limit")
     lists = _metadata(body)
-    changes = channels.ChannelUpdate(private=boolean(body, "private", None), ttl=integer(body, "ttl"), **lists)
+    changes = channels.ChannelUpdate(private=boolean(body, "private", None), ttl=integer(body, "ttl"),
+                                     includelist=lists.get("includelist"), excludelist=lists.get("excludelist"),
+                                     proxylist=lists.get("proxylist"))
     changed = await channels.update_channel(services, actor, request.path_params["channel"], changes)
     return ok(channel_base(changed, services.settings.mirror.ttl_seconds))
 
