@@ -20,7 +20,6 @@ from sqlmodel import col
 from graphconda.db.models import (
     Channel,
     ChannelMember,
-    DownloadCount,
     JobRun,
     Package,
     PackageFile,
@@ -28,7 +27,7 @@ from graphconda.db.models import (
     User,
 )
 from graphconda.errors import InvalidInputError, NotFoundError
-from graphconda.services import authz
+from graphconda.services import authz, metrics
 from graphconda.services.access import gate
 from graphconda.services.authz import Actor
 from graphconda.services.channels import visible_channels
@@ -222,13 +221,7 @@ async def package_files(services: Services, actor: Actor, channel: str, package:
         pkg = await _package_of(session, found, package)
         if pkg is None:
             raise NotFoundError("package not found")
-        downloads = (select(func.coalesce(func.sum(col(DownloadCount.count)), 0))
-                     .where(col(DownloadCount.channel_id) == col(PackageFile.channel_id),
-                            col(DownloadCount.subdir) == col(PackageFile.subdir),
-                            col(DownloadCount.filename) == col(PackageFile.filename),
-                            col(DownloadCount.period) == "total")
-                     .correlate(PackageFile).scalar_subquery())
-        stmt = (select(PackageFile, User, downloads).outerjoin(User, col(User.id) == col(PackageFile.uploader_id))
+        stmt = (select(PackageFile, User).outerjoin(User, col(User.id) == col(PackageFile.uploader_id))
                 .where(col(PackageFile.package_id) == pkg.id))
         if platform is not None:
             stmt = stmt.where(col(PackageFile.subdir) == platform)
@@ -237,7 +230,10 @@ async def package_files(services: Services, actor: Actor, channel: str, package:
         if created_since is not None:
             stmt = stmt.where(col(PackageFile.uploaded_at) >= created_since)
         rows = (await session.execute(stmt.order_by(col(PackageFile.uploaded_at).desc(), col(PackageFile.id)))).all()
-    return [FileSummary(f, found.name, u, int(n or 0)) for f, u, n in rows]
+        assert found.id is not None
+        counts = await metrics.totals(session, found.id, files=[(f.subdir, f.filename) for f, _ in rows]) \
+            if rows else {}
+    return [FileSummary(f, found.name, u, counts.get((f.subdir, f.filename), 0)) for f, u in rows]
 
 
 # --- members ------------------------------------------------------------------------------

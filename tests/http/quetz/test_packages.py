@@ -168,3 +168,16 @@ async def test_aliases_and_openapi(client: httpx2.AsyncClient, keys: Keys, fille
     assert "201" in paths["/api/channels"]["post"]["responses"]
     assert paths["/api/channels/{channel}"]["get"]["parameters"][0]["name"] == "channel"
     assert paths["/api/channels/{channel}/actions"]["put"]["summary"].startswith("Run an action")
+
+
+async def test_download_count(client: httpx2.AsyncClient, keys: Keys, services: Services, filled: list[Path]) -> None:
+    from graphconda.services.metrics import aggregate
+
+    await wait_published(services)
+    for _ in range(3):
+        assert (await client.get("/get/pub/noarch/hello-1.0-0.conda")).status_code == 200
+    await services.downloads.flush()
+    await aggregate(services)
+    versions = (await client.get("/api/channels/pub/packages/hello/versions")).json()
+    assert {v["filename"]: v["download_count"] for v in versions} == {"hello-1.0-0.conda": 3,
+                                                                     "hello-2.0-0.conda": 0}
