@@ -282,6 +282,8 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     seen: set[str] = set()  # every upstream filename (for pruning)
     wanted: set[str] = set()  # those the lists keep
     todo: list[tuple[str, dict[str, Any], bool]] = []
+    # The previous batch's commit runs while the next batch downloads (at most one at a time).
+    committing: list[asyncio.Task[None]] = []
     try:
         chunks = _record_chunks(index, f"{redact(base)}repodata")
         while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
@@ -296,10 +298,16 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
                 if have is None or (sha and have[0] != sha) or proxied == have[1]:
                     todo.append((filename, record, proxied))
                 if len(todo) >= BATCH:
-                    await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled)
+                    await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled,
+                                       committing)
                     todo = []
-        await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled)
+        await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled, committing)
+        if committing:
+            await committing.pop()
     finally:
+        if committing:  # a failure elsewhere: let the batch being committed finish (its files are stored)
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(committing.pop(), return_exceptions=True)
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(index.unlink, True)
     # Only after the whole index was read: excluded by the lists leave now; gone upstream, with pruning.
@@ -324,8 +332,10 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
 
 async def _fetch_batch(services: Services, channel: Channel, subdir: str,
                        todo: list[tuple[str, dict[str, Any], bool]], base: str, verify: bool, report: SyncReport,
-                       say: Callable[[str], None], check_cancelled: Callable[[], None] | None) -> None:
-    """Download (bounded concurrency) and verify one batch, then commit what arrived in one transaction."""
+                       say: Callable[[str], None], check_cancelled: Callable[[], None] | None,
+                       committing: list[asyncio.Task[None]]) -> None:
+    """Download (bounded concurrency) and verify one batch, then start committing what arrived in one
+    transaction (after the previous batch's commit), leaving that commit running in `committing`."""
     if not todo:
         return
     fetched: list[_Fetched] = []
@@ -354,17 +364,32 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
         else:
             fetched.append(item)
 
+    async def commit() -> None:
+        try:
+            await _commit(services, channel, subdir, fetched, [])
+            report.downloaded += sum(1 for f in fetched if f.path is not None)
+            report.bytes += sum(f.size for f in fetched if f.path is not None)
+            report.indexed_only += sum(1 for f in fetched if f.path is None)
+        finally:
+            await _discard(fetched)
+
     try:
         await asyncio.gather(*(one(*item) for item in todo))
-        await _commit(services, channel, subdir, fetched, [])
-        report.downloaded += sum(1 for f in fetched if f.path is not None)
-        report.bytes += sum(f.size for f in fetched if f.path is not None)
-        report.indexed_only += sum(1 for f in fetched if f.path is None)
-    finally:
-        for item in fetched:  # stored by now (moved, or copied to S3), or abandoned
-            if item.path is not None:
-                with anyio.CancelScope(shield=True):
-                    await run_in_threadpool(item.path.unlink, True)
+        if committing:
+            await committing.pop()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _discard(fetched)
+        raise
+    committing.append(asyncio.ensure_future(commit()))
+
+
+async def _discard(fetched: list[_Fetched]) -> None:
+    """Remove the temporary files of a batch (stored by now, moved or copied, or abandoned)."""
+    for item in fetched:
+        if item.path is not None:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(item.path.unlink, True)
 
 
 def _unreadable(filename: str, record: dict[str, Any]) -> str | None:

@@ -311,3 +311,20 @@ async def test_reindex_after_the_database_was_wiped_then_sync_fetches_only_what_
     report = await sync(services)
     assert report.downloaded == 1 and report.failures == []
     assert await files(services) == everything
+
+
+async def test_batches_commit_while_the_next_downloads(services: Services, upstream: StaticChannel,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphconda.services import mirroring
+
+    monkeypatch.setattr(mirroring, "BATCH", 1)  # every file its own batch: commits overlap downloads
+    await make_mirror(services, upstream.url)
+    upstream.fail("alpha-2.0-0.tar.bz2", "corrupt", times=10)
+    report = await sync(services)
+    assert report.downloaded == 4 and len(report.failures) == 1
+    upstream.clear_faults()
+    report = await sync(services)
+    assert report.downloaded == 1 and report.failures == []
+    assert {k: v[0] for k, v in (await files(services)).items()} == upstream_files(upstream)
+    leftovers = list((services.settings.data_dir / "tmp").glob("*.part"))
+    assert leftovers == []
