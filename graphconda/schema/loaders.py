@@ -329,3 +329,10 @@ async def file_downloads(ctx: Context, keys: list[tuple[int, str, str]]) -> list
             .group_by(*columns))
     found = {(cid, subdir, name): int(n) for cid, subdir, name, n in await _rows(ctx, stmt)}
     return [found.get(k, 0) for k in keys]
+
+
+@loader
+async def channel_registered_mirrors(ctx: Context, ids: list[int]) -> list[list[m.RegisteredMirror]]:
+    stmt = (select(m.RegisteredMirror).where(m.RegisteredMirror.channel_id.in_(ids))  # type: ignore[attr-defined]
+            .order_by(m.RegisteredMirror.id))
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])  # type: ignore[no-any-return]

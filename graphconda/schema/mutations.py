@@ -31,6 +31,7 @@ from graphconda.schema.types.enums import Role
 from graphconda.schema.types.inputs import (
     CreateApiKeyInput,
     CreateChannelInput,
+    RegisterMirrorInput,
     RunJobInput,
     SetScheduleInput,
     SyncMirrorInput,
@@ -41,9 +42,21 @@ from graphconda.schema.types.job import Job, Schedule
 from graphconda.schema.types.member import Member
 from graphconda.schema.types.package import Package
 from graphconda.schema.types.package_file import PackageFile
+from graphconda.schema.types.registered_mirror import RegisteredMirror
 from graphconda.schema.types.session import SignedOut
 from graphconda.schema.types.user import User
-from graphconda.services import api_keys, channels, job_queries, jobs, members, mirroring, packages, sessions, users
+from graphconda.services import (
+    api_keys,
+    channels,
+    job_queries,
+    jobs,
+    members,
+    mirror_metrics,
+    mirroring,
+    packages,
+    sessions,
+    users,
+)
 
 T = TypeVar("T")
 UPLOAD_CHUNK = 1024 * 1024
@@ -97,6 +110,13 @@ SCHEDULE_INPUT = {
     "cron": "input.cron",
     "enabled": "input.enabled",
 }
+RegisterMirrorResult = Annotated[
+    RegisteredMirror | NotFound | PermissionDenied | InvalidInput, strawberry.union("RegisterMirrorResult")
+]
+UnregisterMirrorResult = Annotated[
+    RegisteredMirror | NotFound | PermissionDenied, strawberry.union("UnregisterMirrorResult")
+]
+MIRROR_INPUT = {"url": "input.url", "apiEndpoint": "input.apiEndpoint", "metricsEndpoint": "input.metricsEndpoint"}
 SignOutEverywhereResult = Annotated[SignedOut | PermissionDenied, strawberry.union("SignOutEverywhereResult")]
 
 CHANNEL_INPUT = {
@@ -111,6 +131,8 @@ CHANNEL_INPUT = {
     "publishCurrentRepodata": "input.publishCurrentRepodata",
     "publishShards": "input.publishShards",
     "ttl": "input.ttl",
+    "registerWithUpstream": "input.registerWithUpstream",
+    "upstreamApiKey": "input.upstreamApiKey",
 }
 
 
@@ -167,8 +189,31 @@ class Mutation:
             publish_current_repodata=input.publish_current_repodata,
             publish_shards=input.publish_shards,
         )
-        call = channels.create_channel(info.context.services, info.context.actor, spec)
+        if input.register_with_upstream:
+            call = mirror_metrics.create_registered_mirror(info.context.services, info.context.actor, spec,
+                                                           base_url=info.context.base_url,
+                                                           api_key=input.upstream_api_key or "")
+        else:
+            call = channels.create_channel(info.context.services, info.context.actor, spec)
         return await outcome(_changed(info, call), Channel.from_model, CreateChannelResult, fields=CHANNEL_INPUT)
+
+    @strawberry.mutation(description="Register a mirror of a channel on another server (channel owners and "
+                                     "maintainers); its metrics endpoint is asked once, and must answer.")
+    async def register_mirror(self, info: Info, input: RegisterMirrorInput) -> RegisterMirrorResult:
+        call = mirror_metrics.register_mirror(info.context.services, info.context.actor, input.channel, url=input.url,
+                                              api_endpoint=input.api_endpoint,
+                                              metrics_endpoint=input.metrics_endpoint)
+        return await outcome(_changed(info, call), RegisteredMirror.from_model, RegisterMirrorResult,
+                             fields=MIRROR_INPUT)
+
+    @strawberry.mutation(description="Forget a registered mirror (its figures pulled so far stay).")
+    async def unregister_mirror(self, info: Info, id: strawberry.ID) -> UnregisterMirrorResult:
+        try:
+            mirror_id = int(id)
+        except ValueError:
+            return NotFound(message="registered mirror not found")
+        call = mirror_metrics.unregister_mirror(info.context.services, info.context.actor, mirror_id)
+        return await outcome(_changed(info, call), RegisteredMirror.from_model, UnregisterMirrorResult)
 
     @strawberry.mutation(description="Change a channel's settings (channel owners and maintainers).")
     async def update_channel(self, info: Info, input: UpdateChannelInput) -> UpdateChannelResult:

@@ -7,10 +7,11 @@ An action names a job kind, the channel kinds it applies to and its arguments:
     reindex               local and mirror channels: rebuild records and indexes from storage (job reindex)
     generate_indexes      the same job: graphconda's reindex also republishes every index
     cleanup               server-wide job cleanup (server owners and maintainers), cleanup_dry_run with dry_run
+    synchronize_metrics   any channel: pull its registered mirrors' download figures (job synchronize_metrics)
 
-`validate_packages` and `synchronize_metrics` are Quetz actions graphconda does not run (yet):
-they are refused as invalid input, like unknown names. Every check runs before anything is
-queued, so a refused list of actions leaves nothing behind.
+`validate_packages` is a Quetz action graphconda does not run (yet): it is refused as invalid
+input, like unknown names. Every check runs before anything is queued, so a refused list of
+actions leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ ACTIONS: dict[str, Action] = {
     "generate_indexes": Action("reindex", _STORED),
     "cleanup": Action("cleanup", server_wide=True, args={"dry_run": False}),
     "cleanup_dry_run": Action("cleanup", server_wide=True, args={"dry_run": True}),
+    "synchronize_metrics": Action("synchronize_metrics"),
 }
-NOT_SUPPORTED = ("validate_packages", "synchronize_metrics")
+NOT_SUPPORTED = ("validate_packages",)
 
 
 def action_of(name: object, kind: ChannelKind) -> Action:

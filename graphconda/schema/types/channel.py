@@ -22,6 +22,7 @@ from graphconda.schema.types.metrics import (
     PackageOrder,
     download_series,
 )
+from graphconda.schema.types.registered_mirror import RegisteredMirror
 from graphconda.services import authz, metrics
 from graphconda.services.publishing import options_of
 from graphconda.services.upstream import redact
@@ -229,6 +230,11 @@ class Channel:
         counter = loaders.channel_package_count(info.context)
         count = lambda: counter.load((self.id, name_contains))  # noqa: E731
         return connection(rows, keyset, page, Package.from_model, count)
+
+    @strawberry.field(description="Mirrors of this channel on other servers whose download figures it pulls.")
+    async def registered_mirrors(self, info: Info) -> list[RegisteredMirror]:
+        return [RegisteredMirror.from_model(r) for r in await loaders.channel_registered_mirrors(info.context).load(
+            self.id)]
 
     @strawberry.field(description="All-time downloads of the channel's package files (registered mirrors' included).")
     async def download_count(self, info: Info) -> BigInt:

@@ -48,6 +48,26 @@ class CreateChannelInput:
     publish_shards: bool | None = strawberry.field(
         default=None, description="Publish sharded repodata (CEP 16); null: the server default."
     )
+    register_with_upstream: bool = strawberry.field(
+        default=False, description="Mirror channels: register this mirror at its upstream (Quetz's "
+        "POST /api/channels/<channel>/mirrors, with `upstreamApiKey`), so the upstream can pull its download "
+        "figures; if the upstream refuses, the channel is not created."
+    )
+    upstream_api_key: str | None = strawberry.field(
+        default=None, description="An API key of the upstream server allowed to register mirrors of its channel "
+        "(used once, never stored)."
+    )
+
+
+@strawberry.input(description="A downstream mirror of `channel` to pull download figures from.")
+class RegisterMirrorInput:
+    channel: str
+    url: str = strawberry.field(description="The mirror channel's URL (absolute http(s)).")
+    api_endpoint: str = strawberry.field(default="", description="The mirror's API URL for the channel.")
+    metrics_endpoint: str = strawberry.field(
+        description="The mirror's Quetz metrics URL for the channel (`.../metrics/channels/<channel>`); it must "
+        "answer in Quetz's metrics shape when the mirror is registered."
+    )
 
 
 @strawberry.input(description="Changes to the channel `name`; omitted fields stay as they are.")
