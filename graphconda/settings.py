@@ -216,6 +216,10 @@ class MetricsSettings(_Section):
     flush_seconds: float = Field(5.0, gt=0)
     # Download events the aggregate_metrics job folds per transaction.
     aggregate_batch: int = Field(5000, ge=1)
+    # GET /metrics in Prometheus text format (off: 404). See graphconda/services/ops_metrics.py.
+    prometheus: bool = False
+    # When set, /metrics answers only requests with `Authorization: Bearer <this>` (others: 401).
+    prometheus_token: str = ""
 
 
 class LimitsSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import click
@@ -44,11 +45,22 @@ def serve(settings: Settings, **_: Any) -> None:
     # httptools and uvloop (uvicorn[standard]) explicitly: the pure-Python fallbacks serve far fewer requests.
     common = {"host": server.host, "port": server.port, "log_level": server.log_level, "proxy_headers": True,
               "access_log": server.access_log, "http": "httptools", "loop": "uvloop"}
-    if server.workers > 1:
-        os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        uvicorn.run("graphconda.app:app_from_env", factory=True, workers=server.workers, **common)
-    else:
-        uvicorn.run(create_app(settings), **common)
+    with prometheus_dir(settings):
+        if server.workers > 1:
+            os.environ[SETTINGS_ENV] = settings.model_dump_json()
+            uvicorn.run("graphconda.app:app_from_env", factory=True, workers=server.workers, **common)
+        else:
+            uvicorn.run(create_app(settings), **common)
+
+
+def prometheus_dir(settings: Settings) -> AbstractContextManager[object]:
+    """Workers share their Prometheus metrics through files in a directory of this run (see ops_metrics)."""
+    from graphconda.services.ops_metrics import MULTIPROC_ENV, multiprocess_dir
+
+    # One process needs none, unless the operator named one: then it must start empty here too.
+    if settings.metrics.prometheus and (settings.server.workers > 1 or os.environ.get(MULTIPROC_ENV)):
+        return multiprocess_dir()
+    return nullcontext()
 
 
 @click.command()

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Collection
@@ -35,6 +36,7 @@ from graphconda.db.models import Channel, JobRun
 from graphconda.errors import PublicError
 from graphconda.jobs import registry
 from graphconda.jobs.registry import JobCancelled, JobContext, JobInterrupted, TransientJobError
+from graphconda.services import ops_metrics
 from graphconda.services.context import Services
 from graphconda.services.jobs import JobStatus
 
@@ -180,6 +182,7 @@ class Runner:
         assert run.id is not None
         kind = registry.get_kind(run.kind)
         outcome: dict[str, Any]
+        started = time.perf_counter()
         try:
             if kind is None:
                 raise RuntimeError(f"unknown job kind {run.kind!r} in this process")
@@ -215,6 +218,7 @@ class Runner:
                     ctx.log(line.rstrip())
                 log.exception("job %d (%s) failed", run.id, run.kind)
             outcome = self._final(JobStatus.FAILED, ctx, error=text)
+        ops_metrics.count_job(run.kind, outcome["status"], time.perf_counter() - started)
         try:
             await self._store_outcome(run.id, outcome)
         finally:

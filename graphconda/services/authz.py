@@ -32,6 +32,7 @@ scope applies; scoped keys cannot create channels, keys, or users.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -389,6 +390,15 @@ def can_see_health_details(actor: Actor, *, loopback: bool) -> bool:
     """Why the server is not ready names its infrastructure (database URL, storage path):
     server staff, and callers on the server's own machine (a supervisor's probe), may see it."""
     return loopback or is_server_staff(actor)
+
+
+def require_metrics_scrape(token: str, authorization: str | None) -> None:
+    """GET /metrics (when on): anyone, unless `metrics.prometheus_token` is set; then that bearer token only."""
+    if not token:
+        return
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise AuthenticationError("send the metrics token as 'Authorization: Bearer <token>'")
 
 
 def can_read_users(actor: Actor) -> bool:

@@ -105,6 +105,11 @@ async def open_services(
             statement_timeout=settings.database.statement_timeout_seconds,
         )
         stack.push_async_callback(db.close)
+        if settings.metrics.prometheus:  # before anything connects: pool listeners are not thread-safe to add
+            from graphconda.services import ops_metrics
+
+            ops_metrics.enable()
+            ops_metrics.watch_database(db)
         storage = open_store(settings)
         stack.push_async_callback(storage.close)
         if http is None:

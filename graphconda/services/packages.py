@@ -12,6 +12,7 @@ change behind.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from graphconda.errors import (
     NotFoundError,
     StorageError,
 )
-from graphconda.services import authz, layout, publishing
+from graphconda.services import authz, layout, ops_metrics, publishing
 from graphconda.services.access import UPLOADS, ChannelKind, gate
 from graphconda.services.authz import Actor, Role
 from graphconda.services.context import Services
@@ -138,7 +139,9 @@ async def commit_package(
                 raise StorageError(f"stored {filename} vanished during a concurrent upload; retry")
             row = await write_rows(session, staged, existing, actor, now)
             shards_touched = True
+            started = time.perf_counter()
             index_state = await publishing.publish_shards(services, session, channel, subdir, [name], generation)
+            ops_metrics.observe_publish("shards", time.perf_counter() - started)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _undo(services, channel, subdir, filename, staged.sha256, key, name if shards_touched else None)
@@ -150,6 +153,7 @@ async def commit_package(
         if old_key != key:
             await _delete_blob(services, old_key)
     request_publish(services, channel.id, subdir)
+    ops_metrics.count_upload(staged.size)
     log.info("stored %s/%s/%s (%d bytes)%s", channel.name, subdir, filename, staged.size,
              " replacing the previous file" if replaced else "")
     return row

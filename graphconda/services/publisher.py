@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from graphconda.errors import DatabaseUnavailableError, StorageFullError
-from graphconda.services import publishing
+from graphconda.services import ops_metrics, publishing
 from graphconda.services.context import Services
 
 log = logging.getLogger("graphconda.publishing")
@@ -82,14 +83,18 @@ class Publisher:
             if subdir == _CHANNELDATA:
                 continue
             try:
+                started = time.perf_counter()
                 if await publishing.publish_subdir(self.services, channel_id, subdir):
+                    ops_metrics.observe_publish("repodata", time.perf_counter() - started)
                     channels.add(channel_id)
                 self.failures.pop((channel_id, subdir), None)
             except Exception as exc:
                 self._failed((channel_id, subdir), exc)
         for channel_id in sorted(channels):
             try:
+                started = time.perf_counter()
                 await publishing.publish_channeldata(self.services, channel_id)
+                ops_metrics.observe_publish("channeldata", time.perf_counter() - started)
                 self.failures.pop((channel_id, _CHANNELDATA), None)
             except Exception as exc:
                 self._failed((channel_id, _CHANNELDATA), exc)

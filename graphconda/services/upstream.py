@@ -32,6 +32,7 @@ import httpx2
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.errors import UpstreamError, UpstreamMismatchError, UpstreamTimeoutError
+from graphconda.services import ops_metrics
 from graphconda.services.context import Services
 from graphconda.settings import MirrorSettings
 
@@ -185,18 +186,22 @@ class UpstreamClient:
             try:
                 result = await attempt_once()
             except _Retry as retry:
+                ops_metrics.count_upstream_error("http_status")
                 last, timed_out = retry.reason, False
                 delay = self._delay(attempt, retry.delay)
                 if retry.delay is not None and retry.delay > self.settings.max_backoff_seconds:
                     break  # told to come back later than we may wait
             except httpx2.TimeoutException:
                 # A stalled upstream is not retried: the client waiting on us has waited long enough.
+                ops_metrics.count_upstream_error("timeout")
                 last, timed_out = f"no answer within {self.settings.upstream_timeout_seconds:g} s", True
                 break
             except httpx2.TooManyRedirects:
+                ops_metrics.count_upstream_error("redirects")
                 last, timed_out = "too many redirects (a redirect loop?)", False
                 break
             except httpx2.RequestError as exc:  # connection refused or reset, truncated body, bad encoding
+                ops_metrics.count_upstream_error("connection")
                 last, timed_out = type(exc).__name__, False
                 delay = self._delay(attempt, None)
             else:
