@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import make_url
 
+from graphconda.app import create_app
+from graphconda.services.context import open_services
+from graphconda.settings import load_settings
 from tests.fixtures.server import free_port
+from tests.helpers.channels import make_channel
 from tests.helpers.packages import build_package
 
 CONNECT_TIMEOUT = 1.0
@@ -101,3 +107,75 @@ async def test_readyz_says_why(client: httpx2.AsyncClient) -> None:
     assert body["checks"]["storage"] == {"ok": True}
     detail = body["checks"]["database"]["detail"]
     assert "127.0.0.1" in detail or "unmounted-volume" in detail  # a loopback caller may see where
+
+
+class Switch:
+    """A loopback TCP forwarder to the real test database that can drop every connection and refuse new ones
+    (a database restart or failover, as clients see it)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.links: list[asyncio.StreamWriter] = []
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.links += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def up(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def down(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.close()
+        for writer in self.links:
+            writer.close()
+        self.links.clear()
+        await server.wait_closed()
+
+
+async def test_serving_recovers_when_the_database_comes_back(database_template: str, tmp_path: Path) -> None:
+    """The real test database (PostgreSQL) behind a switch: 503 while it is away, 200 once it is back."""
+    if not database_template.startswith("postgresql"):
+        pytest.skip("needs a database server to switch off and on (GRAPHCONDA_TEST_DATABASE_URL)")
+    real = make_url(database_template)
+    switch = Switch(real.host or "127.0.0.1", real.port or 5432)
+    await switch.up()
+    url = real.set(host="127.0.0.1", port=switch.port).render_as_string(hide_password=False)
+    settings = load_settings(environ={}, overrides={
+        "server": {"data_dir": str(tmp_path / "data")}, "database": {"url": url, "connect_timeout_seconds": 1},
+        "auth": {"session_secret": "s"}, "publish": {"debounce_seconds": 0}})
+    name = f"switched-{uuid.uuid4().hex[:8]}"
+    handle = await open_services(settings)
+    try:
+        await make_channel(handle.services, name)
+        app = create_app(settings, services=handle.services)
+        async with app.router.lifespan_context(app):
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                path = f"/get/{name}/noarch/repodata.json"
+                assert (await client.get(path)).status_code == 200
+                await switch.down()
+                await asyncio.sleep(settings.publish.serve_cache_seconds + 0.5)  # past the serving cache
+                response, took = await timed(client.get(path))
+                assert_unavailable(response, took)
+                await switch.up()
+                assert (await client.get(path)).status_code == 200
+    finally:
+        await handle.aclose()
+        await switch.down()
