@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from sqlalchemy import make_url
 from graphconda.app import create_app
 from graphconda.services.context import open_services
 from graphconda.settings import load_settings
-from tests.fixtures.server import free_port
+from tests.fixtures.database import PG_ENV
 from tests.helpers.channels import make_channel
 from tests.helpers.packages import build_package
 
@@ -43,11 +45,19 @@ async def silent_server() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound (so no other test can take it), never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 @pytest.fixture(params=["refusing", "silent", "sqlite-gone"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Overrides the test database: one that cannot be used at all."""
     if request.param == "refusing":
-        return f"postgresql+asyncpg://graphconda@127.0.0.1:{free_port()}/graphconda"  # nothing listens there
+        return f"postgresql+asyncpg://graphconda@127.0.0.1:{request.getfixturevalue('refusing_port')}/graphconda"
     if request.param == "silent":
         return f"postgresql+asyncpg://graphconda@127.0.0.1:{request.getfixturevalue('silent_server')}/graphconda"
     return f"sqlite+aiosqlite:///{tmp_path}/unmounted-volume/graphconda.db"  # its directory is gone
@@ -149,11 +159,12 @@ class Switch:
         await server.wait_closed()
 
 
-async def test_serving_recovers_when_the_database_comes_back(database_template: str, tmp_path: Path) -> None:
+async def test_serving_recovers_when_the_database_comes_back(request: pytest.FixtureRequest,
+                                                             tmp_path: Path) -> None:
     """The real test database (PostgreSQL) behind a switch: 503 while it is away, 200 once it is back."""
-    if not database_template.startswith("postgresql"):
+    if not os.environ.get(PG_ENV):
         pytest.skip("needs a database server to switch off and on (GRAPHCONDA_TEST_DATABASE_URL)")
-    real = make_url(database_template)
+    real = make_url(request.getfixturevalue("database_template"))
     switch = Switch(real.host or "127.0.0.1", real.port or 5432)
     await switch.up()
     url = real.set(host="127.0.0.1", port=switch.port).render_as_string(hide_password=False)
