@@ -161,9 +161,8 @@ async def store_multipart(request: Request, package: str | None = None) -> Respo
     return JSONResponse([json.loads(row.record) for row in rows], status_code=201)
 
 
+# The Quetz routes (quetz_upload, quetz_files) are mounted by graphconda/http/quetz/uploads.py,
+# with the rest of the Quetz API (its 405 for uploads into mirror and proxy channels).
 routes = [
-    Route("/api/channels/{channel}/upload/{filename:path}", quetz_upload, methods=["POST"]),
-    Route("/api/channels/{channel}/files", quetz_files, methods=["POST"]),
-    Route("/api/channels/{channel}/files/", quetz_files, methods=["POST"]),
     Route("/api/v1/upload/{channel}", prefix_upload, methods=["POST"]),
 ]

@@ -285,7 +285,7 @@ async def test_mirror_missing_and_private_channels(client: httpx2.AsyncClient, o
     body = conda.read_bytes()
     mirror = await client.post(f"/api/channels/mirrored/upload/{conda.name}", content=body,
                                headers={"X-API-Key": owner_key})
-    assert mirror.status_code == 409 and "mirror channel" in mirror.json()["detail"]
+    assert mirror.status_code == 405 and "mirror channel" in mirror.json()["detail"]  # Quetz's status
     missing = await client.post(f"/api/channels/nope/upload/{conda.name}", content=body,
                                 headers={"X-API-Key": owner_key})
     assert missing.status_code == 404 and missing.json()["detail"] == "channel not found"

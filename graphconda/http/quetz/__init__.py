@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphconda.http.quetz import aliases, channels, jobs, members, mirrors, packages, search, users
+from graphconda.http.quetz import aliases, channels, jobs, members, mirrors, packages, search, uploads, users
 from graphconda.http.quetz.openapi import openapi_route
 
 api_routes: list[Any] = [*search.routes, *members.routes, *mirrors.routes, *packages.routes, *channels.routes,
-                         *users.routes, *jobs.routes]
+                         *users.routes, *jobs.routes, *uploads.routes]
 routes: list[Any] = [openapi_route(api_routes), *api_routes, *aliases.routes]

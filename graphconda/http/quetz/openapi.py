@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from graphconda import __version__
-from graphconda.http import upload
 
 _PARAM = re.compile(r"{([a-z_]+)(?::[a-z]+)?}")
 _CREATED = ("/api/channels", "/members", "/api-keys", "/files", "/files/", "/upload/{filename}")
@@ -59,8 +58,7 @@ def document(routes: list[Any]) -> dict[str, Any]:
 
 
 def openapi_route(api_routes: list[Any]) -> Route:
-    quetz_uploads = [r for r in upload.routes if r.path.startswith("/api/channels/")]
-    doc = document([*api_routes, *quetz_uploads])
+    doc = document(api_routes)
 
     async def openapi(request: Request) -> Response:
         """This document."""
