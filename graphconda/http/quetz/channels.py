@@ -30,7 +30,7 @@ from graphconda.http.quetz.common import (
     text,
     when,
 )
-from graphconda.services import authz, catalog, channel_actions, channels
+from graphconda.services import authz, catalog, channel_actions, channels, mirror_metrics
 from graphconda.services.access import ChannelKind
 from graphconda.services.catalog import ChannelSummary
 from graphconda.services.context import Services
@@ -75,11 +75,11 @@ async def paginated_channels(request: Request) -> Response:
 
 async def create_channel(request: Request) -> Response:
     """Create a channel (201); the caller becomes its owner. Mirror channels queue `synchronize_repodata`
-    unless `actions` says otherwise."""
+    unless `actions` says otherwise; `register_mirror=true` (with `mirror_api_key`, a key of the upstream)
+    registers a new mirror channel at its upstream (`<server>/get/<channel>`) first."""
     services, actor = services_of(request), actor_of(request)
     authz.require_login(actor, "create channels")
-    if q_bool(request, "register_mirror", False):
-        raise InvalidInputError("register_mirror is not supported by this server yet", field="register_mirror")
+    register = q_bool(request, "register_mirror", False)
     body = await json_body(request)
     name = text(body, "name", required=True)
     assert name is not None
@@ -106,10 +106,21 @@ async def create_channel(request: Request) -> Response:
         ttl=integer(body, "ttl"), sync_now=False, includelist=lists.get("includelist") or (),
         excludelist=lists.get("excludelist") or (), proxylist=lists.get("proxylist") or (),
     )
-    created = await channels.create_channel(services, actor, spec)
+    if register and mode == "mirror":
+        # Registered at the upstream before any action runs; refused there, nothing is left here.
+        created = await mirror_metrics.create_registered_mirror(
+            services, actor, spec, base_url=_base_url(request), api_key=request.query_params.get("mirror_api_key", ""))
+    else:
+        created = await channels.create_channel(services, actor, spec)
     for action in actions:
         await channel_actions.run_action(services, actor, created.name, action)
     return ok(None, 201)
+
+
+def _base_url(request: Request) -> str:
+    """Where clients reach this server: the configured public URL, else the request's own."""
+    public = services_of(request).settings.server.public_url
+    return (public or str(request.base_url)).rstrip("/")
 
 
 async def get_channel(request: Request) -> Response:

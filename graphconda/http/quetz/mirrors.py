@@ -17,9 +17,9 @@ from graphconda.services import mirror_metrics
 
 
 def _mirror_json(mirror: RegisteredMirror) -> dict[str, Any]:
-    synced = mirror.last_synced_at.isoformat() if mirror.last_synced_at else None
+    # Exactly Quetz's ChannelMirror fields (when it last synced: GraphQL `Channel.registeredMirrors`).
     return {"id": as_uuid(mirror.id), "url": mirror.url, "api_endpoint": mirror.api_endpoint,
-            "metrics_endpoint": mirror.metrics_endpoint, "last_synchronised": synced}
+            "metrics_endpoint": mirror.metrics_endpoint}
 
 
 async def list_mirrors(request: Request) -> Response:
@@ -38,6 +38,7 @@ async def register_mirror(request: Request) -> Response:
 
 
 async def unregister_mirror(request: Request) -> Response:
+    """Remove a registered mirror (the figures it added stay)."""
     mirror_id = parse_id(request.path_params["mirror_id"])
     if mirror_id is None:
         raise NotFoundError("registered mirror not found")

@@ -231,3 +231,55 @@ async def test_quetz_mirroring_docs(shell: Shell, btel: tuple[LiveServer, list[P
                                                   '"mirror_channel_url": "${QUETZ_HOST}/get/my-channel", '
                                                   '"mirror_mode": "mirror"}', content_type=False))
     assert status == 422 and body["field"] == "mirror_channel_url"
+
+
+async def test_registered_mirrors_docs(shell: Shell) -> None:
+    sh = shell
+    run = anyio.to_thread.run_sync
+    auth = '-H "X-API-Key: ${QUETZ_API_KEY}"'
+    for name in ("my-channel", "mirror-channel"):
+        status, _ = await run(sh.run, f'curl -X POST "${{QUETZ_HOST}}/api/channels" {auth} '
+                                      f'-d \'{{"name": "{name}", "private": false}}\'')
+        assert status == 201
+    # 10. As the docs print it, in single quotes: the shell sends ${QUETZ_HOST} literally -> 422 naming the field.
+    status, body = await run(sh.run, f'curl -X POST "${{QUETZ_HOST}}/api/channels/my-channel/mirrors" {auth} '
+                                     '''-d '{"url": "${QUETZ_HOST}/get/mirror-channel", '''
+                                     '''"api_endpoint": "${QUETZ_HOST}/api/channels/mirror-channel", '''
+                                     '''"metrics_endpoint": "${QUETZ_HOST}/metrics/channels/mirror-channel"}' ''')
+    assert status == 422 and body["field"] in ("url", "apiEndpoint", "metricsEndpoint"), body
+    # The same with the host expanded: 201, registered.
+    status, mirror = await run(sh.run, f'curl -X POST "${{QUETZ_HOST}}/api/channels/my-channel/mirrors" {auth} '
+                                       '''-d "{\\"url\\": \\"${QUETZ_HOST}/get/mirror-channel\\", '''
+                                       '''\\"api_endpoint\\": \\"${QUETZ_HOST}/api/channels/mirror-channel\\", '''
+                                       '''\\"metrics_endpoint\\": '''
+                                       '''\\"${QUETZ_HOST}/metrics/channels/mirror-channel\\"}"''')
+    assert status == 201, mirror
+    assert set(mirror) == {"id", "url", "api_endpoint", "metrics_endpoint"}
+    # 11. A new mirror channel registers itself at its upstream (here: my-channel on this same server).
+    status, body = await run(sh.run, 'curl -X POST "${QUETZ_HOST}/api/channels?register_mirror=true'
+                                     f'&mirror_api_key=${{QUETZ_API_KEY}}" {auth} '
+                                     '''-d "{\\"name\\": \\"my-mirror-channel\\", \\"private\\": false, '''
+                                     '''\\"mirror_channel_url\\": \\"${QUETZ_HOST}/get/my-channel\\", '''
+                                     '''\\"mirror_mode\\": \\"mirror\\"}"''')
+    assert (status, body) == (201, None)
+    # 12. The registered mirrors.
+    status, mirrors = await run(sh.run, f'curl "${{QUETZ_HOST}}/api/channels/my-channel/mirrors" {auth}')
+    host = sh.env["QUETZ_HOST"]
+    assert status == 200
+    assert sorted(m["url"] for m in mirrors) == [f"{host}/get/mirror-channel", f"{host}/get/my-mirror-channel"]
+    assert all(set(m) == {"id", "url", "api_endpoint", "metrics_endpoint"} for m in mirrors)
+    # 13. Pull the mirrors' download counts: a job.
+    status, job = await run(sh.run, f'curl -X PUT "${{QUETZ_HOST}}/api/channels/my-channel/actions" {auth} '
+                                    '-d \'{"action": "synchronize_metrics"}\'')
+    assert status == 200 and job["manifest"] == "synchronize_metrics"
+    # Unregister one; a refused registration (no key for the upstream) leaves no channel behind.
+    status, _ = await run(sh.run, f'curl -X DELETE "${{QUETZ_HOST}}/api/channels/my-channel/mirrors/{mirror["id"]}" '
+                                  f'{auth}')
+    assert status == 200
+    status, body = await run(sh.run, 'curl -X POST "${QUETZ_HOST}/api/channels?register_mirror=true" '
+                                     f'{auth} -d "{{\\"name\\": \\"orphan\\", \\"private\\": false, '
+                                     '''\\"mirror_channel_url\\": \\"${QUETZ_HOST}/get/my-channel\\", '''
+                                     '''\\"mirror_mode\\": \\"mirror\\"}"''')
+    assert status == 422
+    status, _ = await run(sh.run, 'curl "${QUETZ_HOST}/api/channels/orphan"')
+    assert status == 404

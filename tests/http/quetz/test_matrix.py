@@ -90,3 +90,31 @@ async def test_permission_matrix(client: httpx2.AsyncClient, keys: Keys, service
         assert r.status_code == expected, (who, method, url, r.status_code, r.text)
         if expected >= 400:
             assert await snapshot(services) == before, (who, method, url)
+
+
+async def test_mirror_routes_permissions_and_bad_input(client: httpx2.AsyncClient, keys: Keys, team: None,
+                                                       services: Services) -> None:
+    url = "/api/channels/team/mirrors"
+    body = {"url": "http://127.0.0.1:9/get/m", "metrics_endpoint": "http://127.0.0.1:9/metrics/channels/m"}
+    assert (await client.get(url)).status_code == 404  # private channel
+    assert (await client.post(url, json=body)).status_code == 404
+    assert (await client.post(url, json=body, headers=keys.header("bob"))).status_code == 404
+    for bad in ({"url": "${QUETZ_HOST}/get/m", "metrics_endpoint": body["metrics_endpoint"]},
+                {"url": body["url"], "metrics_endpoint": "ftp://x/metrics"}, {"url": 5}):
+        r = await client.post(url, json=bad, headers=keys.header("alice"))
+        assert r.status_code == 422, r.text
+    # The metrics endpoint must answer (nothing listens on port 9): 422, nothing registered.
+    assert (await client.post(url, json=body, headers=keys.header("alice"))).status_code == 422
+    assert (await client.get(url, headers=keys.header("alice"))).json() == []
+    for mirror_id in ("1", "00000000-0000-0000-0000-000000000001", "nonsense"):
+        r = await client.delete(f"{url}/{mirror_id}", headers=keys.header("alice"))
+        assert r.status_code == 404
+    r = await client.put("/api/channels/team/actions", json={"action": "synchronize_metrics"},
+                         headers=keys.header("alice"))
+    assert r.status_code == 200 and r.json()["manifest"] == "synchronize_metrics"
+    r = await client.post("/api/channels?register_mirror=true&mirror_api_key=k", headers=keys.header("admin"),
+                          json={"name": "reg", "private": False, "mirror_mode": "mirror",
+                                "mirror_channel_url": "http://127.0.0.1:9/get/team"})
+    assert r.status_code == 422
+    async with services.db.read() as session:
+        assert await session.scalar(select(Channel.id).where(Channel.name == "reg")) is None
