@@ -131,6 +131,7 @@ class UpstreamClient:
     def _check_circuit(self, url: str) -> None:
         until = self._open_until.get(origin(url))
         if until is not None and until > time.monotonic():
+            ops_metrics.count_upstream_error("circuit_open")
             raise UpstreamError(f"upstream {redact(origin(url))} is failing; not asked again for a while")
 
     def _failed(self, url: str) -> None:
@@ -186,7 +187,7 @@ class UpstreamClient:
             try:
                 result = await attempt_once()
             except _Retry as retry:
-                ops_metrics.count_upstream_error("http_status")
+                ops_metrics.count_upstream_error("http_status")  # 5xx, 429: retried
                 last, timed_out = retry.reason, False
                 delay = self._delay(attempt, retry.delay)
                 if retry.delay is not None and retry.delay > self.settings.max_backoff_seconds:
@@ -200,6 +201,10 @@ class UpstreamClient:
                 ops_metrics.count_upstream_error("redirects")
                 last, timed_out = "too many redirects (a redirect loop?)", False
                 break
+            except UpstreamError:
+                # Refused in a way retrying cannot fix (another 4xx, too large, not what the record says).
+                ops_metrics.count_upstream_error("refused")
+                raise
             except httpx2.RequestError as exc:  # connection refused or reset, truncated body, bad encoding
                 ops_metrics.count_upstream_error("connection")
                 last, timed_out = type(exc).__name__, False

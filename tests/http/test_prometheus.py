@@ -46,7 +46,7 @@ async def scrape(client: httpx2.AsyncClient, **headers: str) -> Samples:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"metrics": {"prometheus": True}}
+    return {"metrics": {"prometheus": True}, "mirror": {"backoff_seconds": 0}}
 
 
 async def test_off_by_default(tmp_path: Path, database_url: str) -> None:
@@ -125,15 +125,40 @@ async def test_queue_depth_is_read_from_the_database(client: httpx2.AsyncClient,
     assert value(await scrape(client), "graphconda_jobs_queued", kind="test_steps") == 1
 
 
-async def test_upstream_errors_are_counted(client: httpx2.AsyncClient, services: Services) -> None:
+async def test_upstream_errors_are_counted(client: httpx2.AsyncClient, services: Services, tmp_path: Path) -> None:
+    """A real upstream on loopback that fails: each failed attempt counts once, by reason."""
     from graphconda.errors import UpstreamError
     from tests.fixtures.server import free_port
+    from tests.fixtures.upstreams import StaticServer
 
-    before = value(await scrape(client), "graphconda_upstream_errors_total", reason="connection")
-    with pytest.raises(UpstreamError):
-        await services.upstream.fetch(f"http://127.0.0.1:{free_port()}/get/nothing/noarch/repodata.json")
-    after = value(await scrape(client), "graphconda_upstream_errors_total", reason="connection")
-    assert after - before == services.settings.mirror.retries + 1  # every failed attempt
+    reasons = ("connection", "http_status", "refused", "circuit_open")
+
+    async def errors() -> dict[str, float]:
+        samples = await scrape(client)
+        return {r: value(samples, "graphconda_upstream_errors_total", reason=r) for r in reasons}
+
+    before = await errors()
+    attempts = services.settings.mirror.retries + 1
+    root = tmp_path / "upstream"
+    (root / "noarch").mkdir(parents=True)
+    (root / "noarch" / "repodata.json").write_text("{}")
+    with StaticServer(root) as upstream:
+        upstream.fail("repodata.json", "status", status=503, times=attempts)  # retried, then given up
+        with pytest.raises(UpstreamError):
+            await services.upstream.fetch(f"{upstream.url}/noarch/repodata.json")
+        upstream.fail("repodata.json", "status", status=403)  # not worth retrying
+        with pytest.raises(UpstreamError):
+            await services.upstream.fetch(f"{upstream.url}/noarch/repodata.json")
+    gone = f"http://127.0.0.1:{free_port()}/noarch/repodata.json"
+    for _ in range(services.settings.mirror.circuit_failures):  # until that upstream is not asked any more
+        with pytest.raises(UpstreamError):
+            await services.upstream.fetch(gone)
+    with pytest.raises(UpstreamError, match="not asked again"):
+        await services.upstream.fetch(gone)
+    after = await errors()
+    assert {r: after[r] - before[r] for r in reasons} == {
+        "http_status": attempts, "refused": 1,
+        "connection": attempts * services.settings.mirror.circuit_failures, "circuit_open": 1}
 
 
 @pytest.fixture
