@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert
 
@@ -74,7 +75,7 @@ class DownloadCounter:
             batch, self._counts = self._counts, Counter()
             if not batch:
                 return
-            rows = [{"channel_id": c, "subdir": s, "filename": f, "at": at, "count": n}
+            rows: list[dict[str, Any]] = [{"channel_id": c, "subdir": s, "filename": f, "at": at, "count": n}
                     for (c, s, f, at), n in batch.items()]
             try:
                 async with self.services.db.write() as session:

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.db.models import DownloadCount, DownloadEvent
 from graphconda.errors import InvalidInputError
@@ -85,12 +86,11 @@ CountKey = tuple[int, str, str, str, datetime]  # channel id, subdir, filename, 
 
 def upsert_statement(session: AsyncSession, rows: list[dict[str, Any]], *, add: bool) -> Any:
     """INSERT the count rows; on a bucket that exists, add to its count (`add`) or replace it."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(DownloadCount).values(rows)
-    value = DownloadCount.count + stmt.excluded["count"] if add else stmt.excluded["count"]
+    value = col(DownloadCount.count) + stmt.excluded["count"] if add else stmt.excluded["count"]
     return stmt.on_conflict_do_update(
         index_elements=["channel_id", "subdir", "filename", "period", "bucket", "source"],
         set_={"count": value},
@@ -130,18 +130,21 @@ async def aggregate(services: Services, *, batch_size: int | None = None,
     result = AggregateResult()
     while True:
         async with services.db.write() as session:
-            query = (select(DownloadEvent.id, DownloadEvent.channel_id, DownloadEvent.subdir, DownloadEvent.filename,
-                            DownloadEvent.at, DownloadEvent.count).order_by(DownloadEvent.id).limit(size))
+            query = (select(col(DownloadEvent.id), col(DownloadEvent.channel_id), col(DownloadEvent.subdir),
+                            col(DownloadEvent.filename), col(DownloadEvent.at), col(DownloadEvent.count))
+                     .order_by(col(DownloadEvent.id)).limit(size))
             if session.get_bind().dialect.name == "postgresql":
                 # Another aggregation's claimed events are skipped, not waited for nor counted twice.
                 query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).all()
+            found = (await session.execute(query)).all()
+            rows: list[tuple[int, int, str, str, datetime, int]] = [
+                (r[0] or 0, int(r[1]), str(r[2]), str(r[3]), r[4], int(r[5])) for r in found]
             if not rows:
                 return result
-            await add_counts(session, fold((r.channel_id, r.subdir, r.filename, r.at, r.count) for r in rows))
-            await session.execute(delete(DownloadEvent).where(DownloadEvent.id.in_([r.id for r in rows])))
+            await add_counts(session, fold((c, s, f, at, n) for _, c, s, f, at, n in rows))
+            await session.execute(delete(DownloadEvent).where(col(DownloadEvent.id).in_([row[0] for row in rows])))
         result.events += len(rows)
-        result.downloads += sum(r.count for r in rows)
+        result.downloads += sum(row[5] for row in rows)
         result.batches += 1
         if progress is not None:
             progress(result)
@@ -175,11 +178,11 @@ class Scope:
     filename: str | None = None
 
     def where(self) -> list[Any]:
-        clauses: list[Any] = [DownloadCount.channel_id == self.channel_id]
+        clauses: list[Any] = [col(DownloadCount.channel_id) == self.channel_id]
         if self.package is not None:
-            clauses.append(DownloadCount.package_name == self.package)
+            clauses.append(col(DownloadCount.package_name) == self.package)
         if self.filename is not None:
-            clauses += [DownloadCount.subdir == self.subdir, DownloadCount.filename == self.filename]
+            clauses += [col(DownloadCount.subdir) == self.subdir, col(DownloadCount.filename) == self.filename]
         return clauses
 
 
@@ -197,13 +200,13 @@ def parse_period(value: str) -> Period:
 async def series(services: Services, scope: Scope, period: Period, *, start: datetime | None = None,
                  end: datetime | None = None, fill_zeros: bool = False) -> Series:
     """Downloads per bucket of `period` in [start, end) (buckets that start in it), oldest first."""
-    query = (select(DownloadCount.bucket, func.sum(DownloadCount.count))
-             .where(*scope.where(), DownloadCount.period == period.value)
-             .group_by(DownloadCount.bucket).order_by(DownloadCount.bucket))
+    query = (select(col(DownloadCount.bucket), func.sum(col(DownloadCount.count)))
+             .where(*scope.where(), col(DownloadCount.period) == period.value)
+             .group_by(col(DownloadCount.bucket)).order_by(col(DownloadCount.bucket)))
     if start is not None:
-        query = query.where(DownloadCount.bucket >= bucket_start(period, start))
+        query = query.where(col(DownloadCount.bucket) >= bucket_start(period, start))
     if end is not None:
-        query = query.where(DownloadCount.bucket < end)
+        query = query.where(col(DownloadCount.bucket) < end)
     async with services.db.read() as session:
         found = {bucket.astimezone(UTC): int(count) for bucket, count in (await session.execute(query)).all()}
     points = [Point(bucket, count) for bucket, count in found.items() if count]
@@ -218,7 +221,7 @@ def _filled(period: Period, found: dict[datetime, int], start: datetime | None, 
     if first is None:
         return []
     stop = end if end is not None else next_bucket(period, bucket_start(period, now))
-    points = []
+    points: list[Point] = []
     bucket = first
     while bucket < stop:
         if len(points) >= MAX_POINTS:
@@ -233,19 +236,20 @@ async def totals(session: AsyncSession, channel_id: int, *, packages: Sequence[s
                  files: Sequence[tuple[str, str]] = ()) -> dict[Any, int]:
     """All-time downloads in one statement: of the channel (key None), or per package name, or per
     (subdir, filename)."""
-    base = [DownloadCount.channel_id == channel_id, DownloadCount.period == TOTAL]
+    base = [col(DownloadCount.channel_id) == channel_id, col(DownloadCount.period) == TOTAL]
     if packages:
-        rows = await session.execute(select(DownloadCount.package_name, func.sum(DownloadCount.count))
-                                     .where(*base, DownloadCount.package_name.in_(packages))
-                                     .group_by(DownloadCount.package_name))
+        rows = await session.execute(select(col(DownloadCount.package_name), func.sum(col(DownloadCount.count)))
+                                     .where(*base, col(DownloadCount.package_name).in_(packages))
+                                     .group_by(col(DownloadCount.package_name)))
         return {name: int(count) for name, count in rows.all()}
     if files:
-        rows = await session.execute(select(DownloadCount.subdir, DownloadCount.filename,
-                                            func.sum(DownloadCount.count))
-                                     .where(*base, tuple_(DownloadCount.subdir, DownloadCount.filename).in_(files))
-                                     .group_by(DownloadCount.subdir, DownloadCount.filename))
-        return {(subdir, filename): int(count) for subdir, filename, count in rows.all()}
-    total = await session.scalar(select(func.coalesce(func.sum(DownloadCount.count), 0)).where(*base))
+        file_rows = await session.execute(select(col(DownloadCount.subdir), col(DownloadCount.filename),
+                                            func.sum(col(DownloadCount.count)))
+                                     .where(*base, tuple_(col(DownloadCount.subdir),
+                                                          col(DownloadCount.filename)).in_(files))
+                                     .group_by(col(DownloadCount.subdir), col(DownloadCount.filename)))
+        return {(subdir, filename): int(count) for subdir, filename, count in file_rows.all()}
+    total = await session.scalar(select(func.coalesce(func.sum(col(DownloadCount.count)), 0)).where(*base))
     return {None: int(total or 0)}
 
 
@@ -274,17 +278,17 @@ async def channel_metrics(services: Services, actor: Any, channel_name: str, per
 
     async with services.db.read() as session:
         channel, _ = await gate(session, actor, channel_name)
-        query = (select(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket,
-                        func.sum(DownloadCount.count))
-                 .where(DownloadCount.channel_id == channel.id, DownloadCount.period == period.value)
-                 .group_by(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket)
-                 .order_by(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket))
+        query = (select(col(DownloadCount.subdir), col(DownloadCount.filename), col(DownloadCount.bucket),
+                        func.sum(col(DownloadCount.count)))
+                 .where(col(DownloadCount.channel_id) == channel.id, col(DownloadCount.period) == period.value)
+                 .group_by(col(DownloadCount.subdir), col(DownloadCount.filename), col(DownloadCount.bucket))
+                 .order_by(col(DownloadCount.subdir), col(DownloadCount.filename), col(DownloadCount.bucket)))
         if platform:
-            query = query.where(DownloadCount.subdir == platform)
+            query = query.where(col(DownloadCount.subdir) == platform)
         if start is not None:
-            query = query.where(DownloadCount.bucket >= bucket_start(period, start))
+            query = query.where(col(DownloadCount.bucket) >= bucket_start(period, start))
         if end is not None:
-            query = query.where(DownloadCount.bucket < end)
+            query = query.where(col(DownloadCount.bucket) < end)
         rows = (await session.execute(query)).all()
     files: dict[str, list[Point]] = defaultdict(list)
     whole: dict[datetime, int] = defaultdict(int)
@@ -308,11 +312,12 @@ async def file_metrics(services: Services, actor: Any, channel_name: str, packag
     async with services.db.read() as session:
         channel, _ = await gate(session, actor, channel_name)
         assert channel.id is not None
-        exists = await session.scalar(select(PackageFile.id).where(
-            PackageFile.channel_id == channel.id, PackageFile.subdir == platform, PackageFile.filename == filename,
-            PackageFile.name == package))
+        exists = await session.scalar(select(col(PackageFile.id)).where(
+            col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == platform,
+            col(PackageFile.filename) == filename,
+            col(PackageFile.name) == package))
         if exists is None:
-            exists = await session.scalar(select(DownloadCount.id).where(
+            exists = await session.scalar(select(col(DownloadCount.id)).where(
                 *Scope(channel.id, package, platform, filename).where()).limit(1))
     if exists is None:
         raise NotFoundError(f"package version {platform}/{filename} not found")

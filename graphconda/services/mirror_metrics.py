@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 from sqlalchemy import delete, select, tuple_
+from sqlmodel import col
 
 from graphconda.db.models import Channel, DownloadCount, RegisteredMirror
 from graphconda.errors import InvalidInputError, NotFoundError, UpstreamError
@@ -82,8 +83,8 @@ async def _fetch_metrics(services: Services, endpoint: str, params: dict[str, st
 async def list_mirrors(services: Services, actor: Actor, channel_name: str) -> Sequence[RegisteredMirror]:
     async with services.db.read() as session:
         channel, _ = await gate(session, actor, channel_name)
-        return (await session.scalars(select(RegisteredMirror).where(RegisteredMirror.channel_id == channel.id)
-                                      .order_by(RegisteredMirror.id))).all()
+        return (await session.scalars(select(RegisteredMirror).where(col(RegisteredMirror.channel_id) == channel.id)
+                                      .order_by(col(RegisteredMirror.id)))).all()
 
 
 async def register_mirror(services: Services, actor: Actor, channel_name: str, *, url: str, api_endpoint: str = "",
@@ -100,9 +101,10 @@ async def register_mirror(services: Services, actor: Actor, channel_name: str, *
     except UpstreamError as exc:
         raise InvalidInputError(f"metricsEndpoint does not answer Quetz metrics: {exc}",
                                 field="metricsEndpoint") from None
+    assert channel.id is not None
     async with services.db.write() as session:
         existing = await session.scalar(select(RegisteredMirror).where(
-            RegisteredMirror.channel_id == channel.id, RegisteredMirror.url == url))
+            col(RegisteredMirror.channel_id) == channel.id, col(RegisteredMirror.url) == url))
         mirror = existing or RegisteredMirror(channel_id=channel.id, url=url)
         mirror.api_endpoint = api_endpoint
         mirror.metrics_endpoint = metrics_endpoint
@@ -122,7 +124,7 @@ async def unregister_mirror(services: Services, actor: Actor, mirror_id: int) ->
         if not authz.can_read_channel(actor, access):
             raise NotFoundError("registered mirror not found")
         authz.require_manage_channel(actor, access)
-        await session.execute(delete(RegisteredMirror).where(RegisteredMirror.id == mirror_id))
+        await session.execute(delete(RegisteredMirror).where(col(RegisteredMirror.id) == mirror_id))
     return mirror
 
 
@@ -188,11 +190,11 @@ async def _merge(services: Services, channel_id: int, mirror: RegisteredMirror,
         keys = list(pulled)
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            rows = await session.execute(select(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket,
-                                                DownloadCount.count).where(
-                DownloadCount.channel_id == channel_id, DownloadCount.source == source,
-                DownloadCount.period == Period.HOUR.value,
-                tuple_(DownloadCount.subdir, DownloadCount.filename, DownloadCount.bucket).in_(chunk)))
+            rows = await session.execute(select(col(DownloadCount.subdir), col(DownloadCount.filename),
+                                                col(DownloadCount.bucket), col(DownloadCount.count)).where(
+                col(DownloadCount.channel_id) == channel_id, col(DownloadCount.source) == source,
+                col(DownloadCount.period) == Period.HOUR.value,
+                tuple_(col(DownloadCount.subdir), col(DownloadCount.filename), col(DownloadCount.bucket)).in_(chunk)))
             old.update({(s, f, b.astimezone(UTC)): int(c) for s, f, b, c in rows.all()})
         hours: dict[CountKey, int] = {}
         deltas: dict[CountKey, int] = defaultdict(int)
@@ -218,8 +220,8 @@ async def synchronize_metrics(services: Services, channel: Channel, *,
                               log_line: Callable[[str], None] = lambda line: None) -> SyncReport:
     """Pull every registered mirror's downloads of `channel` and merge them, each exactly once."""
     async with services.db.read() as session:
-        mirrors = (await session.scalars(select(RegisteredMirror).where(RegisteredMirror.channel_id == channel.id)
-                                         .order_by(RegisteredMirror.id))).all()
+        mirrors = (await session.scalars(select(RegisteredMirror).where(col(RegisteredMirror.channel_id) == channel.id)
+                                         .order_by(col(RegisteredMirror.id)))).all()
     report = SyncReport()
     assert channel.id is not None
     for mirror in mirrors:
