@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the installed copy must serve, besides what the GraphiQL page loads.
-ASSETS = ["/", "/web/app.js", "/web/style.css", "/web/vendor/graphiql-3.8.3/LICENSE"]
+ASSETS = ["/", "/web/app.js", "/web/lib/api.js", "/web/pages/channel.js", "/web/style.css",
+          "/web/vendor/graphiql-3.8.3/LICENSE"]
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> str:

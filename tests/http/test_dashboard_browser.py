@@ -21,7 +21,10 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from sqlalchemy import func, select
 
+from graphconda.db.models import DownloadEvent
+from graphconda.services import metrics
 from graphconda.services.authz import Role
 from graphconda.services.context import Services
 from tests.fixtures.server import LiveServer
@@ -45,7 +48,9 @@ DASH = "\u2013"  # the en dash of "Showing 1\u201350"
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     # The runner on (mirror syncs run in the server); no scheduler, so no run starts on its own.
-    return {"server": {"dev": True}, "jobs": {"embedded_runner": True, "embedded_scheduler": False}}
+    # Download counts are written every 0.1 s (the chart test waits for them).
+    return {"server": {"dev": True}, "jobs": {"embedded_runner": True, "embedded_scheduler": False},
+            "metrics": {"flush_seconds": 0.1}}
 
 
 def text_of(driver: WebDriver, selector: str) -> str:
@@ -230,6 +235,8 @@ def _key_shown_once_then_revoked(server: LiveServer, page: WebDriver) -> None:
                    " || document.querySelector('form.create-key .error')?.textContent")
     assert not text_of(page, "form.create-key .error")
     secret = text_of(page, ".new-secret code")
+    page.execute_script("document.querySelector('section.api').scrollIntoView()")
+    screenshot(page, "api-keys-1280")
     assert "maintainer on main" in text_of(page, "table.keys") and "2099" in text_of(page, "table.keys")
     with httpx2.Client(base_url=server.url, headers={"X-API-Key": secret}) as http:
         viewer = http.post("/graphql", json={"query": "{ viewer { username } }"}).json()["data"]["viewer"]
@@ -272,6 +279,8 @@ def _create_mirror_and_sync(server: LiveServer, page: WebDriver, upstream: str) 
     page.find_element(By.XPATH, "//button[text()='Refresh figures']").click()
     wait_for(page, "document.querySelector('dl.facts')?.textContent.includes('Files mirrored3 (')")
     wait_for(page, "document.querySelector('table.packages')?.textContent.includes('gamma')")
+    page.execute_script("document.querySelector('section.mirror').scrollIntoView()")
+    screenshot(page, "mirror-1280")
     # The jobs page lists the run, finished.
     page.get(f"{server.url}/#/jobs?channel=mir")
     heading_is(page, "Jobs (1)")
@@ -319,3 +328,44 @@ def _layout(server: LiveServer, page: WebDriver, width: int) -> None:
         assert {"Channels", "Jobs", "Upload", "Account", "Admin", "search", "Sign out"} <= set(focused), focused
     finally:
         page.set_window_size(1280, 900)
+
+
+async def test_downloads_chart_and_sort_show_a_download_made_here(published_for_layout: LiveServer, page: WebDriver,
+                                                                   services: Services) -> None:
+    server = published_for_layout
+    async with httpx2.AsyncClient(base_url=server.url) as http:
+        for _ in range(3):
+            assert (await http.get("/get/main/noarch/zlibish-1.0-0.conda")).status_code == 200
+    # The server writes its counts within 0.1 s; the aggregate_metrics job folds them into days and months.
+    with anyio.fail_after(20):
+        while True:
+            async with services.db.read() as session:
+                if int(await session.scalar(select(func.coalesce(func.sum(DownloadEvent.count), 0))) or 0) >= 3:
+                    break
+            await anyio.sleep(0.05)
+    await metrics.aggregate(services)
+    await anyio.to_thread.run_sync(_chart_and_sort, server, page)
+
+
+def _chart_and_sort(server: LiveServer, page: WebDriver) -> None:
+    page.get(f"{server.url}/#/channel/main/zlibish")
+    heading_is(page, "zlibish 1.0")
+    today = page.execute_script("return new Date().toISOString().slice(0, 10)")
+    wait_for(page, "document.querySelector('svg.chart rect.bar') !== null")
+    bars = page.execute_script("return [...document.querySelectorAll('svg.chart rect.bar')]"
+                               ".map(b => [b.dataset.start, Number(b.dataset.count)])")
+    assert len(bars) == 30 and bars[-1] == [today, 3] and sum(count for _, count in bars) == 3, bars
+    assert "Downloads (3 in all)" in text_of(page, "section.downloads h2")
+    screenshot(page, "package-1280")
+    # By month: this month's bar holds them.
+    page.execute_script("const s = document.querySelector('select[name=period]'); s.value = 'month';"
+                        "s.dispatchEvent(new Event('change'))")
+    wait_for(page, "location.hash.includes('period=month')")
+    wait_for(page, f"document.querySelector('svg.chart rect.bar:last-of-type')?.dataset.start === {today[:7]!r}")
+    assert page.execute_script("return document.querySelectorAll('svg.chart rect.bar').length") == 12
+    # The channel's packages, most downloaded first.
+    page.get(f"{server.url}/#/channel/main?sort=downloads")
+    heading_is(page, "main")
+    wait_for(page, "document.querySelector('table.packages tbody tr td')?.textContent === 'zlibish'")
+    page.get(f"{server.url}/#/channel/main")
+    wait_for(page, "document.querySelector('table.packages tbody tr td')?.textContent === 'numpyish'")

@@ -7,18 +7,18 @@ import { pageArgs, pager } from "../lib/paging.js";
 import { navigate, render, withQuery } from "../lib/router.js";
 import { isStaff, session } from "../lib/session.js";
 
-const CHANNEL = gql`query Channel($name: String!, $first: Int, $after: String, $contains: String) {
+const CHANNEL = gql`query Channel($name: String!, $first: Int, $after: String, $contains: String, $order: PackageOrder!) {
   channel(name: $name) {
-    name description private mirrorMode url subdirs repodataUrls packageCount size createdAt updatedAt
+    name description private mirrorMode url subdirs repodataUrls packageCount size createdAt updatedAt downloadCount
     viewerRole includelist excludelist proxylist
     publishing { bz2 currentRepodata shards }
     mirror { mode upstreamUrl ttl prune lastSyncAt lastSuccessAt filesMirrored bytesMirrored lastError
       lastJob { id kind status error progress { done total message } createdAt finishedAt } }
     members { role user { username displayName } }
     schedules { id kind intervalSeconds cron enabled }
-    packages(first: $first, after: $after, nameContains: $contains) {
+    packages(first: $first, after: $after, nameContains: $contains, orderBy: $order) {
       totalCount pageInfo { hasNextPage endCursor }
-      nodes { name summary latestVersion license updatedAt } } } }`;
+      nodes { name summary latestVersion license updatedAt downloadCount } } } }`;
 
 const SET_MEMBER = gql`mutation SetChannelMember($channel: String!, $username: String!, $role: Role!) {
   setChannelMember(channel: $channel, username: $username, role: $role) {
@@ -42,11 +42,13 @@ const DELETE = gql`mutation DeleteChannel($name: String!) { deleteChannel(name: 
   __typename ... on DeletedChannel { name } ... on Error { message } } }`;
 
 const ROLES = ["MEMBER", "MAINTAINER", "OWNER"];
+const ORDERS = { name: ["NAME", "name"], downloads: ["DOWNLOADS", "most downloaded"], updated: ["UPDATED", "last update"] };
+const orderOf = (query) => ORDERS[query.get("sort")] ? query.get("sort") : "name";
 const rank = (role) => (role ? ROLES.indexOf(role) + 1 : 0);
 
 export default async function channel({ params, query, root, onLeave }) {
   const [{ viewer }, data] = await Promise.all([session(), request(CHANNEL,
-    { name: params.channel, ...pageArgs(query), contains: query.get("q") || null })]);
+    { name: params.channel, ...pageArgs(query), contains: query.get("q") || null, order: ORDERS[orderOf(query)][0] })]);
   const c = data.channel;
   if (!c) {
     put(root, el("h1", {}, params.channel),
@@ -64,7 +66,7 @@ export default async function channel({ params, query, root, onLeave }) {
     el("p", { class: "badges" }, c.private ? badge("private") : badge("public"),
       c.mirrorMode ? badge(c.mirrorMode.toLowerCase()) : null, c.viewerRole ? badge(`you: ${c.viewerRole.toLowerCase()}`) : null),
     c.description ? el("p", {}, c.description) : null,
-    el("p", { class: "muted" }, `${c.packageCount} packages · ${formatBytes(c.size)} · updated ${formatDate(c.updatedAt)}`),
+    el("p", { class: "muted" }, `${c.packageCount} packages · ${formatBytes(c.size)} · ${c.downloadCount} downloads · updated ${formatDate(c.updatedAt)}`),
     install(c),
     packages(c, query),
     section("Subdirs", el("ul", { class: "subdirs" }, ...c.subdirs.map((s, i) =>
@@ -90,16 +92,19 @@ function install(c) {
 
 function packages(c, query) {
   const input = el("input", { type: "search", name: "q", value: query.get("q") || "" });
+  const sort = el("select", { name: "sort" }, ...Object.entries(ORDERS).map(([key, [, text]]) =>
+    el("option", { value: key, selected: orderOf(query) === key }, text)));
   const filter = el("form", { class: "inline", role: "search", "aria-label": "Filter packages" },
-    field("Package name contains", input), el("button", { type: "submit" }, "Filter"));
+    field("Package name contains", input), field("Sort by", sort), el("button", { type: "submit" }, "Show"));
   filter.addEventListener("submit", (event) => {
     event.preventDefault();
-    navigate(withQuery({ q: input.value.trim(), after: null, from: null }));
+    navigate(withQuery({ q: input.value.trim(), sort: sort.value === "name" ? null : sort.value, after: null, from: null }));
   });
   const conn = c.packages;
   return section(`Packages (${conn.totalCount})`, filter,
-    conn.nodes.length ? table(["package", "latest", "summary", "license", "updated"],
-      conn.nodes.map((p) => [packageLink(c.name, p.name), p.latestVersion, p.summary, p.license, formatDate(p.updatedAt)]),
+    conn.nodes.length ? table(["package", "latest", "summary", "license", "downloads", "updated"],
+      conn.nodes.map((p) => [packageLink(c.name, p.name), p.latestVersion, p.summary, p.license, String(p.downloadCount),
+        formatDate(p.updatedAt)]),
       { class: "packages" })
       : el("p", { class: "muted" }, query.get("q") ? "No package matches." : "No packages yet."),
     pager(query, conn, "packages"));
