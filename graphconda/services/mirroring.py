@@ -47,6 +47,7 @@ from graphconda.services.context import Services
 from graphconda.services.locks import insert_ignore, lock_subdir
 from graphconda.services.proxy import _temp_path
 from graphconda.services.publisher import request_publish
+from graphconda.services.staging import read_limits
 from graphconda.services.upstream import join, redact, upstream_client
 
 log = logging.getLogger("graphconda.mirroring")
@@ -419,7 +420,8 @@ async def _download(services: Services, channel: Channel, subdir: str, filename:
         if done is None:
             raise UpstreamError(f"upstream has no {filename} although its index lists it")
         if verify:
-            meta = await run_in_threadpool(read_package, path, filename)
+            limits = read_limits(services.settings, channel.name)  # the same bounds as an upload
+            meta = await run_in_threadpool(read_package, path, filename, limits)
             for key in ("name", "version", "build", "build_number"):
                 if meta.index.get(key) != record.get(key):
                     raise UpstreamError(f"{filename}: info/index.json says {key}={meta.index.get(key)!r}, "

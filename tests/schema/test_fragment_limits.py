@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from typing import Any
 
@@ -64,9 +65,11 @@ async def test_doubling_fragments_are_refused_quickly_while_the_server_answers(
         finally:
             stop.set()
             await poller
-    # Generous bounds: the fix makes each a few milliseconds; before it, 20 levels took seconds.
-    assert max(took) < 1.0, took
-    assert health_waits and max(health_waits) < 1.0, health_waits
+    # Generous bounds (the machine may be shared): the fix makes each a few milliseconds; before it,
+    # 20 levels took about 15 s per request and blocked /healthz as long, 100 levels never finished.
+    assert statistics.median(took) < 0.5, took
+    assert max(took) < 3.0, took
+    assert health_waits and max(health_waits) < 3.0, health_waits
 
 
 async def test_each_limit_counts_fragments_where_they_are_spread(gql: Gql, services: Services) -> None:

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
-from graphconda.db.models import PackageFile
+from graphconda.db.models import Channel, PackageFile
 from graphconda.services import channels, jobs
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.services.mirroring import sync_mirror
 from graphconda.services.publisher import wait_published
 from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index
-from tests.helpers.packages import build_package
+from tests.helpers.packages import build_package, build_raw_package, file_member
 
 
 @pytest.fixture
@@ -328,3 +330,26 @@ async def test_batches_commit_while_the_next_downloads(services: Services, upstr
     assert {k: v[0] for k, v in (await files(services)).items()} == upstream_files(upstream)
     leftovers = list((services.settings.data_dir / "tmp").glob("*.part"))
     assert leftovers == []
+
+
+async def test_synchronize_applies_the_upload_limits_to_archives(services: Services, tmp_path: Path) -> None:
+    """`synchronize` opens each archive as an upload to the same channel would: a member escaping the
+    prefix is refused, unless the operator allowed such paths for this channel."""
+    root = tmp_path / "hostile-upstream"
+    evil = build_raw_package(tmp_path / "evil", "evil", [file_member("../../../../tmp/pwned")])
+    place(root, [build_package(tmp_path / "ok", "fine", "1.0", "0")])
+    shutil.copy(evil, root / "noarch" / evil.name)  # place() reads archives with the default limits
+    await rattler_index(root, zst=True)
+    with StaticServer(root) as upstream:
+        for name in ("strict", "lenient"):
+            await make_mirror(services, upstream.url, name=name, sync_now=False)
+        services.settings.limits.allow_unsafe_paths_channels = ["lenient"]
+        strict = await sync(services, "strict", verify_archives=True)
+        lenient = await sync(services, "lenient", verify_archives=True)
+    assert len(strict.failures) == 1 and "../../../../tmp/pwned" in strict.failures[0], strict.failures
+    assert lenient.failures == []
+    async with services.db.read() as session:
+        rows = (await session.execute(select(Channel.name, PackageFile.filename).join(
+            Channel, col(Channel.id) == col(PackageFile.channel_id)))).all()
+    assert sorted(rows) == [("lenient", "evil-1.0-0.conda"), ("lenient", "fine-1.0-0.conda"),
+                            ("strict", "fine-1.0-0.conda")]
