@@ -32,6 +32,7 @@ from graphconda.http.quetz.common import (
 )
 from graphconda.services import authz, catalog, channel_actions, channels, mirror_metrics
 from graphconda.services.access import ChannelKind
+from graphconda.services.authz import Actor
 from graphconda.services.catalog import ChannelSummary
 from graphconda.services.context import Services
 
@@ -39,8 +40,8 @@ LISTS = ("includelist", "excludelist", "proxylist")
 PATCHABLE = frozenset({"private", "size_limit", "metadata", "ttl"})
 
 
-def _extra(services: Services, summary: ChannelSummary) -> dict[str, Any]:
-    return {**channel_base(summary.channel, services.settings.mirror.ttl_seconds),
+def _extra(services: Services, summary: ChannelSummary, actor: Actor) -> dict[str, Any]:
+    return {**channel_base(summary.channel, services.settings.mirror.ttl_seconds, actor),
             "members_count": summary.members, "packages_count": summary.packages}
 
 
@@ -61,7 +62,7 @@ async def list_channels(request: Request) -> Response:
     services = services_of(request)
     page = await catalog.page_channels(services, actor_of(request), q=request.query_params.get("q"),
                                        public=q_bool(request, "public", True))
-    return ok([_extra(services, s) for s in page.items])
+    return ok([_extra(services, s, actor_of(request)) for s in page.items])
 
 
 async def paginated_channels(request: Request) -> Response:
@@ -70,7 +71,7 @@ async def paginated_channels(request: Request) -> Response:
     skip, limit = paging(request)
     page = await catalog.page_channels(services, actor_of(request), q=request.query_params.get("q"),
                                        public=q_bool(request, "public", True), skip=skip, limit=limit)
-    return ok(paginated(page, [_extra(services, s) for s in page.items]))
+    return ok(paginated(page, [_extra(services, s, actor_of(request)) for s in page.items]))
 
 
 async def create_channel(request: Request) -> Response:
@@ -126,8 +127,8 @@ def _base_url(request: Request) -> str:
 async def get_channel(request: Request) -> Response:
     """One channel with its member and package counts; 404 when absent or invisible."""
     services = services_of(request)
-    return ok(_extra(services, await catalog.channel_summary(services, actor_of(request),
-                                                             request.path_params["channel"])))
+    actor = actor_of(request)
+    return ok(_extra(services, await catalog.channel_summary(services, actor, request.path_params["channel"]), actor))
 
 
 async def patch_channel(request: Request) -> Response:
@@ -144,7 +145,7 @@ async def patch_channel(request: Request) -> Response:
                                      includelist=lists.get("includelist"), excludelist=lists.get("excludelist"),
                                      proxylist=lists.get("proxylist"))
     changed = await channels.update_channel(services, actor, request.path_params["channel"], changes)
-    return ok(channel_base(changed, services.settings.mirror.ttl_seconds))
+    return ok(channel_base(changed, services.settings.mirror.ttl_seconds, actor))
 
 
 async def delete_channel(request: Request) -> Response:

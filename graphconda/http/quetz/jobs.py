@@ -40,7 +40,7 @@ async def get_job(request: Request) -> Response:
     """One job."""
     services, actor = services_of(request), actor_of(request)
     summary = await jobs.describe_job(services, actor, _job_id(request))
-    run = await jobs.get_job(services, actor, _job_id(request))
+    run = await jobs.get_job(services, actor, _job_id(request))  # describe_job checked it may be seen
     return ok(job_json(run, summary["channel"]))
 
 

@@ -251,3 +251,15 @@ async def test_members(client: httpx2.AsyncClient, keys: Keys) -> None:
     assert (await client.delete("/api/channels/team/members", params={"username": "bob"},
                                 headers=keys.header("alice"))).status_code == 200
     assert (await client.get("/api/channels/team/members", headers=keys.header("bob"))).status_code == 404
+
+
+async def test_upstream_credentials_only_for_server_staff(client: httpx2.AsyncClient, keys: Keys) -> None:
+    url = "http://user:s3cret@127.0.0.1:9/t/tok123/get/c"
+    r = await create(client, keys, "admin", {"name": "px", "private": False, "mirror_mode": "proxy",
+                                             "mirror_channel_url": url})
+    assert r.status_code == 201
+    assert (await client.get("/api/channels/px", headers=keys.header("admin"))).json()["mirror_channel_url"] == url
+    for who in ("anon", "alice"):
+        for got in [(await client.get("/api/channels/px", headers=keys.header(who))).json(),
+                    (await client.get("/api/channels", headers=keys.header(who))).json()[0]]:
+            assert "s3cret" not in got["mirror_channel_url"] and "tok123" not in got["mirror_channel_url"]

@@ -156,6 +156,8 @@ async def test_aliases_and_openapi(client: httpx2.AsyncClient, keys: Keys, fille
     via_channels = await client.get("/channels/pub/noarch/repodata.json")
     assert via_channels.status_code == 200 and via_channels.content == via_get.content
     assert (await client.get("/channels/hidden/noarch/repodata.json")).status_code == 404
+    # conda's token path works with the alias too (a private channel, alice's key in the URL).
+    assert (await client.get(f"/t/{keys.alice}/channels/hidden/noarch/repodata.json")).status_code == 200
     assert (await client.get("/channels/pub/noarch/hello-1.0-0.conda")).content == filled[0].read_bytes()
     doc = (await client.get("/api/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
