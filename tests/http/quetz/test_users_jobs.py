@@ -136,3 +136,12 @@ async def test_unstorable_text_and_deep_bodies_are_422(client: httpx2.AsyncClien
     assert r.status_code == 422 and r.json()["field"] == "proxylist"
     r = await client.post("/api/channels", content=b"[" * 200_000 + b"]" * 200_000, headers=keys.header("admin"))
     assert r.status_code == 422
+
+
+async def test_bearer_credentials(client: httpx2.AsyncClient, keys: Keys) -> None:
+    me = await client.get("/api/me", headers={"Authorization": f"Bearer {keys.alice}"})
+    assert me.status_code == 200 and me.json()["user"]["username"] == "alice"
+    r = await client.post("/api/channels", json={"name": "bearer-made", "private": False},
+                          headers={"Authorization": f"Bearer {keys.alice}"})
+    assert r.status_code == 201
+    assert (await client.get("/api/me", headers={"Authorization": "Bearer gc-wrong"})).status_code == 401
