@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,11 +80,14 @@ def _translated(exc: BaseException, connect_timeout: float) -> Exception | None:
     return None
 
 
-def _guard(engine: AsyncEngine, connect_timeout: float) -> None:
+def _guard(engine: AsyncEngine, connect_timeout: float, sqlite_file: str | None = None) -> None:
     """Turn connection failures and timeouts into DatabaseUnavailableError, at their source."""
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        if sqlite_file and not os.path.isdir(os.path.dirname(os.path.abspath(sqlite_file))):
+            # Its volume is gone: say so without starting (and leaking) a driver thread per attempt.
+            raise DatabaseUnavailableError(f"the database file cannot be opened: {sqlite_file} (no such directory)")
         try:
             return dialect.connect(*cargs, **cparams)
         except Exception as exc:
@@ -101,7 +105,8 @@ def _guard(engine: AsyncEngine, connect_timeout: float) -> None:
 
 def _sqlite_engine(url: URL, *, immediate: bool, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
-    _guard(engine, busy_timeout_ms / 1000)
+    database = url.database if url.database and url.database != ":memory:" else None
+    _guard(engine, busy_timeout_ms / 1000, database)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -159,12 +159,17 @@ class Switch:
         await server.wait_closed()
 
 
-async def test_serving_recovers_when_the_database_comes_back(request: pytest.FixtureRequest,
-                                                             tmp_path: Path) -> None:
-    """The real test database (PostgreSQL) behind a switch: 503 while it is away, 200 once it is back."""
+@pytest.fixture
+def server_database(request: pytest.FixtureRequest) -> str:
+    """The migrated PostgreSQL test database (set up outside the test's event loop); skips on SQLite."""
     if not os.environ.get(PG_ENV):
         pytest.skip("needs a database server to switch off and on (GRAPHCONDA_TEST_DATABASE_URL)")
-    real = make_url(request.getfixturevalue("database_template"))
+    return str(request.getfixturevalue("database_template"))
+
+
+async def test_serving_recovers_when_the_database_comes_back(server_database: str, tmp_path: Path) -> None:
+    """The real test database (PostgreSQL) behind a switch: 503 while it is away, 200 once it is back."""
+    real = make_url(server_database)
     switch = Switch(real.host or "127.0.0.1", real.port or 5432)
     await switch.up()
     url = real.set(host="127.0.0.1", port=switch.port).render_as_string(hide_password=False)
