@@ -35,6 +35,7 @@ from tests.http import test_web_browser as base
 from tests.http.test_web_browser import login, upload, wait_for
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -66,7 +67,17 @@ def showing(driver: WebDriver, text: str) -> None:
 
 
 def fill(driver: WebDriver, form: str, label: str, value: str) -> None:
-    """Type into the control of `form` whose <label> reads `label` (how a user finds it)."""
+    """Type into the control of `form` whose <label> reads `label` (how a user finds it).
+
+    Once more if the page re-rendered the form meanwhile (after a save), as a user would.
+    """
+    try:
+        _fill(driver, form, label, value)
+    except StaleElementReferenceException:
+        _fill(driver, form, label, value)
+
+
+def _fill(driver: WebDriver, form: str, label: str, value: str) -> None:
     control = driver.execute_script(
         "const form = document.querySelector(arguments[0]);"
         "const label = [...form.querySelectorAll('label')].find(l => l.textContent === arguments[1]);"
@@ -369,3 +380,61 @@ def _chart_and_sort(server: LiveServer, page: WebDriver) -> None:
     wait_for(page, "document.querySelector('table.packages tbody tr td')?.textContent === 'zlibish'")
     page.get(f"{server.url}/#/channel/main")
     wait_for(page, "document.querySelector('table.packages tbody tr td')?.textContent === 'numpyish'")
+
+
+def test_settings_schedule_and_delete_with_confirmation(server: LiveServer, page: WebDriver) -> None:
+    login(page, server, "dev")
+    page.get(f"{server.url}/#/")
+    heading_is(page, "Channels (0)")
+    fill(page, "form.create-channel", "Name", "scratch")
+    submit(page, "form.create-channel")
+    heading_is(page, "scratch")
+    assert "public" in text_of(page, "main .badges")
+    form = "form.settings"
+    fill(page, form, "Description", "temporary things")
+    page.find_element(By.CSS_SELECTOR, f"{form} .field.check input").click()  # Private
+    submit(page, form)
+    wait_for(page, "document.querySelector('main .badges')?.textContent.includes('private')")
+    assert "temporary things" in text_of(page, "main")
+    # Both an interval and a cron: refused, and the reason is shown in the schedule form.
+    form = "form.schedule"
+    fill(page, form, "Every (seconds)", "3600")
+    fill(page, form, "or cron (UTC)", "*/5 * * * *")
+    submit(page, form)
+    wait_for(page, "document.querySelector('form.schedule .error')?.textContent.length > 0")
+    assert not page.find_elements(By.CSS_SELECTOR, "section.schedules table")
+    page.find_element(By.CSS_SELECTOR, f"{form} input[name=cron]").clear()
+    submit(page, form)
+    wait_for(page, "document.querySelector('section.schedules table')?.textContent.includes('every 3600 s')")
+    # Delete: the name must be typed first.
+    form = "form.delete-channel"
+    fill(page, form, "Type scratch to confirm", "scratc")
+    submit(page, form)
+    wait_for(page, "document.querySelector('form.delete-channel .error')?.textContent.includes('to confirm')")
+    fill(page, form, "Type scratch to confirm", "scratch")
+    submit(page, form)
+    heading_is(page, "Channels (0)")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"server": {"dev": True},
+                                                 "jobs": {"embedded_runner": False, "embedded_scheduler": False}}])
+async def test_cancel_a_queued_job_and_see_it_live(server: LiveServer, page: WebDriver, services: Services) -> None:
+    from graphconda.services import jobs
+    from graphconda.services.authz import SYSTEM
+
+    await make_channel(services, "main")
+    await jobs.run_job(services, SYSTEM, "reindex", channel="main")  # queued: no runner in this server
+    await anyio.to_thread.run_sync(_cancel, server, page)
+
+
+def _cancel(server: LiveServer, page: WebDriver) -> None:
+    login(page, server, "dev")
+    page.get(f"{server.url}/#/jobs?status=QUEUED")
+    heading_is(page, "Jobs (1)")
+    assert "queued" in text_of(page, "table.jobs .job-status")
+    page.find_element(By.XPATH, "//table[contains(@class, 'jobs')]//button[text()='Cancel']").click()
+    # The row follows the run over jobUpdates: cancelled, and its Cancel button goes away.
+    wait_for(page, "document.querySelector('table.jobs .job-status')?.dataset.status === 'CANCELLED'")
+    wait_for(page, "!document.querySelector('table.jobs button')")
+    page.get(f"{server.url}/#/jobs?status=CANCELLED")
+    heading_is(page, "Jobs (1)")
