@@ -6,6 +6,7 @@
 const routes = [];
 let leaving = [];
 let generation = 0;
+let shownHash = null;
 
 // pattern: "channel/:channel/:package"; render: async (ctx) => void.
 export function addRoute(pattern, render) {
@@ -54,7 +55,6 @@ export async function render() {
   const { parts, query } = parseHash();
   const found = match(parts);
   const onLeave = (fn) => { if (mine === generation) leaving.push(fn); else fn(); };
-  // Every page starts at the top; the page's <h1> gets focus so screen readers announce it.
   try {
     if (!found) {
       root.replaceChildren(document.createElement("h1"));
@@ -70,7 +70,10 @@ export async function render() {
     message.textContent = error.message;
     root.replaceChildren(message);
   }
-  if (mine === generation) {
+  // On a new page (not a refresh after a form was sent), its <h1> gets focus so screen
+  // readers announce it and Tab starts from the top of the content.
+  if (mine === generation && shownHash !== location.hash) {
+    shownHash = location.hash;
     const heading = root.querySelector("h1");
     if (heading) { heading.tabIndex = -1; heading.focus({ preventScroll: true }); }
   }
