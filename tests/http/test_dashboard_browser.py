@@ -438,3 +438,49 @@ def _cancel(server: LiveServer, page: WebDriver) -> None:
     wait_for(page, "!document.querySelector('table.jobs button')")
     page.get(f"{server.url}/#/jobs?status=CANCELLED")
     heading_is(page, "Jobs (1)")
+
+
+@pytest.mark.parametrize("settings_overrides", [{
+    "server": {"dev": True}, "jobs": {"embedded_runner": False, "embedded_scheduler": False},
+    "auth": {"providers": {"gh": {"kind": "github", "client_id": "id", "client_secret": "s", "display_name": "GitHub"},
+                           "corp": {"client_id": "id", "client_secret": "s",
+                                    "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}}},
+}])
+def test_sign_in_links_per_provider_and_sign_out_everywhere(server: LiveServer, page: WebDriver) -> None:
+    page.get(f"{server.url}/#/channel/main")
+    wait_for(page, "document.getElementById('viewer')?.textContent === 'anonymous'")
+    links = page.execute_script("return [...document.querySelectorAll('#user a')].map(a => [a.textContent, a.href])")
+    assert [text for text, _ in links] == ["Sign in with GitHub", "Sign in with corp"]
+    # Each comes back to the page the user was on.
+    assert links[0][1] == f"{server.url}/auth/gh/login?next=%2F%23%2Fchannel%2Fmain"
+    # Two sessions of dev (this browser and another client); "sign out everywhere" ends both.
+    with httpx2.Client(base_url=server.url) as other:
+        other.get("/auth/dev/login/dev")
+        assert other.get("/auth/me").json()["user"]["username"] == "dev"
+        login(page, server, "dev")
+        page.get(f"{server.url}/#/account")
+        heading_is(page, "Account: dev")
+        page.find_element(By.CSS_SELECTOR, "form[aria-label='Sign out everywhere'] button").click()
+        wait_for(page, "document.getElementById('viewer')?.textContent === 'anonymous'")
+        ended = other.get("/auth/me")
+        assert ended.status_code == 401 or ended.json()["user"] is None, ended.text
+
+
+async def test_package_members_added_and_removed(published_for_layout: LiveServer, page: WebDriver) -> None:
+    await anyio.to_thread.run_sync(_package_members, published_for_layout, page)
+
+
+def _package_members(server: LiveServer, page: WebDriver) -> None:
+    login(page, server, "dev")
+    page.get(f"{server.url}/#/channel/main/tools")
+    heading_is(page, "tools 1.0")
+    form = "form[aria-label='Add a package member']"
+    fill(page, form, "User name", "alice")
+    fill(page, form, "Role", "OWNER")
+    submit(page, form)
+    # The uploader owns the package already; alice joins as a second owner, then leaves.
+    wait_for(page, "document.querySelector('section.package h2')?.textContent === 'Package members (2)'")
+    assert "alice owner" in text_of(page, "section.package table")
+    page.find_element(By.CSS_SELECTOR, "form[aria-label='Remove alice'] button").click()
+    wait_for(page, "document.querySelector('section.package h2')?.textContent === 'Package members (1)'")
+    assert "alice" not in text_of(page, "section.package table")
