@@ -228,6 +228,12 @@ def require_create_channel(actor: Actor, *, mirror: bool = False) -> None:
         raise PermissionDeniedError("only server owners and maintainers may create mirror or proxy channels")
 
 
+def can_adopt_stored_files(actor: Actor) -> bool:
+    """May a new channel take over files left in storage under its name? They may be a deleted
+    private channel's, so only server staff; anyone else's new channel starts empty."""
+    return is_server_staff(actor)
+
+
 def can_manage_channel(actor: Actor, access: ChannelAccess) -> bool:
     return can_read_channel(actor, access) and at_least(channel_role(actor, access), Role.MAINTAINER)
 

@@ -46,6 +46,9 @@ class ChannelSpec:
     ttl: int | None = None  # proxy channels: seconds before upstream indexes are revalidated (None: server default)
     mirror_prune: bool = False
     sync_now: bool = True  # mirror channels: queue a first sync once created
+    # Keep files an earlier channel of this name left in storage, to be indexed by a reindex
+    # (Quetz's `actions: ["reindex"]` on create); only for server staff, otherwise they are purged.
+    adopt_stored_files: bool = False
     # Publishing options (see services/channel_options.py); None: the server default.
     publish_bz2: bool = False
     publish_current_repodata: bool = False
@@ -158,6 +161,7 @@ async def _purge_storage(services: Services, name: str) -> None:
 async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) -> Channel:
     mirroring = spec.mirror_mode is not None or bool(spec.includelist or spec.excludelist or spec.proxylist)
     authz.require_create_channel(actor, mirror=mirroring or spec.ttl is not None or spec.mirror_prune)
+    adopt = spec.adopt_stored_files and authz.can_adopt_stored_files(actor)
     name = validate_channel_name(spec.name)
     _check_mirror(spec.mirror_mode, spec.mirror_channel_url)
     lists = {field: _check_list(getattr(spec, field), field) for field in ("includelist", "excludelist", "proxylist")}
@@ -183,8 +187,9 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
         async with services.db.write() as session:
             if await session.scalar(select(Channel.id).where(Channel.name == name)) is not None:
                 raise AlreadyExistsError(CHANNEL_TAKEN)
-            # Leftovers of an earlier channel of this name (a cleanup that failed) must never resurface.
-            await _purge_storage(services, name)
+            if not adopt:
+                # Leftovers of an earlier channel of this name (a cleanup that failed) must never resurface.
+                await _purge_storage(services, name)
             session.add(channel)
             await session.flush()
             if actor.user_id is not None:

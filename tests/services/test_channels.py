@@ -179,6 +179,21 @@ async def test_a_recreated_channel_starts_empty(services: Services, tmp_path: Pa
     assert await blobs(services, "tools") == []
 
 
+async def test_only_server_staff_adopt_files_left_in_storage(services: Services) -> None:
+    """Quetz's create-with-reindex keeps what storage holds under the name, for staff only: a plain
+    user's new channel never takes over files a deleted (maybe private) channel left behind."""
+    leftover = layout.package_key("kept", "noarch", "ab" * 32, "tool-1.0-0.conda")
+    await services.storage.put(leftover, b"left behind")
+    user = await actor(services, "plain")
+    await channels.create_channel(services, user, ChannelSpec("kept", adopt_stored_files=True))
+    assert await blobs(services, "kept") == []
+    await channels.delete_channel(services, user, "kept")
+    await services.storage.put(leftover, b"left behind")
+    staff = await actor(services, "staff", "maintainer")
+    await channels.create_channel(services, staff, ChannelSpec("kept", adopt_stored_files=True))
+    assert await blobs(services, "kept") == [leftover]
+
+
 @pytest.mark.parametrize("name", ["a\x00b", "\ud800", "x" * 300, "../tools", "Tools", ""])
 async def test_names_no_channel_can_have_are_not_found_without_a_query(
     services: Services, tmp_path: Path, name: str

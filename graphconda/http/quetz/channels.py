@@ -100,9 +100,11 @@ async def create_channel(request: Request) -> Response:
     if not isinstance(actions, list):
         raise InvalidInputError("actions must be a list of action names", field="actions")
     kind = ChannelKind(mode) if mode else ChannelKind.LOCAL
-    channel_actions.check_actions(actor, kind, actions)
+    checked = channel_actions.check_actions(actor, kind, actions)
+    # Quetz indexes files already in storage when created with a reindex action: keep them for it.
+    reindexing = any(action.job == "reindex" for action in checked)
     spec = channels.ChannelSpec(
-        name=name, description=text(body, "description", default="") or "",
+        name=name, description=text(body, "description", default="") or "", adopt_stored_files=reindexing,
         private=bool(boolean(body, "private", True)), mirror_mode=mode, mirror_channel_url=url,
         ttl=integer(body, "ttl"), sync_now=False, includelist=lists.get("includelist") or (),
         excludelist=lists.get("excludelist") or (), proxylist=lists.get("proxylist") or (),

@@ -22,9 +22,10 @@ import pytest
 from sqlalchemy import select
 
 from graphconda.app import create_app
+from graphconda.conda.names import parse_filename
 from graphconda.db.migrate import upgrade_sync
 from graphconda.db.models import Channel
-from graphconda.services import api_keys
+from graphconda.services import api_keys, layout
 from graphconda.services.authz import Role
 from graphconda.services.context import Services, open_services
 from graphconda.settings import Settings, load_settings
@@ -217,7 +218,14 @@ async def test_quetz_mirroring_docs(shell: Shell, btel: tuple[LiveServer, list[P
     async with services.db.read() as session:
         channel = await session.scalar(select(Channel).where(Channel.name == "mirror-channel"))
     assert channel is not None and channel.proxylist[:2] == ["cudatoolkit", "cudnn"] and channel.excludelist == []
-    # 9. A mirror created with `actions: ["reindex"]`: the reindex runs, nothing is downloaded.
+    # 9. A mirror created with `actions: ["reindex"]` over files already in storage (a mirror's files
+    # kept when its database was lost): they are indexed, nothing is downloaded.
+    old, new = layout.channel_prefix("mirror-channel"), layout.channel_prefix("reindexed-mirror")
+    kept = [blob.key async for blob in services.storage.list(old)
+            if layout.parse_package_key(blob.key) is not None]
+    assert kept
+    for key in kept:
+        await services.storage.put(new + key.removeprefix(old), await services.storage.read(key))
     assert await run(lambda: post_channel(json.dumps({"name": "reindexed-mirror", "private": False,
                                                        "mirror_channel_url": upstream, "mirror_mode": "mirror",
                                                        "actions": ["reindex"]}))) == (201, None)
@@ -225,7 +233,8 @@ async def test_quetz_mirroring_docs(shell: Shell, btel: tuple[LiveServer, list[P
                                                if j["status"] == "success"], "the reindex"))
     assert [j["manifest"] for j in jobs_of(sh, "reindexed-mirror")] == ["reindex"] and jobs
     status, packages = await run(sh.run, 'curl "${QUETZ_HOST}/api/channels/reindexed-mirror/packages"')
-    assert (status, packages) == (200, [])  # no sync ran: nothing was downloaded
+    stored_names = {parse_filename(layout.parse_package_key(key)[3]).name for key in kept}  # type: ignore[index]
+    assert status == 200 and {p["name"] for p in packages} == stored_names
     # A URL that is not absolute http(s) (a shell that kept ${QUETZ_HOST} literally): 422 naming the field.
     status, body = await run(lambda: post_channel('{"name": "my-mirror-channel", "private": false, '
                                                   '"mirror_channel_url": "${QUETZ_HOST}/get/my-channel", '
