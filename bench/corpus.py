@@ -17,7 +17,10 @@ from typing import Any
 
 import zstandard
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "repodata"
+# ../shared/corpus beside the checkout; a worktree under ../wt/ looks one level further up.
+CORPUS = next((p / "shared" / "corpus" / "repodata" for p in Path(__file__).resolve().parents[2:4]
+               if (p / "shared" / "corpus" / "repodata").is_dir()),
+              Path(__file__).resolve().parents[2] / "shared" / "corpus" / "repodata")
 _DROP = ("fn", "url", "channel")
 
 

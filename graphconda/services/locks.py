@@ -44,6 +44,15 @@ def insert_ignore(session: AsyncSession, model: Any, values: Mapping[str, Any], 
     return insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
 
 
+def insert_ignore_many(session: AsyncSession, model: Any, keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, executed with a list of rows (executemany)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model).on_conflict_do_nothing(index_elements=keys)
+
+
 def _where(channel_id: int, subdir: str) -> tuple[Any, ...]:
     return (SubdirState.channel_id == channel_id, SubdirState.subdir == subdir)
 

@@ -42,11 +42,11 @@ from graphconda.conda.names import KNOWN_SUBDIRS, parse_filename, validate_subdi
 from graphconda.conda.records import dumps_record, is_v3
 from graphconda.db.models import Channel, PackageFile, ProxyEntry
 from graphconda.errors import GraphcondaError, InvalidInputError, UpstreamError
-from graphconda.services import authz, layout, publishing
+from graphconda.services import authz, layout
 from graphconda.services.context import Services
-from graphconda.services.locks import insert_ignore, lock_subdir
+from graphconda.services.locks import insert_ignore, insert_ignore_many
+from graphconda.services.packages import BatchChanges, commit_batch
 from graphconda.services.proxy import _temp_path
-from graphconda.services.publisher import request_publish
 from graphconda.services.staging import read_limits
 from graphconda.services.upstream import join, redact, upstream_client
 
@@ -450,11 +450,11 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
             key = layout.package_key(channel.name, subdir, item.sha256, item.filename)
             await services.storage.put_file(key, item.path)
             keys.append(key)
-    names: set[str] = set()
-    old_keys: list[str] = []
     now = services.now()
-    async with services.db.write() as session:
-        generation = await lock_subdir(session, channel.id, subdir, now, bump=True)
+
+    async def write(session: Any) -> BatchChanges:
+        names: set[str] = set()
+        old_keys: list[str] = []
         for filename in gone:
             row = await session.scalar(select(PackageFile).where(
                 PackageFile.channel_id == channel.id, PackageFile.subdir == subdir, PackageFile.filename == filename))
@@ -466,13 +466,9 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
         if items:
             old_keys += await _write_rows(session, channel, subdir, items, now)
             names.update(str(item.record["name"]) for item in items)
-        await session.flush()
-        state = await publishing.publish_shards(services, session, channel, subdir, sorted(names), generation)
-    publishing.remember_index(services, state)
-    publishing.notify_written(services, [*keys, *old_keys])
-    for key in old_keys:
-        await services.storage.delete(key)
-    request_publish(services, channel.id, subdir)
+        return BatchChanges({subdir: names}, old_keys)
+
+    await commit_batch(services, channel, [subdir], write, new_keys=keys)
 
 
 # --- triggering and status -------------------------------------------------------------
@@ -526,15 +522,6 @@ async def mirror_state(services: Services, channel_id: int) -> MirrorState:
                        int(count), int(size))
 
 
-def _insert_ignore(session: Any, model: Any, keys: list[str]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING, for many rows at once (executemany)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model).on_conflict_do_nothing(index_elements=keys)
-
-
 async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_Fetched], now: Any) -> list[str]:
     """A batch's Package and PackageFile rows in a few statements (not several per file, as an upload
     writes them); the blob keys of files they replace."""
@@ -546,7 +533,7 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
 
     assert channel.id is not None
     names = sorted({str(item.record["name"]) for item in items})
-    await session.execute(_insert_ignore(session, Package, ["channel_id", "name"]), [
+    await session.execute(insert_ignore_many(session, Package, ["channel_id", "name"]), [
         {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
          "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now, "updated_at": now}
         for name in names])

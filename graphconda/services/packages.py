@@ -11,14 +11,15 @@ change behind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -37,7 +38,7 @@ from graphconda.services import authz, layout, ops_metrics, publishing
 from graphconda.services.access import UPLOADS, ChannelKind, gate
 from graphconda.services.authz import Actor, Role
 from graphconda.services.context import Services
-from graphconda.services.locks import insert_ignore, lock_subdir
+from graphconda.services.locks import insert_ignore_many, lock_subdir
 from graphconda.services.publisher import request_publish
 from graphconda.services.staging import StagedPackage, stage_package
 
@@ -96,14 +97,16 @@ async def ingest_packages(
             raise InvalidInputError(f"{filename} is sent twice in one request; send each file once", field="files")
         seen.add(filename)
     staged: list[StagedPackage] = []
+    async with services.db.read() as session:  # once for the request, not once per file
+        gated = await gate(session, actor, channel_name, allow=UPLOADS, action="uploads")
     try:
         for filename, body in files:
-            staged.append(await stage_package(services, actor, channel_name, filename, body))
+            staged.append(await stage_package(services, actor, channel_name, filename, body, gated=gated))
         if on_staged is not None:
             await on_staged()
-        for item in staged:
-            await check_new(services, actor, item, force=force)
-        return [await commit_package(services, actor, item, force=force) for item in staged]
+        await check_new_many(services, actor, staged, force=force)
+        # One transaction and one shard-index write for the whole request, not one per file.
+        return await commit_packages(services, actor, staged, force=force)
     finally:
         for item in staged:
             await run_in_threadpool(item.discard)
@@ -117,74 +120,200 @@ async def commit_package(
     services: Services, actor: Actor, staged: StagedPackage, *, force: bool = False
 ) -> PackageFile:
     """Store a staged package and publish it; all or nothing."""
-    channel, subdir, filename, name = staged.channel, staged.subdir, staged.filename, staged.meta.name
-    assert channel.id is not None
     await check_new(services, actor, staged, force=force)
-    key = layout.package_key(channel.name, subdir, staged.sha256, filename)
-    await services.storage.put_file(key, staged.path)
-    index_state: publishing.IndexState | None = None
-    replaced: tuple[int, str, bool] | None = None  # (size, sha256, stored) of the file a force upload replaces
-    shards_touched = False
+    return (await commit_packages(services, actor, [staged], force=force))[0]
+
+
+@dataclass
+class BatchChanges:
+    """What a batch's row writes changed, for `commit_batch` to publish."""
+
+    names: dict[str, set[str]]  # subdir -> package names whose shards must be rewritten
+    old_keys: list[str] = field(default_factory=list)  # blobs no committed row uses any more (deleted after commit)
+
+
+async def commit_batch(
+    services: Services,
+    channel: Channel,
+    subdirs: Iterable[str],
+    write: Callable[[AsyncSession], Awaitable[BatchChanges]],
+    *,
+    new_keys: Sequence[str] = (),
+) -> BatchChanges:
+    """The one batch-commit path (multi-file uploads and mirror syncs): in one transaction holding the
+    subdirs' locks, `write` writes the rows, then each touched shard and each subdir's shard index is
+    written once, whatever the number of files. On failure the shards are rebuilt from the committed
+    rows and the error re-raised (blobs are the caller's business); after commit the old blobs go and
+    the monolithic files are queued for republishing."""
+    assert channel.id is not None
     now = services.now()
+    changes: BatchChanges | None = None
+    states: list[publishing.IndexState] = []
     try:
         async with services.db.write() as session:
-            generation = await lock_subdir(session, channel.id, subdir, now, bump=True)
-            existing = await session.scalar(select(PackageFile).where(*_where_file(channel.id, subdir, filename)))
-            if existing is not None:
-                _check_replace(actor, staged, force)
-                replaced = (existing.size, existing.sha256, existing.stored)
-            # Checked after the file's own conflict: a losing upload of the same bytes may have
-            # removed the shared blob, and then this upload has lost the same race.
-            if await services.storage.stat(key) is None:
-                raise StorageError(f"stored {filename} vanished during a concurrent upload; retry")
-            row = await write_rows(session, staged, existing, actor, now)
-            shards_touched = True
+            # Always in the same order, so two batches over the same subdirs cannot deadlock.
+            generations = {subdir: await lock_subdir(session, channel.id, subdir, now, bump=True)
+                           for subdir in sorted(set(subdirs))}
+            changes = await write(session)
+            await session.flush()
             started = time.perf_counter()
-            index_state = await publishing.publish_shards(services, session, channel, subdir, [name], generation)
+            for subdir in sorted(changes.names):
+                states.append(await publishing.publish_shards(services, session, channel, subdir,
+                                                              sorted(changes.names[subdir]), generations[subdir]))
             ops_metrics.observe_publish("shards", time.perf_counter() - started)
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _undo(services, channel, subdir, filename, staged.sha256, key, name if shards_touched else None)
+        if changes is not None:
+            with anyio.CancelScope(shield=True):
+                for subdir, names in changes.names.items():
+                    try:
+                        await publishing.repair_shards(services, channel, subdir, names)
+                    except Exception:
+                        log.exception("rebuilding the shards of %s/%s after a failed commit failed",
+                                      channel.name, subdir)
         raise
-    publishing.remember_index(services, index_state)
-    publishing.notify_written(services, [key])
-    if replaced is not None and replaced[2]:
-        old_key = layout.package_key(channel.name, subdir, replaced[1], filename)
-        if old_key != key:
-            await _delete_blob(services, old_key)
-    request_publish(services, channel.id, subdir)
-    ops_metrics.count_upload(staged.size)
-    log.info("stored %s/%s/%s (%d bytes)%s", channel.name, subdir, filename, staged.size,
-             " replacing the previous file" if replaced else "")
-    return row
+    for state in states:
+        publishing.remember_index(services, state)
+    publishing.notify_written(services, [*new_keys, *changes.old_keys])
+    for key in changes.old_keys:
+        await _delete_blob(services, key)
+    for subdir in sorted(set(subdirs)):
+        request_publish(services, channel.id, subdir)
+    return changes
+
+
+async def commit_packages(
+    services: Services, actor: Actor, staged: Sequence[StagedPackage], *, force: bool = False
+) -> list[PackageFile]:
+    """Store staged packages of one channel and publish them in one transaction; all or nothing.
+
+    The caller has run `check_new` on each (it is checked again under the lock).
+    """
+    channel = staged[0].channel
+    assert channel.id is not None and all(item.channel.id == channel.id for item in staged)
+    keys = [layout.package_key(channel.name, item.subdir, item.sha256, item.filename) for item in staged]
+    rows: list[PackageFile] = []
+    replacing: set[str] = set()
+    now = services.now()
+
+    async def write(session: AsyncSession) -> BatchChanges:
+        changes = BatchChanges({})
+        existing = await _existing_files(session, channel, staged)
+        for item in staged:
+            found = existing.get((item.subdir, item.filename))
+            if found is not None:
+                _check_replace(actor, item, force)
+                replacing.add(item.filename)
+                if found.stored and found.sha256 != item.sha256:
+                    changes.old_keys.append(layout.package_key(channel.name, item.subdir, found.sha256,
+                                                               item.filename))
+            changes.names.setdefault(item.subdir, set()).add(item.meta.name)
+        # Checked after the files' own conflicts: a losing upload of the same bytes may have
+        # removed the shared blob, and then this upload has lost the same race.
+        stats = await asyncio.gather(*(services.storage.stat(key) for key in keys))
+        for item, stat in zip(staged, stats, strict=True):
+            if stat is None:
+                raise StorageError(f"stored {item.filename} vanished during a concurrent upload; retry")
+        rows.extend(await write_rows_many(session, staged, existing, actor, now))
+        return changes
+
+    try:
+        for item, key in zip(staged, keys, strict=True):
+            await services.storage.put_file(key, item.path)
+        await commit_batch(services, channel, {item.subdir for item in staged}, write, new_keys=keys)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            for item, key in zip(staged, keys, strict=True):
+                await _drop_unused_blob(services, channel, item.subdir, item.filename, item.sha256, key)
+        raise
+    for item in staged:
+        ops_metrics.count_upload(item.size)
+        log.info("stored %s/%s/%s (%d bytes)%s", channel.name, item.subdir, item.filename, item.size,
+                 " replacing the previous file" if item.filename in replacing else "")
+    return rows
 
 
 async def check_new(services: Services, actor: Actor, staged: StagedPackage, *, force: bool = False) -> None:
     """Raise AlreadyExistsError if the file exists and `force` is off (or the actor may not overwrite)."""
-    assert staged.channel.id is not None
+    await check_new_many(services, actor, [staged], force=force)
+
+
+async def check_new_many(services: Services, actor: Actor, staged: Sequence[StagedPackage], *,
+                         force: bool = False) -> None:
+    """`check_new` for files of one channel, in one query."""
     async with services.db.read() as session:
-        found = await session.scalar(select(PackageFile.id).where(
-            *_where_file(staged.channel.id, staged.subdir, staged.filename)))
-    if found is not None:
-        _check_replace(actor, staged, force)
+        existing = await _existing_files(session, staged[0].channel, staged)
+    for item in staged:
+        if (item.subdir, item.filename) in existing:
+            _check_replace(actor, item, force)
+
+
+async def _existing_files(session: AsyncSession, channel: Channel,
+                          staged: Sequence[StagedPackage]) -> dict[tuple[str, str], PackageFile]:
+    """The rows (by subdir and filename) that files of `staged` would replace."""
+    found: dict[tuple[str, str], PackageFile] = {}
+    for subdir in sorted({item.subdir for item in staged}):
+        filenames = [item.filename for item in staged if item.subdir == subdir]
+        for row in await session.scalars(select(PackageFile).where(
+                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
+                PackageFile.filename.in_(filenames))):  # type: ignore[attr-defined]
+            found[(subdir, row.filename)] = row
+    return found
 
 
 async def write_rows(
     session: AsyncSession, staged: StagedPackage, existing: PackageFile | None, actor: Actor, now: Any
 ) -> PackageFile:
     """Insert (or overwrite `existing`) the file's row, upsert its Package, keep the channel size right."""
-    channel = staged.channel
-    package = await _upsert_package(session, channel, staged.meta, actor, now)
-    delta = staged.size - (existing.size if existing is not None else 0)
-    row = existing or PackageFile(channel_id=channel.id, subdir=staged.subdir, filename=staged.filename)
-    _fill(row, staged, package, actor, now)
-    session.add(row)
+    found = {(staged.subdir, staged.filename): existing} if existing is not None else {}
+    return (await write_rows_many(session, [staged], found, actor, now))[0]
+
+
+async def write_rows_many(
+    session: AsyncSession, staged: Sequence[StagedPackage], existing: Mapping[tuple[str, str], PackageFile],
+    actor: Actor, now: Any,
+) -> list[PackageFile]:
+    """`write_rows` for files of one channel in a few statements, not several per file: the Package
+    rows upserted at once (a new package's uploader becomes its owner), the files' rows inserted
+    or overwritten in one flush, one channel-size update."""
+    channel = staged[0].channel
+    assert channel.id is not None
+    names = sorted({item.meta.name for item in staged})
+    known = set(await session.scalars(select(Package.name).where(
+        Package.channel_id == channel.id, Package.name.in_(names))))  # type: ignore[attr-defined]
+    created = [name for name in names if name not in known]
+    if created:
+        await session.execute(insert_ignore_many(session, Package, ["channel_id", "name"]), [
+            {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
+             "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now,
+             "updated_at": now} for name in created])
+    packages = {p.name: p for p in await session.scalars(select(Package).where(
+        Package.channel_id == channel.id, Package.name.in_(names)))}  # type: ignore[attr-defined]
+    if created and actor.user_id is not None:
+        await session.execute(insert_ignore_many(session, PackageMember, ["package_id", "user_id"]), [
+            {"package_id": packages[name].id, "user_id": actor.user_id, "role": Role.OWNER} for name in created])
+    for item in staged:
+        _update_package(packages[item.meta.name], item.meta, now)
+    delta = 0
+    new_rows: list[dict[str, Any]] = []
+    for item in staged:
+        old = existing.get((item.subdir, item.filename))
+        delta += item.size - (old.size if old is not None else 0)
+        values = _values(item, packages[item.meta.name], actor, now)
+        if old is None:
+            new_rows.append(values)  # inserted at once below (building ORM objects costs more than the insert)
+        else:
+            for key, value in values.items():
+                setattr(old, key, value)
+    session.add_all(packages.values())
     await session.flush()
+    if new_rows:
+        await session.execute(insert(PackageFile), new_rows)
+    rows = await _existing_files(session, channel, staged)
     await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
                           .values(size=Channel.size + delta, updated_at=now))
-    if existing is not None:
-        await _refresh_latest(session, package)
-    return row
+    for name in sorted({item.meta.name for item in staged if (item.subdir, item.filename) in existing}):
+        await _refresh_latest(session, packages[name])
+    return [rows[(item.subdir, item.filename)] for item in staged]
 
 
 def _check_replace(actor: Actor, staged: StagedPackage, force: bool) -> None:
@@ -196,20 +325,20 @@ def _check_replace(actor: Actor, staged: StagedPackage, force: bool) -> None:
     authz.require_upload(actor, staged.access, staged.meta.name, force=True)
 
 
-def _fill(row: PackageFile, staged: StagedPackage, package: Package, actor: Actor, now: Any) -> None:
+def _values(staged: StagedPackage, package: Package, actor: Actor, now: Any) -> dict[str, Any]:
+    """A file's PackageFile column values."""
     meta = staged.meta
     timestamp = meta.index.get("timestamp")
-    row.package_id = package.id  # type: ignore[assignment]
-    row.name, row.version, row.build = meta.name, meta.version, meta.build
-    row.build_number = meta.index["build_number"]
-    row.size, row.md5, row.sha256 = staged.size, staged.md5, staged.sha256
-    row.record, row.v3 = staged.record_json, staged.v3
-    row.packed = pack_record(staged.filename, staged.record_json)  # shards concatenate these
-    row.timestamp = int(timestamp) if timestamp is not None else None
-    row.stored = True
-    row.traits = sorted(k for k, v in meta.traits.items() if v)
-    row.uploader_id = actor.user_id
-    row.uploaded_at = now
+    return {
+        "channel_id": staged.channel.id, "subdir": staged.subdir, "filename": staged.filename,
+        "package_id": package.id, "name": meta.name, "version": meta.version, "build": meta.build,
+        "build_number": meta.index["build_number"], "size": staged.size, "md5": staged.md5,
+        "sha256": staged.sha256, "record": staged.record_json, "v3": staged.v3,
+        "packed": pack_record(staged.filename, staged.record_json),  # shards concatenate these
+        "timestamp": int(timestamp) if timestamp is not None else None, "stored": True,
+        "traits": sorted(k for k, v in meta.traits.items() if v), "uploader_id": actor.user_id,
+        "uploaded_at": now,
+    }
 
 
 def _text(value: Any, limit: int | None = None) -> str:
@@ -220,18 +349,8 @@ def _text(value: Any, limit: int | None = None) -> str:
     return value[:limit] if limit else value
 
 
-async def _upsert_package(
-    session: AsyncSession, channel: Channel, meta: PackageMetadata, actor: Actor, now: Any
-) -> Package:
-    """The channel's Package row for this name (created on first upload, its uploader becoming owner)."""
-    values = {"channel_id": channel.id, "name": meta.name, "summary": "", "description": "", "license": "",
-              "home": "", "dev_url": "", "doc_url": "", "latest_version": "", "about": {},
-              "created_at": now, "updated_at": now}
-    created = await session.execute(insert_ignore(session, Package, values, ["channel_id", "name"]))
-    package = (await session.scalars(select(Package).where(Package.channel_id == channel.id,
-                                                           Package.name == meta.name))).one()
-    if created.rowcount == 1 and actor.user_id is not None:  # type: ignore[attr-defined]
-        session.add(PackageMember(package_id=package.id, user_id=actor.user_id, role=Role.OWNER))
+def _update_package(package: Package, meta: PackageMetadata, now: Any) -> None:
+    """A newer (or equal) version than the package's latest makes its about fields the package's."""
     if not package.latest_version or rd.version_key(meta.version) >= rd.version_key(package.latest_version):
         about = meta.about
         package.latest_version = meta.version
@@ -243,8 +362,6 @@ async def _upsert_package(
         package.doc_url = _text(about.get("doc_url"), 2048)
         package.about = {k: about[k] for k in rd.ABOUT_FIELDS if about.get(k)}
     package.updated_at = now
-    session.add(package)
-    return package
 
 
 async def _refresh_latest(session: AsyncSession, package: Package) -> None:
@@ -261,10 +378,10 @@ async def _delete_blob(services: Services, key: str) -> None:
         log.warning("could not delete blob %s", key, exc_info=True)
 
 
-async def _undo(
-    services: Services, channel: Channel, subdir: str, filename: str, sha256: str, key: str, name: str | None
+async def _drop_unused_blob(
+    services: Services, channel: Channel, subdir: str, filename: str, sha256: str, key: str
 ) -> None:
-    """After a failed commit: drop our blob unless a committed row uses it, and restore shards."""
+    """After a failed commit: drop our blob unless a committed row uses it."""
     assert channel.id is not None
     try:
         async with services.db.write() as session:
@@ -274,8 +391,6 @@ async def _undo(
                                                                      PackageFile.sha256 == sha256))
             if used is None:
                 await services.storage.delete(key)
-        if name is not None:
-            await publishing.repair_shards(services, channel, subdir, [name])
     except Exception:
         log.exception("cleaning up after the failed upload of %s/%s/%s failed", channel.name, subdir, filename)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -35,7 +35,7 @@ from graphconda.conda.shards import PackedIndex, build_shard_packed, pack_record
 from graphconda.db.models import Channel, Package, PackageFile, Shard, SubdirState, SupersededShard
 from graphconda.services import layout
 from graphconda.services.context import Services
-from graphconda.services.locks import insert_ignore, lock_subdir, publish_lock
+from graphconda.services.locks import lock_subdir, publish_lock
 from graphconda.settings import Settings
 
 log = logging.getLogger("graphconda.publishing")
@@ -109,19 +109,6 @@ def forget_index(services: Services, channel_id: int, subdir: str) -> None:
     _index_cache(services).pop((channel_id, subdir), None)
 
 
-async def _shard_for(session: AsyncSession, channel_id: int, subdir: str, name: str) -> bytes | None:
-    rows = (
-        await session.execute(
-            select(PackageFile.filename, PackageFile.packed, PackageFile.record, PackageFile.v3).where(
-                PackageFile.channel_id == channel_id, PackageFile.subdir == subdir, PackageFile.name == name
-            )
-        )
-    ).all()
-    if not rows:
-        return None
-    return await run_in_threadpool(build_packed_shard, rows)
-
-
 def build_packed_shard(rows: Iterable[tuple[str, bytes | None, str, bool]]) -> bytes:
     """One name's shard from (filename, packed record or None, record JSON, v3) rows."""
     return build_shard_packed([(fn, packed if packed is not None else pack_record(fn, record), bool(v3))
@@ -155,32 +142,48 @@ async def publish_shards(
         packed = None
     if packed is None:
         packed = await run_in_threadpool(PackedIndex, current)
-    for name in sorted(set(names)):
-        data = await _shard_for(session, cid, subdir, name)
+    # Every name's rows in a few queries, the shards built in one thread hop and stored with one
+    # flush (put_many): a batch of many names costs about what one name does.
+    wanted = sorted(set(names))
+    grouped: dict[str, list[Any]] = {}
+    for start in range(0, len(wanted), 500):
+        for name, *row in (await session.execute(
+                select(PackageFile.name, PackageFile.filename, PackageFile.packed, PackageFile.record,
+                       PackageFile.v3).where(PackageFile.channel_id == cid, PackageFile.subdir == subdir,
+                                             PackageFile.name.in_(wanted[start:start + 500])))).all():  # type: ignore[attr-defined]
+            grouped.setdefault(name, []).append(row)
+    built = await run_in_threadpool(lambda: {name: build_packed_shard(rows) for name, rows in grouped.items()})
+    to_store: dict[str, bytes] = {}
+    changed: list[dict[str, Any]] = []
+    removed: list[str] = []
+    for name in wanted:
+        data = built.get(name)
         old = current.get(name)
         if data is None:
             if old is None:
                 continue
             del current[name]
             packed.remove(name)
-            await session.execute(delete(Shard).where(Shard.channel_id == cid, Shard.subdir == subdir,
-                                                      Shard.name == name))
+            removed.append(name)
         else:
             digest = shard_digest(data)
             if digest == old:
                 continue
-            await services.storage.put(layout.shard_key(channel.name, subdir, digest.hex()), data)
+            to_store[layout.shard_key(channel.name, subdir, digest.hex())] = data
             current[name] = digest
             packed.set(name, digest)
-            row = {"channel_id": cid, "subdir": subdir, "name": name, "digest": digest.hex(), "updated_at": now}
-            result = await session.execute(
-                update(Shard).where(Shard.channel_id == cid, Shard.subdir == subdir, Shard.name == name)
-                .values(digest=digest.hex(), updated_at=now)
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                await session.execute(insert_ignore(session, Shard, row, ["channel_id", "subdir", "name"]))
+            changed.append({"channel_id": cid, "subdir": subdir, "name": name, "digest": digest.hex(),
+                            "updated_at": now})
         if old is not None:
             session.add(SupersededShard(channel_id=cid, subdir=subdir, digest=old.hex(), superseded_at=now))
+    if to_store:
+        await services.storage.put_many(to_store)
+    gone = removed + [row["name"] for row in changed]
+    for start in range(0, len(gone), 500):
+        await session.execute(delete(Shard).where(Shard.channel_id == cid, Shard.subdir == subdir,
+                                                  Shard.name.in_(gone[start:start + 500])))  # type: ignore[attr-defined]
+    if changed:
+        await session.execute(insert(Shard), changed)
     await put_index(services, channel, subdir, current, packed)
     return IndexState(cid, subdir, generation if generation is not None else -1, current, channel.created_at, packed)
 

@@ -85,17 +85,27 @@ async def stage_package(
     expected_sha256: str | None = None,
     expected_size: int | None = None,
     allow: frozenset[ChannelKind] = UPLOADS,
+    gated: tuple[Channel, ChannelAccess] | None = None,
 ) -> StagedPackage:
-    """Every check an upload must pass, up to (not including) storing it."""
+    """Every check an upload must pass, up to (not including) storing it.
+
+    `gated`: the channel and the actor's channel-level roles, looked up once for a multi-file
+    request; used when they already allow the upload (and a forced one), else the
+    package-level roles are looked up as usual.
+    """
     parsed = parse_filename(filename)
     if expected_sha256 is not None and not _SHA256.fullmatch(expected_sha256):
         raise InvalidInputError("sha256 must be 64 hexadecimal digits", field="sha256")
     limit = services.settings.limits.max_upload_bytes
     if expected_size is not None and expected_size > limit:
         raise TooLargeError(f"{filename} is {expected_size} bytes; the upload limit is {limit} bytes")
-    async with services.db.read() as session:
-        channel, access = await gate(session, actor, channel_name, allow=allow, action="uploads",
-                                     package_name=parsed.name)
+    if gated is not None and gated[0].name == channel_name and authz.can_upload(actor, gated[1], parsed.name,
+                                                                                force=True):
+        channel, access = gated
+    else:
+        async with services.db.read() as session:
+            channel, access = await gate(session, actor, channel_name, allow=allow, action="uploads",
+                                         package_name=parsed.name)
     authz.require_upload(actor, access, parsed.name)
 
     path = await run_in_threadpool(_temp_path, services)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from graphconda.services import api_keys
+from graphconda.services import api_keys, publishing
 from graphconda.services.authz import Role
 from graphconda.services.context import Services
 from tests.helpers.channels import (
@@ -24,6 +24,8 @@ from tests.helpers.channels import (
     owner_key_for_main,
     package_files,
     repodata,
+    shard,
+    shard_index,
     snapshot,
 )
 from tests.helpers.packages import build_package, sha256_of
@@ -150,6 +152,29 @@ async def test_multipart_with_one_bad_file_stores_none(client: httpx2.AsyncClien
                               headers={"X-API-Key": owner_key})
     assert empty.status_code == 422 and "files" in empty.json()["detail"]
     assert not leftover_temp_files(services)
+
+
+async def test_multipart_publishes_each_shard_index_once(client: httpx2.AsyncClient, owner_key: str,
+                                                           tmp_path: Path, services: Services) -> None:
+    """A multi-file request is one batch: each touched subdir's shard index is written once (not once per
+    file), and every package is in its shard index when the response arrives."""
+    subdirs = {i: "linux-64" if i % 2 else "noarch" for i in range(8)}
+    paths = [build_package(tmp_path / str(i), f"pkg{i % 4}", f"1.{i}", subdir=subdirs[i]) for i in range(8)]
+    written: list[str] = []
+    publishing.add_listener(services, written.extend)
+    files = [("files", (p.name, p.read_bytes())) for p in paths]
+    response = await client.post("/api/channels/main/files", files=files, headers={"X-API-Key": owner_key})
+    assert response.status_code == 201, response.text
+    indexes = [key for key in written if key.endswith("repodata_shards.msgpack.zst")]
+    assert sorted(indexes) == ["channels/main/linux-64/repodata_shards.msgpack.zst",
+                               "channels/main/noarch/repodata_shards.msgpack.zst"]
+    for subdir, names in (("noarch", {"pkg0", "pkg2"}), ("linux-64", {"pkg1", "pkg3"})):
+        index = await shard_index(services, "main", subdir)
+        assert index is not None and set(index["shards"]) == names
+        for name in names:
+            found = await shard(services, "main", subdir, index["shards"][name])
+            assert {fn for group in ("packages", "packages.conda") for fn in found.get(group, {})} == \
+                {p.name for i, p in enumerate(paths) if p.name.startswith(name + "-") and subdirs[i] == subdir}
 
 
 async def test_multipart_over_limit_stops(client: httpx2.AsyncClient, owner_key: str, services: Services) -> None:
