@@ -149,15 +149,11 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _upload_one(info: Info, channel: str, upload: Any, force: bool) -> Any:
-    if not isinstance(upload, UploadFile):
-        return InvalidInput(message="each entry of `files` must be a file part of the multipart request", field="files")
-    if not upload.filename:
-        return InvalidInput(message="each uploaded file needs a filename", field="files")
-    call = packages.ingest_package(
-        info.context.services, info.context.actor, channel, upload.filename, _chunks(upload), force=force
-    )
-    return await outcome(_changed(info, call), PackageFile.from_model, UploadPackageResult)
+async def _settled(result: T | Exception) -> T:
+    """A result computed already, as the awaitable `outcome` maps (an error is raised there)."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 async def _create_api_key(info: Info, input: CreateApiKeyInput) -> tuple[Any, str]:
@@ -273,7 +269,23 @@ class Mutation:
     async def upload_packages(
         self, info: Info, channel: str, files: list[Upload], force: bool = False
     ) -> list[UploadPackageResult]:
-        return [await _upload_one(info, channel, upload, force) for upload in files]
+        # Checked one by one, committed together (one shard-index write per subdir).
+        results: list[Any] = [None] * len(files)
+        todo: list[tuple[int, UploadFile]] = []
+        for i, upload in enumerate(files):
+            if not isinstance(upload, UploadFile):
+                results[i] = InvalidInput(message="each entry of `files` must be a file part of the multipart "
+                                          "request", field="files")
+            elif not upload.filename:
+                results[i] = InvalidInput(message="each uploaded file needs a filename", field="files")
+            else:
+                todo.append((i, upload))
+        if todo:
+            call = packages.ingest_each(info.context.services, info.context.actor, channel,
+                                        [(upload.filename or "", _chunks(upload)) for _, upload in todo], force=force)
+            for (i, _), result in zip(todo, await _changed(info, call), strict=True):
+                results[i] = await outcome(_settled(result), PackageFile.from_model, UploadPackageResult)
+        return results
 
     @strawberry.mutation(description="Delete one package file (channel owners/maintainers, package owners).")
     async def delete_package_file(

@@ -32,6 +32,7 @@ from graphconda.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
+    PublicError,
     StorageError,
 )
 from graphconda.services import authz, layout, ops_metrics, publishing
@@ -110,6 +111,54 @@ async def ingest_packages(
     finally:
         for item in staged:
             await run_in_threadpool(item.discard)
+
+
+async def ingest_each(
+    services: Services,
+    actor: Actor,
+    channel_name: str,
+    files: Sequence[tuple[str, AsyncIterator[bytes]]],
+    *,
+    force: bool = False,
+) -> list[PackageFile | PublicError]:
+    """Several files, each succeeding or failing on its own (GraphQL `uploadPackages`: one result
+    per file, in order), but those that pass every check are committed together, in one batch
+    (one shard-index write per subdir, not one per file). A failure of that commit is every
+    batched file's result."""
+    results: list[PackageFile | PublicError | None] = [None] * len(files)
+    staged: list[tuple[int, StagedPackage]] = []
+    seen: set[str] = set()
+    try:
+        gated: tuple[Channel, Any] | None = None
+        try:
+            async with services.db.read() as session:  # once for the request, not once per file
+                gated = await gate(session, actor, channel_name, allow=UPLOADS, action="uploads")
+        except PublicError:
+            pass  # each file then gets the error from its own staging
+        for i, (filename, body) in enumerate(files):
+            try:
+                if filename in seen:
+                    raise InvalidInputError(f"{filename} is sent twice in one request; send each file once",
+                                            field="files")
+                seen.add(filename)
+                item = await stage_package(services, actor, channel_name, filename, body, gated=gated)
+                staged.append((i, item))
+                await check_new(services, actor, item, force=force)
+            except PublicError as exc:
+                results[i] = exc
+        ready = [(i, item) for i, item in staged if results[i] is None]
+        if ready:
+            try:
+                rows = await commit_packages(services, actor, [item for _, item in ready], force=force)
+                for (i, _), row in zip(ready, rows, strict=True):
+                    results[i] = row
+            except PublicError as exc:
+                for i, _ in ready:
+                    results[i] = exc
+    finally:
+        for _, item in staged:
+            await run_in_threadpool(item.discard)
+    return [result for result in results if result is not None]
 
 
 def _where_file(channel_id: int, subdir: str, filename: str) -> tuple[Any, ...]:

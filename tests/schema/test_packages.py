@@ -409,3 +409,25 @@ async def test_oversized_multipart_body_is_a_413(
     response = await upload("tools", [("numpy-1.0-0.conda", b"x" * 5000)], people.alice)
     assert response.status_code == 413
     assert await stored_files(services, "tools") == []
+
+
+async def test_upload_packages_checks_each_file_and_commits_the_good_ones_together(
+    people: People, make_channel: MakeChannel, upload: Upload, tmp_path: Path, services: Services
+) -> None:
+    """A bad file gets its own error while the others are stored; those are committed in one batch:
+    the subdir's shard index is written once for the request, not once per file."""
+    from graphconda.services import publishing
+
+    await make_channel("tools", people.alice)
+    good = [build_package(tmp_path / str(i), f"pkg{i}", "1.0", "0") for i in range(4)]
+    written: list[str] = []
+    publishing.add_listener(services, written.extend)
+    files = [(good[0].name, good[0].read_bytes()), ("bad-1.0-0.conda", b"not a package"),
+             *[(p.name, p.read_bytes()) for p in good[1:]], (good[1].name, good[1].read_bytes())]
+    results = data((await upload("tools", files, people.alice)).json())["uploadPackages"]
+    assert [r["__typename"] for r in results] == ["PackageFile", "InvalidInput", "PackageFile", "PackageFile",
+                                                  "PackageFile", "InvalidInput"]
+    assert "twice" in results[-1]["message"]
+    assert await stored_files(services, "tools") == sorted(p.name for p in good)
+    assert [k for k in written if k.endswith("repodata_shards.msgpack.zst")] == \
+        ["channels/tools/noarch/repodata_shards.msgpack.zst"]
