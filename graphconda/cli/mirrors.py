@@ -88,6 +88,7 @@ def mirror_status(settings: Settings, channel: str) -> None:
     async def go(services: Any) -> Any:
         async with services.db.read() as session:
             found, _ = await gate(session, SYSTEM, channel, allow={ChannelKind.MIRROR}, action="synchronisation")
+        assert found.id is not None
         return found, await mirroring.mirror_state(services, found.id)
 
     found, state = run(go, settings)

@@ -43,8 +43,9 @@ def serve(settings: Settings, **_: Any) -> None:
         click.echo(f"  dev login: http://{server.host}:{server.port}/auth/dev/login/{admin.username}")
         click.echo(f"  dev API key: {key}")
     # httptools and uvloop (uvicorn[standard]) explicitly: the pure-Python fallbacks serve far fewer requests.
-    common = {"host": server.host, "port": server.port, "log_level": server.log_level, "proxy_headers": True,
-              "access_log": server.access_log, "http": "httptools", "loop": "uvloop"}
+    common: dict[str, Any] = {"host": server.host, "port": server.port, "log_level": server.log_level,
+                              "proxy_headers": True, "access_log": server.access_log, "http": "httptools",
+                              "loop": "uvloop"}
     with prometheus_dir(settings):
         if server.workers > 1:
             os.environ[SETTINGS_ENV] = settings.model_dump_json()

@@ -29,7 +29,7 @@ from rattler.exceptions import (
 from graphconda.conda.archive import TRAIT_KEYS
 
 # The string encoder json.dumps(..., ensure_ascii=False) itself uses (C speed).
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str = json.encoder.encode_basestring
 
 REPODATA_VERSION = 1
 REPODATA_VERSION_BASE_URL = 2  # CEP 15: only when info.base_url is written
@@ -212,8 +212,8 @@ def build_current_repodata(
     for name, filenames in by_name.items():
         keep |= same_version(name, filenames[0])
         for pin in (pins or {}).get(name, ()):
-            spec = VersionSpec(f"={pin}")
-            match = next((fn for fn in filenames if keys[fn][0] and spec.matches(keys[fn][1])), None)
+            pinned = VersionSpec(f"={pin}")
+            match = next((fn for fn in filenames if (v := keys[fn][1]) is not None and pinned.matches(v)), None)
             if match:
                 keep |= same_version(name, match)
 

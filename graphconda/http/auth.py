@@ -113,7 +113,7 @@ class AuthRoutes:
         name, _, client = self._provider(request)
         request.session[NEXT_KEY] = _safe_next(request.query_params.get("next"))
         try:
-            return await client.authorize_redirect(request, self._callback_url(request, name))  # type: ignore[no-any-return]
+            return await client.authorize_redirect(request, self._callback_url(request, name))
         except httpx2.HTTPError as exc:
             log.warning("login provider %s unreachable: %s", name, exc)
             return JSONResponse({"detail": "the login provider is unreachable; try again later"}, status_code=502)

@@ -9,7 +9,7 @@ from graphconda.services.context import Services
 
 
 def services_of(conn: HTTPConnection) -> Services:
-    return conn.app.state.services  # type: ignore[no-any-return]
+    return conn.app.state.services
 
 
 def actor_of(conn: HTTPConnection) -> Actor:

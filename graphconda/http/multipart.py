@@ -124,7 +124,9 @@ class MultipartSpool:
             if part.value and (part.done or len(part.value) >= _WRITE_BATCH):
                 if part.file is None:
                     part.path, part.file = await run_in_threadpool(self._open)
-                await run_in_threadpool(part.file.write, part.value)
+                file = part.file
+                assert file is not None
+                await run_in_threadpool(file.write, part.value)
                 part.value.clear()
             if part.done and part.file is not None and not part.file.closed:
                 await run_in_threadpool(part.file.close)

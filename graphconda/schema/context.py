@@ -42,7 +42,7 @@ class Context:
     def loader(self, name: str, factory: Callable[[Context], L]) -> L:
         if name not in self.loaders:
             self.loaders[name] = factory(self)
-        return self.loaders[name]  # type: ignore[no-any-return]
+        return self.loaders[name]
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -82,7 +82,7 @@ class RequestSession(SchemaExtension):
     connection, and each operation must still see fresh data.
     """
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_operation(self) -> AsyncIterator[None]:
         try:
             yield
         finally:

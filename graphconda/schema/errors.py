@@ -90,8 +90,11 @@ async def outcome(
     result_union: Any,
     *,
     fields: dict[str, str] | None = None,
-) -> R | Error:
+) -> Any:
     """Await a service call and map its result, or return the typed error for a public failure.
+
+    Typed Any: the value is `R` or one of `result_union`'s error members, which each
+    resolver's declared return type (the union) states and mypy cannot derive from here.
 
     A public failure whose type the union does not list is raised instead: it reaches the
     client as an (unmasked) GraphQL error rather than as an invalid union member.

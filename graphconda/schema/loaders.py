@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, case, cast, func, select, tuple_
+from sqlmodel import col
 from strawberry.dataloader import DataLoader
 
 from graphconda.db import models as m
@@ -34,8 +35,8 @@ def _package_downloads() -> Any:
     """A package's all-time downloads, as an expression over the packages row (for ordering)."""
     # Cast: PostgreSQL sums BIGINT as NUMERIC (a Decimal, which a cursor cannot hold).
     return (select(cast(func.coalesce(func.sum(m.DownloadCount.count), 0), BigInteger))
-            .where(m.DownloadCount.channel_id == m.Package.channel_id, m.DownloadCount.package_name == m.Package.name,
-                   m.DownloadCount.period == "total")
+            .where(col(m.DownloadCount.channel_id) == col(m.Package.channel_id),
+                   col(m.DownloadCount.package_name) == col(m.Package.name), col(m.DownloadCount.period) == "total")
             .correlate(m.Package).scalar_subquery())
 
 
@@ -54,7 +55,7 @@ def loader(batch: Callable[[Context, list[K]], Awaitable[Sequence[V]]]) -> Calla
     name = batch.__name__
 
     def get(context: Context) -> DataLoader[K, V]:
-        return context.loader(name, lambda ctx: DataLoader(load_fn=partial(batch, ctx)))  # type: ignore[arg-type]
+        return context.loader(name, lambda ctx: DataLoader(load_fn=partial(batch, ctx)))
 
     get.__name__ = name
     return get
@@ -65,7 +66,7 @@ async def _rows(ctx: Context, stmt: Any) -> list[Any]:
         return list(await session.execute(stmt))
 
 
-def _grouped(keys: Sequence[Any], rows: Sequence[Any], key_of: Callable[[Any], Any], value_of: Callable[[Any], Any]):  # type: ignore[no-untyped-def]
+def _grouped(keys: Sequence[Any], rows: Sequence[Any], key_of: Callable[[Any], Any], value_of: Callable[[Any], Any]):
     out: dict[Any, list[Any]] = defaultdict(list)
     for row in rows:
         out[key_of(row)].append(value_of(row))
@@ -110,21 +111,21 @@ async def user_by_id(ctx: Context, ids: list[int]) -> list[m.User | None]:
 @loader
 async def channel_members(ctx: Context, ids: list[int]) -> list[list[tuple[m.User, str]]]:
     stmt = (
-        select(m.ChannelMember.channel_id, m.User, m.ChannelMember.role)
-        .join(m.User, m.User.id == m.ChannelMember.user_id)  # type: ignore[arg-type]
+        select(col(m.ChannelMember.channel_id), m.User, col(m.ChannelMember.role))
+        .join(m.User, col(m.User.id) == col(m.ChannelMember.user_id))
         .where(m.ChannelMember.channel_id.in_(ids))  # type: ignore[attr-defined]
         .order_by(m.User.username)
     )
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))
 
 
 @loader
 async def viewer_channel_role(ctx: Context, ids: list[int]) -> list[str | None]:
     if ctx.actor.user_id is None:
         return [None for _ in ids]
-    stmt = select(m.ChannelMember.channel_id, m.ChannelMember.role).where(
-        m.ChannelMember.channel_id.in_(ids),  # type: ignore[attr-defined]
-        m.ChannelMember.user_id == ctx.actor.user_id,
+    stmt = select(col(m.ChannelMember.channel_id), col(m.ChannelMember.role)).where(
+        col(m.ChannelMember.channel_id).in_(ids),
+        col(m.ChannelMember.user_id) == ctx.actor.user_id,
     )
     found = {cid: role for cid, role in await _rows(ctx, stmt)}
     return [found.get(i) for i in ids]
@@ -133,12 +134,12 @@ async def viewer_channel_role(ctx: Context, ids: list[int]) -> list[str | None]:
 @loader
 async def channel_subdirs(ctx: Context, ids: list[int]) -> list[list[str]]:
     stmt = (
-        select(m.PackageFile.channel_id, m.PackageFile.subdir)
+        select(col(m.PackageFile.channel_id), col(m.PackageFile.subdir))
         .where(m.PackageFile.channel_id.in_(ids))  # type: ignore[attr-defined]
-        .group_by(m.PackageFile.channel_id, m.PackageFile.subdir)
+        .group_by(col(m.PackageFile.channel_id), col(m.PackageFile.subdir))
         .order_by(m.PackageFile.subdir)
     )
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: r[1])  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: r[1])
 
 
 def _packages_of(channel_ids: Sequence[int], name_contains: str | None) -> Any:
@@ -180,12 +181,12 @@ async def channel_packages(ctx: Context, keys: list[tuple[int, str | None, Page,
 @loader
 async def package_members(ctx: Context, ids: list[int]) -> list[list[tuple[m.User, str]]]:
     stmt = (
-        select(m.PackageMember.package_id, m.User, m.PackageMember.role)
-        .join(m.User, m.User.id == m.PackageMember.user_id)  # type: ignore[arg-type]
+        select(col(m.PackageMember.package_id), m.User, col(m.PackageMember.role))
+        .join(m.User, col(m.User.id) == col(m.PackageMember.user_id))
         .where(m.PackageMember.package_id.in_(ids))  # type: ignore[attr-defined]
         .order_by(m.User.username)
     )
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))
 
 
 @loader
@@ -194,15 +195,15 @@ async def latest_files(ctx: Context, ids: list[int]) -> list[list[m.PackageFile]
     stmt = (
         select(m.PackageFile)
         .join(m.Package, m.Package.id == m.PackageFile.package_id)  # type: ignore[arg-type]
-        .where(m.Package.id.in_(ids), m.PackageFile.version == m.Package.latest_version)  # type: ignore[union-attr]
+        .where(col(m.Package.id).in_(ids), col(m.PackageFile.version) == col(m.Package.latest_version))
         .order_by(m.PackageFile.subdir, m.PackageFile.filename)
     )
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].package_id, lambda r: r[0])  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].package_id, lambda r: r[0])
 
 
 def _files_of(package_ids: Sequence[int], subdir: str | None) -> Any:
     stmt = select(m.PackageFile).where(m.PackageFile.package_id.in_(package_ids))  # type: ignore[attr-defined]
-    return stmt.where(m.PackageFile.subdir == subdir) if subdir is not None else stmt
+    return stmt.where(col(m.PackageFile.subdir) == subdir) if subdir is not None else stmt
 
 
 @loader
@@ -235,18 +236,18 @@ async def package_files(ctx: Context, keys: list[tuple[int, str | None, Page]]) 
 async def user_memberships(ctx: Context, ids: list[int]) -> list[list[tuple[m.Channel, str]]]:
     """Channel roles of each user, on the channels the caller may see."""
     stmt = (
-        select(m.ChannelMember.user_id, m.Channel, m.ChannelMember.role)
-        .join(m.Channel, m.Channel.id == m.ChannelMember.channel_id)  # type: ignore[arg-type]
+        select(col(m.ChannelMember.user_id), m.Channel, col(m.ChannelMember.role))
+        .join(m.Channel, col(m.Channel.id) == col(m.ChannelMember.channel_id))
         .where(m.ChannelMember.user_id.in_(ids), visible_channels_clause(ctx.actor))  # type: ignore[attr-defined]
         .order_by(m.Channel.name)
     )
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2]))
 
 
 @loader
 async def user_api_keys(ctx: Context, ids: list[int]) -> list[list[m.ApiKey]]:
     stmt = select(m.ApiKey).where(m.ApiKey.user_id.in_(ids)).order_by(m.ApiKey.id.desc())  # type: ignore[attr-defined, union-attr]
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].user_id, lambda r: r[0])  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].user_id, lambda r: r[0])
 
 
 @loader
@@ -254,12 +255,12 @@ async def api_key_scopes(ctx: Context, ids: list[int]) -> list[list[tuple[str | 
     """(channel name, package, role) per key; the name is None where the caller may no longer see the channel."""
     name = case((visible_channels_clause(ctx.actor), m.Channel.name), else_=None)
     stmt = (
-        select(m.ApiKeyScope.api_key_id, name, m.ApiKeyScope.package_name, m.ApiKeyScope.role)
-        .join(m.Channel, m.Channel.id == m.ApiKeyScope.channel_id)  # type: ignore[arg-type]
+        select(col(m.ApiKeyScope.api_key_id), name, col(m.ApiKeyScope.package_name), col(m.ApiKeyScope.role))
+        .join(m.Channel, col(m.Channel.id) == col(m.ApiKeyScope.channel_id))
         .where(m.ApiKeyScope.api_key_id.in_(ids))  # type: ignore[attr-defined]
-        .order_by(m.ApiKeyScope.id)
+        .order_by(col(m.ApiKeyScope.id))
     )
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2], r[3]))  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0], lambda r: (r[1], r[2], r[3]))
 
 
 
@@ -291,7 +292,7 @@ async def channel_jobs(ctx: Context, keys: list[tuple[int, Page]]) -> list[list[
 @loader
 async def channel_schedules(ctx: Context, ids: list[int]) -> list[list[m.JobSchedule]]:
     stmt = job_queries.visible_schedules(ctx.actor, channel_ids=ids)
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])  # type: ignore[no-any-return]
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])
 
 
 # --- download figures (all-time totals; the caller reached the object, so may see them) ------
@@ -303,9 +304,9 @@ def _totals_where() -> Any:
 
 @loader
 async def channel_downloads(ctx: Context, ids: list[int]) -> list[int]:
-    stmt = (select(m.DownloadCount.channel_id, func.sum(m.DownloadCount.count))
-            .where(_totals_where(), m.DownloadCount.channel_id.in_(ids))  # type: ignore[attr-defined]
-            .group_by(m.DownloadCount.channel_id))
+    stmt = (select(col(m.DownloadCount.channel_id), func.sum(col(m.DownloadCount.count)))
+            .where(_totals_where(), col(m.DownloadCount.channel_id).in_(ids))
+            .group_by(col(m.DownloadCount.channel_id)))
     found = {cid: int(n) for cid, n in await _rows(ctx, stmt)}
     return [found.get(i, 0) for i in ids]
 
@@ -313,9 +314,11 @@ async def channel_downloads(ctx: Context, ids: list[int]) -> list[int]:
 @loader
 async def package_downloads(ctx: Context, keys: list[tuple[int, str]]) -> list[int]:
     """Keys: (channel id, package name)."""
-    stmt = (select(m.DownloadCount.channel_id, m.DownloadCount.package_name, func.sum(m.DownloadCount.count))
-            .where(_totals_where(), tuple_(m.DownloadCount.channel_id, m.DownloadCount.package_name).in_(keys))
-            .group_by(m.DownloadCount.channel_id, m.DownloadCount.package_name))
+    stmt = (select(col(m.DownloadCount.channel_id), col(m.DownloadCount.package_name),
+                   func.sum(col(m.DownloadCount.count)))
+            .where(_totals_where(),
+                   tuple_(col(m.DownloadCount.channel_id), col(m.DownloadCount.package_name)).in_(keys))
+            .group_by(col(m.DownloadCount.channel_id), col(m.DownloadCount.package_name)))
     found = {(cid, name): int(n) for cid, name, n in await _rows(ctx, stmt)}
     return [found.get(k, 0) for k in keys]
 
@@ -323,8 +326,8 @@ async def package_downloads(ctx: Context, keys: list[tuple[int, str]]) -> list[i
 @loader
 async def file_downloads(ctx: Context, keys: list[tuple[int, str, str]]) -> list[int]:
     """Keys: (channel id, subdir, filename)."""
-    columns = (m.DownloadCount.channel_id, m.DownloadCount.subdir, m.DownloadCount.filename)
-    stmt = (select(*columns, func.sum(m.DownloadCount.count))
+    columns = (col(m.DownloadCount.channel_id), col(m.DownloadCount.subdir), col(m.DownloadCount.filename))
+    stmt = (select(*columns, func.sum(col(m.DownloadCount.count)))
             .where(_totals_where(), tuple_(*columns).in_(keys))
             .group_by(*columns))
     found = {(cid, subdir, name): int(n) for cid, subdir, name, n in await _rows(ctx, stmt)}
@@ -333,6 +336,6 @@ async def file_downloads(ctx: Context, keys: list[tuple[int, str, str]]) -> list
 
 @loader
 async def channel_registered_mirrors(ctx: Context, ids: list[int]) -> list[list[m.RegisteredMirror]]:
-    stmt = (select(m.RegisteredMirror).where(m.RegisteredMirror.channel_id.in_(ids))  # type: ignore[attr-defined]
-            .order_by(m.RegisteredMirror.id))
-    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])  # type: ignore[no-any-return]
+    stmt = (select(m.RegisteredMirror).where(col(m.RegisteredMirror.channel_id).in_(ids))
+            .order_by(col(m.RegisteredMirror.id)))
+    return _grouped(ids, await _rows(ctx, stmt), lambda r: r[0].channel_id, lambda r: r[0])

@@ -173,7 +173,7 @@ class Mutation:
             name=input.name,
             description=input.description,
             private=input.private,
-            mirror_mode=input.mirror_mode.value if input.mirror_mode else None,
+            mirror_mode=str(input.mirror_mode.value) if input.mirror_mode else None,
             mirror_channel_url=input.mirror_channel_url,
             includelist=input.includelist,
             excludelist=input.excludelist,

@@ -33,7 +33,7 @@ async def _page(ctx: Context, stmt: Select[Any]) -> list[Any]:
         return list(await session.execute(stmt))
 
 
-def _counter(ctx: Context, stmt: Select[Any]):  # type: ignore[no-untyped-def]
+def _counter(ctx: Context, stmt: Select[Any]):
     async def count() -> int:
         async with ctx.read() as session:
             return int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
@@ -72,7 +72,7 @@ class Query:
             info.context.actor,
             name_contains=f.name_contains,
             private=f.private,
-            mirror_mode=f.mirror_mode.value if f.mirror_mode else None,
+            mirror_mode=str(f.mirror_mode.value) if f.mirror_mode else None,
         )
         rows = await _page(info.context, paginate(stmt, CHANNELS, page))
         return connection(rows, CHANNELS, page, Channel.from_model, _counter(info.context, stmt))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember
@@ -57,7 +57,8 @@ async def channel_member_role(session: AsyncSession, user_id: int | None, channe
     if user_id is None:
         return None
     role = await session.scalar(
-        select(ChannelMember.role).where(ChannelMember.channel_id == channel_id, ChannelMember.user_id == user_id)
+        select(col(ChannelMember.role))
+        .where(col(ChannelMember.channel_id) == channel_id, col(ChannelMember.user_id) == user_id)
     )
     return Role(role) if role else None
 
@@ -68,9 +69,10 @@ async def package_member_role(
     if user_id is None:
         return None
     role = await session.scalar(
-        select(PackageMember.role)
+        select(col(PackageMember.role))
         .join(Package, Package.id == PackageMember.package_id)  # type: ignore[arg-type]
-        .where(Package.channel_id == channel_id, Package.name == package_name, PackageMember.user_id == user_id)
+        .where(col(Package.channel_id) == channel_id, col(Package.name) == package_name,
+               col(PackageMember.user_id) == user_id)
     )
     return Role(role) if role else None
 
@@ -95,7 +97,7 @@ async def find_channel(
     """
     if not could_be_channel_name(name):
         return None
-    stmt: Select[Any] = select(Channel, ChannelMember.role).where(Channel.name == name)
+    stmt = select(Channel, col(ChannelMember.role)).where(col(Channel.name) == name)
     stmt = stmt.outerjoin(
         ChannelMember,
         (ChannelMember.channel_id == Channel.id) & (ChannelMember.user_id == (actor.user_id or -1)),  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.conda.names import validate_package_name
 from graphconda.db.models import ApiKey, ApiKeyScope, Channel, User
@@ -86,7 +87,7 @@ async def _resolve_scopes(
         role = authz.parse_role(spec.role, field="scopes")
         assert role is not None
         package = validate_package_name(spec.package) if spec.package else None
-        channel = await session.scalar(select(Channel).where(Channel.name == spec.channel)) if isinstance(
+        channel = await session.scalar(select(Channel).where(col(Channel.name) == spec.channel)) if isinstance(
             spec.channel, str
         ) else None
         access = await channel_access(session, owner, channel, package) if channel is not None else None
@@ -158,10 +159,10 @@ async def _scopes_by_key(session: AsyncSession, key_ids: Sequence[int]) -> dict[
     if not key_ids:
         return out
     rows = await session.execute(
-        select(ApiKeyScope.api_key_id, Channel.name, ApiKeyScope.package_name, ApiKeyScope.role)
+        select(col(ApiKeyScope.api_key_id), col(Channel.name), col(ApiKeyScope.package_name), col(ApiKeyScope.role))
         .join(Channel, Channel.id == ApiKeyScope.channel_id)  # type: ignore[arg-type]
         .where(ApiKeyScope.api_key_id.in_(key_ids))  # type: ignore[attr-defined]
-        .order_by(ApiKeyScope.id)
+        .order_by(col(ApiKeyScope.id))
     )
     for key_id, channel, package, role in rows:
         out[key_id].append(ScopeSpec(channel=channel, role=Role(role), package=package))
@@ -174,7 +175,7 @@ async def list_api_keys(services: Services, actor: Actor, user_id: int | None = 
     authz.require_manage_api_keys(actor, target)
     async with services.db.read() as session:
         keys = list(
-            await session.scalars(select(ApiKey).where(ApiKey.user_id == target).order_by(ApiKey.id.desc()))  # type: ignore[union-attr]
+            await session.scalars(select(ApiKey).where(col(ApiKey.user_id) == target).order_by(col(ApiKey.id).desc()))
         )
         scopes = await _scopes_by_key(session, [k.id for k in keys if k.id is not None])
     return [ApiKeyInfo(key=k, scopes=tuple(scopes.get(k.id or 0, ()))) for k in keys]
@@ -219,7 +220,7 @@ async def authenticate_key(services: Services, secret: str) -> Actor:
         if user.disabled:
             raise AuthenticationError("this account is disabled")
         scope_rows = (
-            list(await session.scalars(select(ApiKeyScope).where(ApiKeyScope.api_key_id == key.id)))
+            list(await session.scalars(select(ApiKeyScope).where(col(ApiKeyScope.api_key_id) == key.id)))
             if key.scoped
             else []
         )
@@ -264,13 +265,14 @@ async def grant_scope_roles(services: Services, actor: Actor, user_id: int, scop
         role = authz.parse_role(spec.role, field="scopes")
         assert role is not None
         async with services.db.read() as session:
-            channel = await session.scalar(select(Channel).where(Channel.name == spec.channel))
+            channel = await session.scalar(select(Channel).where(col(Channel.name) == spec.channel))
             if channel is None:
                 continue
             access = await channel_access(session, owner, channel, spec.package)
             package_exists = spec.package is not None and (
                 await session.scalar(
-                    select(Package.id).where(Package.channel_id == channel.id, Package.name == spec.package)
+                    select(col(Package.id))
+                    .where(col(Package.channel_id) == channel.id, col(Package.name) == spec.package)
                 )
                 is not None
             )
@@ -294,4 +296,4 @@ async def find_key_id(services: Services, secret: str) -> int | None:
     if not isinstance(secret, str) or not looks_like_key(secret):
         return None
     async with services.db.read() as session:
-        return await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_secret(secret)))
+        return await session.scalar(select(col(ApiKey.id)).where(col(ApiKey.key_hash) == hash_secret(secret)))

@@ -476,17 +476,17 @@ def visible_channels_clause(actor: Actor) -> ColumnElement[bool]:
         return true()
     public = Channel.private.is_(False)  # type: ignore[attr-defined]
     if actor.user_id is None:
-        return public  # type: ignore[no-any-return]
+        return public
     if actor.scopes is not None:
         scoped_ids = sorted({s.channel_id for s in actor.scopes})
         if at_least(actor.server_role, Role.MAINTAINER):
             return or_(public, Channel.id.in_(scoped_ids))  # type: ignore[union-attr]
-        member_of = select(ChannelMember.channel_id).where(
-            ChannelMember.user_id == actor.user_id,
-            ChannelMember.channel_id.in_(scoped_ids),  # type: ignore[attr-defined]
+        member_of = select(col(ChannelMember.channel_id)).where(
+            col(ChannelMember.user_id) == actor.user_id,
+            col(ChannelMember.channel_id).in_(scoped_ids),
         )
     else:
-        member_of = select(ChannelMember.channel_id).where(ChannelMember.user_id == actor.user_id)
+        member_of = select(col(ChannelMember.channel_id)).where(col(ChannelMember.user_id) == actor.user_id)
     return or_(public, Channel.id.in_(member_of))  # type: ignore[union-attr]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, ProxyEntry, SubdirState
@@ -89,7 +90,7 @@ def visible_channels(
     private: bool | None = None,
     mirror_mode: str | None = None,
     mirrored: bool | None = None,
-) -> Select[tuple[Channel]]:
+) -> Select[Channel]:
     """SELECT of the channels `actor` may see, filtered (callers add ordering and paging)."""
     stmt = select(Channel).where(authz.visible_channels_clause(actor))
     if name_contains:
@@ -97,7 +98,7 @@ def visible_channels(
     if private is not None:
         stmt = stmt.where(Channel.private.is_(private))  # type: ignore[attr-defined]
     if mirror_mode is not None:
-        stmt = stmt.where(Channel.mirror_mode == mirror_mode)
+        stmt = stmt.where(col(Channel.mirror_mode) == mirror_mode)
     if mirrored is False:
         stmt = stmt.where(Channel.mirror_mode.is_(None))  # type: ignore[union-attr]
     return stmt
@@ -164,7 +165,8 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
     adopt = spec.adopt_stored_files and authz.can_adopt_stored_files(actor)
     name = validate_channel_name(spec.name)
     _check_mirror(spec.mirror_mode, spec.mirror_channel_url)
-    lists = {field: _check_list(getattr(spec, field), field) for field in ("includelist", "excludelist", "proxylist")}
+    lists: dict[str, Any] = {field: _check_list(getattr(spec, field), field)
+                             for field in ("includelist", "excludelist", "proxylist")}
     _check_lists(lists["includelist"], lists["excludelist"])
     description = _check_description(spec.description)
     options = channel_options.check({"bz2": spec.publish_bz2, "current_repodata": spec.publish_current_repodata,
@@ -185,7 +187,7 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
     )
     try:
         async with services.db.write() as session:
-            if await session.scalar(select(Channel.id).where(Channel.name == name)) is not None:
+            if await session.scalar(select(col(Channel.id)).where(col(Channel.name) == name)) is not None:
                 raise AlreadyExistsError(CHANNEL_TAKEN)
             if not adopt:
                 # Leftovers of an earlier channel of this name (a cleanup that failed) must never resurface.
@@ -193,14 +195,15 @@ async def create_channel(services: Services, actor: Actor, spec: ChannelSpec) ->
             session.add(channel)
             await session.flush()
             if actor.user_id is not None:
+                assert channel.id is not None
                 session.add(ChannelMember(channel_id=channel.id, user_id=actor.user_id, role=Role.OWNER))
     except IntegrityError:
         raise AlreadyExistsError(CHANNEL_TAKEN) from None
     serving.forget_channel(services, name)  # this process may remember the name as absent
     if channel.mirror_mode == "mirror" and spec.sync_now:
-        from graphconda.services import mirroring
+        from graphconda.services.mirroring import start_sync
 
-        await mirroring.start_sync(services, actor, name)
+        await start_sync(services, actor, name)
     return channel
 
 
@@ -276,7 +279,8 @@ async def delete_channel(services: Services, actor: Actor, name: str) -> Channel
     async with services.db.write() as session:
         channel, access = _found(await find_channel(session, actor, name))
         authz.require_delete_channel(actor, access)
-        subdirs = list(await session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel.id)))
+        subdirs = list(await session.scalars(select(col(SubdirState.subdir))
+                                             .where(col(SubdirState.channel_id) == channel.id)))
         # Rows of members, packages, files, shards and jobs go with it (ON DELETE CASCADE).
         await session.execute(delete(Channel).where(Channel.id == channel.id))  # type: ignore[arg-type]
     assert channel.id is not None

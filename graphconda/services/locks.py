@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.db import Database
@@ -37,19 +38,17 @@ _PG_POLL_SECONDS = 0.05
 
 def insert_ignore(session: AsyncSession, model: Any, values: Mapping[str, Any], keys: list[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING for the session's dialect."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     return insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
 
 
 def insert_ignore_many(session: AsyncSession, model: Any, keys: list[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING, executed with a list of rows (executemany)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     return insert(model).on_conflict_do_nothing(index_elements=keys)
 
 
@@ -68,10 +67,10 @@ async def lock_subdir(session: AsyncSession, channel_id: int, subdir: str, now: 
             update(SubdirState)
             .where(*_where(channel_id, subdir))
             .values(generation=SubdirState.generation + 1, updated_at=now)
-            .returning(SubdirState.generation)
+            .returning(col(SubdirState.generation))
         )
     else:
-        stmt = select(SubdirState.generation).where(*_where(channel_id, subdir)).with_for_update()
+        stmt = select(col(SubdirState.generation)).where(*_where(channel_id, subdir)).with_for_update()
     generation = (await session.execute(stmt)).scalar_one_or_none()
     if generation is None:
         row = {"channel_id": channel_id, "subdir": subdir, "generation": 0, "published_generation": 0,

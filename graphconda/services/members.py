@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.db.models import Channel, ChannelMember, Package, PackageMember, User
 from graphconda.errors import AlreadyExistsError, ConflictError, NotFoundError
@@ -44,14 +45,15 @@ async def _user(session: AsyncSession, username: str) -> User:
 
 async def _package(session: AsyncSession, actor: Actor, channel: Channel, name: str) -> tuple[Package, Role | None]:
     """The package and the actor's own role on it."""
-    package = await session.scalar(select(Package).where(Package.channel_id == channel.id, Package.name == name))
+    package = await session.scalar(select(Package).where(col(Package.channel_id) == channel.id,
+                                                         col(Package.name) == name))
     if package is None:
         raise NotFoundError("package not found")
     role = None
     if actor.user_id is not None:
         role = await session.scalar(
-            select(PackageMember.role).where(
-                PackageMember.package_id == package.id, PackageMember.user_id == actor.user_id
+            select(col(PackageMember.role)).where(
+                col(PackageMember.package_id) == package.id, col(PackageMember.user_id) == actor.user_id
             )
         )
     return package, Role(role) if role else None
@@ -63,7 +65,7 @@ async def _keeps_an_owner(session: AsyncSession, channel_id: int, member: Channe
     owners = await session.scalar(
         select(func.count())
         .select_from(ChannelMember)
-        .where(ChannelMember.channel_id == channel_id, ChannelMember.role == Role.OWNER.value)
+        .where(col(ChannelMember.channel_id) == channel_id, col(ChannelMember.role) == Role.OWNER.value)
     )
     if (owners or 0) <= 1:
         raise ConflictError("a channel keeps at least one owner; make someone else owner first")

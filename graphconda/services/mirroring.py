@@ -35,6 +35,7 @@ import ijson
 import zstandard
 from rattler import BuildString, IndexJson, MatchSpec, PackageRecord
 from sqlalchemy import delete, select, update
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.archive import read_package
@@ -328,7 +329,7 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     else:
         async with services.db.write() as session:  # the next run reads the whole index again
             await session.execute(delete(ProxyEntry).where(ProxyEntry.channel_id == channel.id,  # type: ignore[arg-type]
-                                                           ProxyEntry.path == path_key))
+                                                           col(ProxyEntry.path) == path_key))
 
 
 async def _fetch_batch(services: Services, channel: Channel, subdir: str,
@@ -457,7 +458,8 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
         old_keys: list[str] = []
         for filename in gone:
             row = await session.scalar(select(PackageFile).where(
-                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir, PackageFile.filename == filename))
+                col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir,
+                col(PackageFile.filename) == filename))
             if row is not None:
                 names.add(row.name)
                 if row.stored:
@@ -509,14 +511,14 @@ async def mirror_state(services: Services, channel_id: int) -> MirrorState:
     from graphconda.db.models import JobRun
 
     async with services.db.read() as session:
-        runs = (select(JobRun).where(JobRun.channel_id == channel_id, JobRun.kind.in_(SYNC_KINDS))  # type: ignore[attr-defined]
-                .order_by(JobRun.id.desc()))  # type: ignore[union-attr]
+        runs = (select(JobRun).where(col(JobRun.channel_id) == channel_id, col(JobRun.kind).in_(SYNC_KINDS))
+                .order_by(col(JobRun.id).desc()))
         last = await session.scalar(runs.limit(1))
-        finished = await session.scalar(runs.where(JobRun.finished_at.is_not(None)).limit(1))  # type: ignore[union-attr]
-        success = await session.scalar(runs.where(JobRun.status == "succeeded").limit(1))
+        finished = await session.scalar(runs.where(col(JobRun.finished_at).is_not(None)).limit(1))
+        success = await session.scalar(runs.where(col(JobRun.status) == "succeeded").limit(1))
         count, size = (await session.execute(
             select(func.count(), func.coalesce(func.sum(PackageFile.size), 0))
-            .where(PackageFile.channel_id == channel_id, PackageFile.stored.is_(True)))).one()  # type: ignore[attr-defined]
+            .where(col(PackageFile.channel_id) == channel_id, col(PackageFile.stored).is_(True)))).one()
     return MirrorState(last, finished.finished_at if finished else None, success.finished_at if success else None,
                        finished.error if finished is not None and finished.status == "failed" else "",
                        int(count), int(size))
@@ -538,9 +540,9 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
          "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now, "updated_at": now}
         for name in names])
     packages = {p.name: p for p in await session.scalars(
-        select(Package).where(Package.channel_id == channel.id, Package.name.in_(names)))}  # type: ignore[attr-defined]
+        select(Package).where(col(Package.channel_id) == channel.id, col(Package.name).in_(names)))}
     existing = {row.filename: row for row in await session.scalars(select(PackageFile).where(
-        PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
+        col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir,
         PackageFile.filename.in_([item.filename for item in items])))}  # type: ignore[attr-defined]
     old_keys: list[str] = []
     delta = 0

@@ -243,7 +243,7 @@ async def exposition(services: Services) -> bytes:
     m.flush()
     if m.multiprocess:
         registry: CollectorRegistry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry)
     else:
         registry = m.registry
     async with services.db.read() as session:
@@ -304,4 +304,4 @@ def process_exiting() -> None:
     if m is not None and m.multiprocess:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(os.getpid())

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda import repodata as rd
@@ -303,7 +304,7 @@ async def _existing_files(session: AsyncSession, channel: Channel,
     for subdir in sorted({item.subdir for item in staged}):
         filenames = [item.filename for item in staged if item.subdir == subdir]
         for row in await session.scalars(select(PackageFile).where(
-                PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
+                col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir,
                 PackageFile.filename.in_(filenames))):  # type: ignore[attr-defined]
             found[(subdir, row.filename)] = row
     return found
@@ -327,8 +328,8 @@ async def write_rows_many(
     channel = staged[0].channel
     assert channel.id is not None
     names = sorted({item.meta.name for item in staged})
-    known = set(await session.scalars(select(Package.name).where(
-        Package.channel_id == channel.id, Package.name.in_(names))))  # type: ignore[attr-defined]
+    known = set(await session.scalars(select(col(Package.name)).where(
+        col(Package.channel_id) == channel.id, col(Package.name).in_(names))))
     created = [name for name in names if name not in known]
     if created:
         await session.execute(insert_ignore_many(session, Package, ["channel_id", "name"]), [
@@ -336,7 +337,7 @@ async def write_rows_many(
              "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now,
              "updated_at": now} for name in created])
     packages = {p.name: p for p in await session.scalars(select(Package).where(
-        Package.channel_id == channel.id, Package.name.in_(names)))}  # type: ignore[attr-defined]
+        col(Package.channel_id) == channel.id, col(Package.name).in_(names)))}
     if created and actor.user_id is not None:
         await session.execute(insert_ignore_many(session, PackageMember, ["package_id", "user_id"]), [
             {"package_id": packages[name].id, "user_id": actor.user_id, "role": Role.OWNER} for name in created])
@@ -415,7 +416,8 @@ def _update_package(package: Package, meta: PackageMetadata, now: Any) -> None:
 
 async def _refresh_latest(session: AsyncSession, package: Package) -> None:
     """After a file was replaced or deleted: the newest version still present."""
-    versions = (await session.scalars(select(PackageFile.version).where(PackageFile.package_id == package.id))).all()
+    versions = (await session.scalars(select(col(PackageFile.version))
+                                      .where(col(PackageFile.package_id) == package.id))).all()
     package.latest_version = max(versions, key=rd.version_key) if versions else ""
     session.add(package)
 
@@ -436,8 +438,8 @@ async def _drop_unused_blob(
         async with services.db.write() as session:
             # The subdir lock orders this against a concurrent upload of the same bytes.
             await lock_subdir(session, channel.id, subdir, services.now(), bump=False)
-            used = await session.scalar(select(PackageFile.id).where(*_where_file(channel.id, subdir, filename),
-                                                                     PackageFile.sha256 == sha256))
+            used = await session.scalar(select(col(PackageFile.id)).where(*_where_file(channel.id, subdir, filename),
+                                                                     col(PackageFile.sha256) == sha256))
             if used is None:
                 await services.storage.delete(key)
     except Exception:
@@ -506,12 +508,13 @@ async def find_file(services: Services, channel: Channel, subdir: str, filename:
     """The stored file behind a download URL (visibility is the caller's business)."""
     assert channel.id is not None
     async with services.db.read() as session:
-        found = (await session.execute(select(PackageFile.id, PackageFile.sha256, PackageFile.size,
-                                              PackageFile.stored)
+        found = (await session.execute(select(col(PackageFile.id), col(PackageFile.sha256), col(PackageFile.size),
+                                              col(PackageFile.stored))
                                        .where(*_where_file(channel.id, subdir, filename)))).first()
     if found is None:
         return None
     fid, sha256, size, stored = found
+    assert fid is not None
     return FileRef(fid, layout.package_key(channel.name, subdir, sha256, filename) if stored else None, size, sha256)
 
 
@@ -530,9 +533,9 @@ async def list_package_files(services: Services, actor: Actor, channel_name: str
     """A channel's files (optionally of one subdir or package name), by subdir and filename."""
     async with services.db.read() as session:
         channel, _ = await gate(session, actor, channel_name)
-        query = select(PackageFile).where(PackageFile.channel_id == channel.id)
+        query = select(PackageFile).where(col(PackageFile.channel_id) == channel.id)
         if subdir is not None:
-            query = query.where(PackageFile.subdir == subdir)
+            query = query.where(col(PackageFile.subdir) == subdir)
         if name is not None:
-            query = query.where(PackageFile.name == name)
+            query = query.where(col(PackageFile.name) == name)
         return list(await session.scalars(query.order_by(PackageFile.subdir, PackageFile.filename)))

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda import repodata as rd
@@ -136,8 +137,8 @@ async def publish_shards(
         current = dict(cached.shards)
         packed = cached.packed.copy() if cached.packed is not None else None
     else:
-        rows = (await session.execute(select(Shard.name, Shard.digest).where(Shard.channel_id == cid,
-                                                                              Shard.subdir == subdir))).all()
+        rows = (await session.execute(select(col(Shard.name), col(Shard.digest)).where(col(Shard.channel_id) == cid,
+                                                                              col(Shard.subdir) == subdir))).all()
         current = {name: bytes.fromhex(digest) for name, digest in rows}
         packed = None
     if packed is None:
@@ -148,9 +149,10 @@ async def publish_shards(
     grouped: dict[str, list[Any]] = {}
     for start in range(0, len(wanted), 500):
         for name, *row in (await session.execute(
-                select(PackageFile.name, PackageFile.filename, PackageFile.packed, PackageFile.record,
-                       PackageFile.v3).where(PackageFile.channel_id == cid, PackageFile.subdir == subdir,
-                                             PackageFile.name.in_(wanted[start:start + 500])))).all():  # type: ignore[attr-defined]
+                select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
+                       col(PackageFile.record), col(PackageFile.v3))
+                .where(col(PackageFile.channel_id) == cid, col(PackageFile.subdir) == subdir,
+                       col(PackageFile.name).in_(wanted[start:start + 500])))).all():
             grouped.setdefault(name, []).append(row)
     built = await run_in_threadpool(lambda: {name: build_packed_shard(rows) for name, rows in grouped.items()})
     to_store: dict[str, bytes] = {}
@@ -180,8 +182,8 @@ async def publish_shards(
         await services.storage.put_many(to_store)
     gone = removed + [row["name"] for row in changed]
     for start in range(0, len(gone), 500):
-        await session.execute(delete(Shard).where(Shard.channel_id == cid, Shard.subdir == subdir,
-                                                  Shard.name.in_(gone[start:start + 500])))  # type: ignore[attr-defined]
+        await session.execute(delete(Shard).where(col(Shard.channel_id) == cid, col(Shard.subdir) == subdir,
+                                                  col(Shard.name).in_(gone[start:start + 500])))
     if changed:
         await session.execute(insert(Shard), changed)
     await put_index(services, channel, subdir, current, packed)
@@ -245,8 +247,8 @@ async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bo
                 (fn, record, bool(v3))
                 for fn, record, v3 in (
                     await session.execute(
-                        select(PackageFile.filename, PackageFile.record, PackageFile.v3).where(
-                            PackageFile.channel_id == channel_id, PackageFile.subdir == subdir
+                        select(col(PackageFile.filename), col(PackageFile.record), col(PackageFile.v3)).where(
+                            col(PackageFile.channel_id) == channel_id, col(PackageFile.subdir) == subdir
                         )
                     )
                 ).all()
@@ -281,8 +283,8 @@ async def write_subdir_files(services: Services, channel: Channel, subdir: str, 
     async with services.db.write() as session:
         await session.execute(
             update(SubdirState)
-            .where(SubdirState.channel_id == channel.id, SubdirState.subdir == subdir,
-                   SubdirState.published_generation < generation)
+            .where(col(SubdirState.channel_id) == channel.id, col(SubdirState.subdir) == subdir,
+                   col(SubdirState.published_generation) < generation)
             .values(published_generation=generation, published_at=services.now())
         )
 
@@ -294,16 +296,17 @@ async def publish_channeldata(services: Services, channel_id: int) -> None:
             channel = await session.get(Channel, channel_id)
             if channel is None:
                 return
-            abouts = dict((await session.execute(select(Package.name, Package.about)
-                                                 .where(Package.channel_id == channel_id))).all())
+            abouts: dict[str, Any] = dict((await session.execute(select(col(Package.name), col(Package.about))
+                                                 .where(col(Package.channel_id) == channel_id))).all())
             files = (
                 await session.execute(
-                    select(PackageFile.name, PackageFile.version, PackageFile.subdir, PackageFile.timestamp,
-                           PackageFile.traits, PackageFile.record).where(PackageFile.channel_id == channel_id)
+                    select(col(PackageFile.name), col(PackageFile.version), col(PackageFile.subdir),
+                           col(PackageFile.timestamp), col(PackageFile.traits), col(PackageFile.record))
+                    .where(col(PackageFile.channel_id) == channel_id)
                 )
             ).all()
         subdirs = await channel_subdirs(services, channel_id)
-        data = await run_in_threadpool(_build_channeldata, channel.name, abouts, files, subdirs)
+        data = await run_in_threadpool(_build_channeldata, channel.name, abouts, list(files), subdirs)
         key = layout.channel_file_key(channel.name, layout.CHANNELDATA)
         await services.storage.put(key, data)
         notify_written(services, [key])
@@ -326,8 +329,8 @@ def _build_channeldata(channel: str, abouts: dict[str, Any], files: list[Any], s
 async def unpublished_subdirs(services: Services) -> list[tuple[int, str]]:
     """Subdirs whose monolithic files lag behind their records (a process died before rebuilding)."""
     async with services.db.read() as session:
-        rows = await session.execute(select(SubdirState.channel_id, SubdirState.subdir)
-                                     .where(SubdirState.published_generation < SubdirState.generation))
+        rows = await session.execute(select(col(SubdirState.channel_id), col(SubdirState.subdir))
+                                     .where(col(SubdirState.published_generation) < col(SubdirState.generation)))
         return [(cid, subdir) for cid, subdir in rows.all()]
 
 
@@ -338,8 +341,8 @@ async def expire_shards(services: Services) -> int:
     """Delete superseded shards older than the retention time that no index names again; return how many."""
     cutoff = services.now() - timedelta(seconds=services.settings.publish.shard_retention_seconds)
     async with services.db.read() as session:
-        subdirs = (await session.execute(select(SupersededShard.channel_id, SupersededShard.subdir)
-                                         .where(SupersededShard.superseded_at <= cutoff).distinct())).all()
+        subdirs = (await session.execute(select(col(SupersededShard.channel_id), col(SupersededShard.subdir))
+                                         .where(col(SupersededShard.superseded_at) <= cutoff).distinct())).all()
     deleted = 0
     for cid, subdir in subdirs:
         # Under the subdir lock, so no upload can make a digest current again while we delete it.
@@ -348,24 +351,25 @@ async def expire_shards(services: Services) -> int:
             channel = await session.get(Channel, cid)
             if channel is None:
                 continue
-            where = (SupersededShard.channel_id == cid, SupersededShard.subdir == subdir)
-            expired = set((await session.scalars(select(SupersededShard.digest)
-                                                 .where(*where, SupersededShard.superseded_at <= cutoff))).all())
-            keep = set((await session.scalars(select(Shard.digest).where(Shard.channel_id == cid,
-                                                                         Shard.subdir == subdir,
-                                                                         Shard.digest.in_(expired)))).all())  # type: ignore[attr-defined]
-            keep |= set((await session.scalars(select(SupersededShard.digest)
-                                               .where(*where, SupersededShard.superseded_at > cutoff,
-                                                      SupersededShard.digest.in_(expired)))).all())  # type: ignore[attr-defined]
+            where = (col(SupersededShard.channel_id) == cid, col(SupersededShard.subdir) == subdir)
+            expired = set((await session.scalars(select(col(SupersededShard.digest))
+                                                 .where(*where, col(SupersededShard.superseded_at) <= cutoff))).all())
+            keep = set((await session.scalars(select(col(Shard.digest)).where(col(Shard.channel_id) == cid,
+                                                                         col(Shard.subdir) == subdir,
+                                                                         col(Shard.digest).in_(expired)))).all())
+            keep |= set((await session.scalars(select(col(SupersededShard.digest))
+                                               .where(*where, col(SupersededShard.superseded_at) > cutoff,
+                                                      col(SupersededShard.digest).in_(expired)))).all())
             for digest in sorted(expired - keep):
                 await services.storage.delete(layout.shard_key(channel.name, subdir, digest))
                 deleted += 1
-            await session.execute(delete(SupersededShard).where(*where, SupersededShard.superseded_at <= cutoff))
+            await session.execute(delete(SupersededShard).where(*where, col(SupersededShard.superseded_at) <= cutoff))
     return deleted
 
 
 async def channel_subdirs(services: Services, channel_id: int) -> list[str]:
     """Subdirs that ever held a package in the channel (noarch is always there too)."""
     async with services.db.read() as session:
-        found = (await session.scalars(select(SubdirState.subdir).where(SubdirState.channel_id == channel_id))).all()
+        found = (await session.scalars(select(col(SubdirState.subdir))
+                                       .where(col(SubdirState.channel_id) == channel_id))).all()
     return sorted({*found, "noarch"})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.archive import read_package
@@ -93,7 +94,7 @@ async def reindex_channel(services: Services, actor: Actor, channel_name: str, *
     async with services.db.read() as session:
         channel, access = await gate(session, actor, channel_name)
         rows = {(f.subdir, f.filename): f.sha256 for f in await session.scalars(
-            select(PackageFile).where(PackageFile.channel_id == channel.id, PackageFile.stored.is_(True)))}  # type: ignore[attr-defined]
+            select(PackageFile).where(col(PackageFile.channel_id) == channel.id, col(PackageFile.stored).is_(True)))}
     authz.require_manage_channel(actor, access)
     assert channel.id is not None
     blobs: dict[tuple[str, str], list[str]] = {}
@@ -124,19 +125,20 @@ async def reindex_channel(services: Services, actor: Actor, channel_name: str, *
         async with services.db.write() as session:
             await lock_subdir(session, channel.id, subdir, services.now(), bump=True)
             for filename in gone:
-                await session.execute(delete(PackageFile).where(PackageFile.channel_id == channel.id,
-                                                                PackageFile.subdir == subdir,
-                                                                PackageFile.filename == filename))
+                await session.execute(delete(PackageFile).where(col(PackageFile.channel_id) == channel.id,
+                                                                col(PackageFile.subdir) == subdir,
+                                                                col(PackageFile.filename) == filename))
             for item in staged:
                 existing = await session.scalar(select(PackageFile).where(
-                    PackageFile.channel_id == channel.id, PackageFile.subdir == subdir,
-                    PackageFile.filename == item.filename))
+                    col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir,
+                    col(PackageFile.filename) == item.filename))
                 await write_rows(session, item, existing, actor, services.now())
         await republishing.republish_subdir(services, channel.id, subdir)
         result.added += len(staged)
         result.removed += len(gone)
     async with services.db.write() as session:
-        total = select(func.coalesce(func.sum(PackageFile.size), 0)).where(PackageFile.channel_id == channel.id)
+        total = (select(func.coalesce(func.sum(col(PackageFile.size)), 0))
+                 .where(col(PackageFile.channel_id) == channel.id))
         await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
                               .values(size=total.scalar_subquery()))
     await publishing.publish_channeldata(services, channel.id)

@@ -16,6 +16,7 @@ import itertools
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.shards import shard_digest
@@ -50,9 +51,10 @@ async def _put_shards(services: Services, channel: Channel, subdir: str, shards:
 
 
 async def _rows(session: AsyncSession, channel_id: int, subdir: str) -> list[Row]:
-    query = (select(PackageFile.name, PackageFile.filename, PackageFile.packed, PackageFile.record, PackageFile.v3)
-             .where(PackageFile.channel_id == channel_id, PackageFile.subdir == subdir)
-             .order_by(PackageFile.name))
+    query = (select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
+                    col(PackageFile.record), col(PackageFile.v3))
+             .where(col(PackageFile.channel_id) == channel_id, col(PackageFile.subdir) == subdir)
+             .order_by(col(PackageFile.name)))
     return [(name, fn, packed, record, bool(v3))
             for name, fn, packed, record, v3 in (await session.execute(query)).all()]
 
@@ -95,8 +97,8 @@ async def _store_shard_rows(services: Services, session: AsyncSession, channel_i
                             shards: dict[str, bytes]) -> dict[str, bytes]:
     """Replace the subdir's shard rows; digests no longer current become superseded."""
     digests = {name: shard_digest(data) for name, data in shards.items()}
-    where = (Shard.channel_id == channel_id, Shard.subdir == subdir)
-    old = dict((await session.execute(select(Shard.name, Shard.digest).where(*where))).all())
+    where = (col(Shard.channel_id) == channel_id, col(Shard.subdir) == subdir)
+    old = dict((await session.execute(select(col(Shard.name), col(Shard.digest)).where(*where))).all())
     now = services.now()
     superseded = {d for n, d in old.items() if n not in digests or digests[n].hex() != d}
     await session.execute(delete(Shard).where(*where))

@@ -23,7 +23,7 @@ MAX_QUERY_LENGTH = 100
 class SearchQuery:
     """A search as SQL: the matching packages and the rank expression to order them by."""
 
-    statement: Select[tuple[Package]]
+    statement: Select[Package]
     rank: ColumnElement[int]
 
 

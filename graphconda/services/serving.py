@@ -26,6 +26,7 @@ from email.utils import formatdate
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda.names import KNOWN_SUBDIRS
@@ -130,7 +131,7 @@ class ServingCache:
 
     async def _load_channel(self, name: str) -> ChannelInfo | None:
         async with self.services.db.read() as session:
-            channel = await session.scalar(select(Channel).where(Channel.name == name))
+            channel = await session.scalar(select(Channel).where(col(Channel.name) == name))
         if channel is None:
             return None
         assert channel.id is not None
@@ -173,7 +174,7 @@ class ServingCache:
                 return cached
         elif cached is not None and cached[0] > now:
             return None
-        return await self._once(("file", key), lambda: self._refresh(key, immutable))  # type: ignore[no-any-return]
+        return await self._once(("file", key), lambda: self._refresh(key, immutable))
 
     async def _refresh(self, key: str, immutable: bool) -> CachedFile | None:
         now = time.monotonic()

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.db.models import User, UserSession
 from graphconda.errors import AuthenticationError
@@ -61,9 +62,9 @@ async def session_actor(services: Services, token: object) -> Actor:
     async with services.db.read() as session:
         row = (
             await session.execute(
-                select(UserSession.expires_at, UserSession.revoked_at, User)
+                select(col(UserSession.expires_at), col(UserSession.revoked_at), User)
                 .join(User, User.id == UserSession.user_id)  # type: ignore[arg-type]
-                .where(UserSession.token_hash == hash_token(token))
+                .where(col(UserSession.token_hash) == hash_token(token))
             )
         ).first()
     if row is None:
@@ -85,7 +86,7 @@ async def end_session(services: Services, token: object) -> bool:
     async with services.db.write() as session:
         result = await session.execute(
             update(UserSession)
-            .where(UserSession.token_hash == hash_token(token), UserSession.revoked_at.is_(None))  # type: ignore[union-attr]
+            .where(col(UserSession.token_hash) == hash_token(token), col(UserSession.revoked_at).is_(None))
             .values(revoked_at=services.now())
         )
     return bool(result.rowcount)  # type: ignore[attr-defined]

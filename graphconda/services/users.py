@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from graphconda.db.models import Identity, User
 from graphconda.errors import (
@@ -123,7 +124,7 @@ async def _free_username(session: AsyncSession, base: str) -> str:
     taken = {
         name.lower()
         for name in await session.scalars(
-            select(User.username).where(func.lower(User.username).like(f"{base.lower()}%"))
+            select(col(User.username)).where(func.lower(col(User.username)).like(f"{base.lower()}%"))
         )
     }
     if base.lower() not in taken:
@@ -158,7 +159,7 @@ async def login_identity(
             found = await session.execute(
                 select(User, Identity)
                 .join(Identity, Identity.user_id == User.id)  # type: ignore[arg-type]
-                .where(Identity.provider == provider, Identity.subject == subject)
+                .where(col(Identity.provider) == provider, col(Identity.subject) == subject)
             )
             row = found.first()
             if row is not None:
@@ -268,7 +269,7 @@ def all_users(actor: Actor) -> Select[User]:
     """Every user, by username: the statement, for callers reading through a session of their own
     (GraphQL reads each operation through one session). Server staff only."""
     authz.require_read_users(actor)
-    return select(User).order_by(User.username)
+    return select(User).order_by(col(User.username))
 
 
 async def list_users(services: Services, actor: Actor) -> Sequence[User]:

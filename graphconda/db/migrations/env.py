@@ -17,7 +17,10 @@ target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+    url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL given to the migrations")
+    return str(url)
 
 
 def _configure(connection: Connection) -> None:

@@ -45,7 +45,7 @@ def _extra(services: Services, summary: ChannelSummary, actor: Actor) -> dict[st
             "members_count": summary.members, "packages_count": summary.packages}
 
 
-def _metadata(body: dict[str, Any]) -> dict[str, list[str] | None]:
+def _metadata(body: dict[str, Any]) -> dict[str, Any]:
     metadata = body.get("metadata")
     if metadata is None:
         return {}

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 PackageRef = Annotated["Package", strawberry.lazy("graphconda.schema.types.package")]
 JobRef = Annotated["Job", strawberry.lazy("graphconda.schema.types.job")]
-JobRef = Annotated["Job", strawberry.lazy("graphconda.schema.types.job")]
 ScheduleRef = Annotated["Schedule", strawberry.lazy("graphconda.schema.types.job")]
 
 
@@ -223,10 +222,11 @@ class Channel:
     ) -> Connection[PackageRef]:
         from graphconda.schema.types.package import Package
 
-        keyset = loaders.PACKAGE_ORDERS[order_by.value]
+        order = str(order_by.value)
+        keyset = loaders.PACKAGE_ORDERS[order]
         page = page_args(keyset, first, after, info.context.services.settings.limits.graphql_max_page_size)
         name_contains = name_contains or None
-        rows = await loaders.channel_packages(info.context).load((self.id, name_contains, page, order_by.value))
+        rows = await loaders.channel_packages(info.context).load((self.id, name_contains, page, order))
         counter = loaders.channel_package_count(info.context)
         count = lambda: counter.load((self.id, name_contains))  # noqa: E731
         return connection(rows, keyset, page, Package.from_model, count)

@@ -6,6 +6,7 @@ from enum import Enum
 from typing import NewType
 
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 from graphconda.services import authz
 
@@ -41,7 +42,7 @@ BigInt = NewType("BigInt", int)
 # @specifiedBy the introspected schema omits, so schema.graphql would not match what is served.)
 JSON = NewType("JSON", object)
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     BigInt: strawberry.scalar(
         name="BigInt",
         description="An integer that may exceed 32 bits (byte sizes, millisecond timestamps).",
