@@ -23,7 +23,6 @@ from sqlalchemy import select
 from graphconda.app import create_app
 from graphconda.db.migrate import upgrade_sync
 from graphconda.db.models import Channel, RegisteredMirror
-from graphconda.jobs.runner import Runner
 from graphconda.services import api_keys, jobs, packages
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services, open_services
@@ -34,6 +33,7 @@ from graphconda.services.publisher import wait_published
 from graphconda.settings import Settings, load_settings
 from tests.fixtures.server import LiveServer, run_live_server
 from tests.helpers.channels import chunks, make_channel, make_user
+from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package
 
 pytestmark = pytest.mark.slow
@@ -172,16 +172,7 @@ async def test_a_mirrors_downloads_merge_exactly_once(live_server: LiveServer, s
                                      metrics_endpoint="http://127.0.0.1:9/metrics/channels/gone"))
     run = await jobs.run_job(services, SYSTEM, "synchronize_metrics", channel="main")
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
-        for _ in range(200):
-            done = await jobs.get_job(services, SYSTEM, run.id)
-            if done.status in ("succeeded", "failed"):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.aclose()
+    done = await run_to_end(services, run.id)
     assert done.status == "failed" and "127.0.0.1:9" in (done.error or "")
     assert f"{mirror.server.url}/get/copy: 2 downloads added" in done.log_tail
     figures = (await gql(live_server.url, None, FIGURES, {"name": "main"}))["channel"]

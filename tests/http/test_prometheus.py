@@ -3,8 +3,6 @@ parser, and what traffic, uploads and job runs change in it."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from graphconda.app import create_app
-from graphconda.jobs.runner import Runner
 from graphconda.services import jobs
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.settings import Settings
 from tests.helpers.channels import owner_key_for_main
+from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package, sha256_of
 from tests.jobs import kinds  # noqa: F401 - registers the test kinds
 
@@ -80,15 +78,7 @@ async def test_requests_uploads_and_jobs_change_the_metrics(
     assert (await client.get("/no/such/page/12345")).status_code == 404
     run = await jobs.run_job(services, SYSTEM, "test_steps", args={"steps": 2, "delay": 0})
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 20
-        while (await jobs.get_job(services, SYSTEM, run.id)).status != "succeeded":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.aclose()
+    assert (await run_to_end(services, run.id, seconds=20)).status == "succeeded"
     await services.publisher.wait_idle()
     after = await scrape(client)
 

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select, update
 
 from graphconda.db.models import ApiKey, JobRun
-from graphconda.jobs.runner import Runner
 from graphconda.services import api_keys, jobs, packages
 from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.cleanup import run_cleanup
 from graphconda.services.context import Services
 from tests.helpers.channels import chunks, make_channel, make_user, storage_keys
+from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package
 
 ORPHAN_PACKAGE = "channels/main/noarch/" + "a" * 64 + "/lost-1.0-0.conda"
@@ -85,16 +85,7 @@ async def test_cleanup_as_a_job(services: Services, tmp_path: Path) -> None:
     await _setup(services, tmp_path)
     run = await jobs.run_job(services, SYSTEM, "cleanup", args={"dry_run": True})
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
-        for _ in range(200):
-            done = await jobs.get_job(services, SYSTEM, run.id)
-            if done.status in ("succeeded", "failed"):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.aclose()
+    done = await run_to_end(services, run.id)
     assert done.status == "succeeded", done.error
     assert done.message.startswith("would delete ") and "3 unreferenced blobs" in done.message
     assert f"would delete {GONE_CHANNEL}" in done.log_tail

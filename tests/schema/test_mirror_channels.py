@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from graphconda.services import channels
@@ -99,9 +98,9 @@ STATUS = """{ channel(name: "mir") { mirror { mode lastSyncAt lastSuccessAt file
 
 
 async def test_sync_mirror_and_its_status(gql: Gql, people: People, services: Services, tmp_path: Any) -> None:
-    from graphconda.jobs.runner import Runner
-    from graphconda.services import job_queries, jobs
+    from graphconda.services import job_queries
     from tests.fixtures.upstreams import StaticServer, place, rattler_index
+    from tests.helpers.jobs import run_to_end
     from tests.helpers.packages import build_package
 
     root = tmp_path / "upstream"
@@ -126,16 +125,7 @@ async def test_sync_mirror_and_its_status(gql: Gql, people: People, services: Se
         again = data(await gql(SYNC, {"input": {"channel": "mir", "mode": "SYNCHRONIZE_REPODATA"}},
                                as_=people.staff))["syncMirror"]
         assert again["id"] == started["id"]  # one at a time
-        runner = Runner(services)
-        runner.start()
-        try:
-            for _ in range(300):
-                run = await jobs.get_job(services, SYSTEM, job_queries.parse_job_id(started["id"]) or 0)
-                if run.status in ("succeeded", "failed"):
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            await runner.aclose()
+        await run_to_end(services, job_queries.parse_job_id(started["id"]) or 0, seconds=30)
         status = data(await gql(STATUS))["channel"]["mirror"]
         assert status["filesMirrored"] == 1 and status["bytesMirrored"] > 0 and status["lastError"] == ""
         assert status["lastSyncAt"] and status["lastSuccessAt"] == status["lastSyncAt"]

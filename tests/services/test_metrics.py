@@ -11,7 +11,6 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from graphconda.db.models import DownloadEvent
-from graphconda.jobs.runner import Runner
 from graphconda.services import jobs, packages
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services, open_services
@@ -20,6 +19,7 @@ from graphconda.services.metrics import Period, Scope, aggregate, series, totals
 from graphconda.services.publisher import wait_published
 from graphconda.settings import Settings
 from tests.helpers.channels import chunks, make_channel
+from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package
 
 A = "alpha-1.0-0.conda"
@@ -113,16 +113,7 @@ async def test_aggregate_metrics_job(services: Services) -> None:
     services.clock = lambda: datetime.now(UTC)
     run = await jobs.run_job(services, SYSTEM, "aggregate_metrics")
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
-        for _ in range(200):
-            done = await jobs.get_job(services, SYSTEM, run.id)
-            if done.status in ("succeeded", "failed"):
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await runner.aclose()
+    done = await run_to_end(services, run.id)
     assert done.status == "succeeded", done.error
     assert done.message.startswith("4 downloads folded")
     assert (await series(services, Scope(channel.id), Period.MONTH)).total == 4

@@ -21,6 +21,7 @@ from graphconda.services.context import Services
 from graphconda.services.mirroring import sync_mirror
 from graphconda.services.publisher import wait_published
 from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index
+from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package, build_raw_package, file_member
 
 
@@ -194,22 +195,10 @@ async def test_lists_match_exact_names_and_specs(client: httpx2.AsyncClient, ser
 
 
 async def test_sync_runs_as_a_job(services: Services, upstream: StaticChannel) -> None:
-    from graphconda.jobs.runner import Runner
-
     await make_mirror(services, upstream.url)
     run = await jobs.run_job(services, SYSTEM, "synchronize_repodata", channel="mir")
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
-        import asyncio
-        for _ in range(300):
-            done = await jobs.get_job(services, SYSTEM, run.id)
-            if done.status in ("succeeded", "failed"):
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await runner.aclose()
+    done = await run_to_end(services, run.id, seconds=30)
     assert done.status == "succeeded", (done.error, done.log_tail)
     assert "5 files" in done.message
     assert len(await files(services)) == 5
