@@ -20,20 +20,10 @@ from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services, open_services
 from graphconda.settings import Settings
 from tests.helpers.channels import make_channel
+from tests.helpers.clock import Clock
 from tests.jobs import kinds  # noqa: F401 - registers the test kinds
 
 T0 = datetime(2026, 3, 1, 10, 7, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

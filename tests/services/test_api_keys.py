@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -19,22 +19,8 @@ from graphconda.services import access, api_keys, channels, users
 from graphconda.services.api_keys import ScopeSpec
 from graphconda.services.authz import ANONYMOUS, SYSTEM, Actor, KeyScope, Role
 from graphconda.services.context import Services
+from tests.helpers.clock import Clock
 from tests.helpers.keys import assert_conda_reads_the_whole_key, legacy_key, token_conda_reads
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(services: Services) -> Clock:
-    clock = Clock()
-    services.clock = clock
-    return clock
 
 
 async def make_user(services: Services, name: str, role: Role | None = None) -> Actor:

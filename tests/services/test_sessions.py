@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -14,21 +14,7 @@ from graphconda.services.api_keys import ScopeSpec
 from graphconda.services.authz import ANONYMOUS, SYSTEM, Role
 from graphconda.services.context import Services
 from tests.helpers.channels import make_channel, make_user
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock(services: Services) -> Clock:
-    clock = Clock()
-    services.clock = clock
-    return clock
+from tests.helpers.clock import Clock
 
 
 async def login(services: Services, username: str) -> str:
