@@ -23,7 +23,7 @@ from graphconda.services.context import Services
 from graphconda.services.downloads import flush_downloads
 from graphconda.services.publisher import wait_published
 from tests.fixtures.server import LiveServer
-from tests.fixtures.upstreams import StaticServer, place, rattler_index
+from tests.fixtures.upstreams import serve_channel
 from tests.helpers.channels import chunks, make_channel
 from tests.helpers.packages import build_package
 
@@ -114,10 +114,7 @@ async def test_head_304_and_index_files_do_not_count(live_server: LiveServer, se
 
 async def test_proxy_channel_files_count(live_server: LiveServer, services: Services, tmp_path: Path) -> None:
     built = build_package(tmp_path / "built", "gamma", "1.0", "0")
-    root = tmp_path / "upstream"
-    place(root, [built])
-    await rattler_index(root, zst=False)
-    with StaticServer(root) as upstream:
+    async with serve_channel(tmp_path / "upstream", [built], zst=False) as upstream:
         await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
             name="px", mirror_mode="proxy", mirror_channel_url=upstream.url))
         async with httpx2.AsyncClient(base_url=live_server.url) as http:

@@ -25,7 +25,7 @@ from graphconda.db.models import Channel
 from graphconda.services import channels
 from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
-from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index
+from tests.fixtures.upstreams import StaticChannel, place, rattler_index, serve_channel
 from tests.helpers.packages import build_package
 
 
@@ -47,10 +47,7 @@ def packages(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 async def upstream(tmp_path: Path, packages: list[Path]) -> Any:
-    root = tmp_path / "upstream"
-    place(root, packages)
-    await rattler_index(root, zst=False)
-    with StaticServer(root) as channel:
+    async with serve_channel(tmp_path / "upstream", packages, zst=False) as channel:
         yield channel
 
 
@@ -287,10 +284,8 @@ async def test_changing_the_upstream_refetches_every_index(client: httpx2.AsyncC
                                                            upstream: StaticChannel, tmp_path: Path) -> None:
     await make_proxy(services, "px", upstream.url, ttl=3600)
     assert (await client.get("/get/px/linux-64/repodata.json")).json()["packages.conda"]
-    other = tmp_path / "other"
-    place(other, [build_package(tmp_path / "o", "omega", "1.0", "0", subdir="linux-64")])
-    await rattler_index(other)
-    with StaticServer(other) as second:
+    omega = build_package(tmp_path / "o", "omega", "1.0", "0", subdir="linux-64")
+    async with serve_channel(tmp_path / "other", [omega]) as second:
         await channels.update_channel(services, SYSTEM, "px", channels.ChannelUpdate(mirror_channel_url=second.url))
         async with services.db.write() as session:  # as another process would, a second later
             await session.execute(update(Channel).where(Channel.name == "px").values(description="moved"))

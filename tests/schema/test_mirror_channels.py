@@ -99,14 +99,11 @@ STATUS = """{ channel(name: "mir") { mirror { mode lastSyncAt lastSuccessAt file
 
 async def test_sync_mirror_and_its_status(gql: Gql, people: People, services: Services, tmp_path: Any) -> None:
     from graphconda.services import job_queries
-    from tests.fixtures.upstreams import StaticServer, place, rattler_index
+    from tests.fixtures.upstreams import serve_channel
     from tests.helpers.jobs import run_to_end
     from tests.helpers.packages import build_package
 
-    root = tmp_path / "upstream"
-    place(root, [build_package(tmp_path / "b", "alpha", "1.0", "0")])
-    await rattler_index(root)
-    with StaticServer(root) as upstream:
+    async with serve_channel(tmp_path / "upstream", [build_package(tmp_path / "b", "alpha", "1.0", "0")]) as upstream:
         spec = {"name": "mir", "mirrorMode": "MIRROR", "mirrorChannelUrl": upstream.url, "syncNow": False}
         assert data(await gql(CREATE, {"input": spec}, as_=people.staff))["createChannel"]["__typename"] == "Channel"
         status = data(await gql(STATUS))["channel"]["mirror"]

@@ -20,7 +20,7 @@ from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.services.mirroring import sync_mirror
 from graphconda.services.publisher import wait_published
-from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index
+from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index, serve_channel
 from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package, build_raw_package, file_member
 
@@ -45,10 +45,7 @@ def packages(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 async def upstream(tmp_path: Path, packages: list[Path]) -> Any:
-    root = tmp_path / "upstream"
-    place(root, packages)
-    await rattler_index(root, zst=True)
-    with StaticServer(root) as channel:
+    async with serve_channel(tmp_path / "upstream", packages) as channel:
         yield channel
 
 
