@@ -484,3 +484,37 @@ def _package_members(server: LiveServer, page: WebDriver) -> None:
     page.find_element(By.CSS_SELECTOR, "form[aria-label='Remove alice'] button").click()
     wait_for(page, "document.querySelector('section.package h2')?.textContent === 'Package members (1)'")
     assert "alice" not in text_of(page, "section.package table")
+
+
+async def test_admin_sets_a_server_role_and_others_are_kept_out(server: LiveServer, page: WebDriver,
+                                                                  services: Services) -> None:
+    await make_user(services, "alice")
+    await anyio.to_thread.run_sync(_server_roles, server, page)
+
+
+def _server_roles(server: LiveServer, page: WebDriver) -> None:
+    login(page, server, "dev")
+    page.get(f"{server.url}/#/admin")
+    heading_is(page, "Admin")
+    form = "form[aria-label='Set server role of alice']"
+    page.execute_script(f"document.querySelector({form!r} + ' select').value = 'MAINTAINER'")
+    submit(page, form)
+    wait_for(page, "document.querySelector('table.users button:disabled') === null")  # the save is done
+    assert not text_of(page, f"{form} .error")
+    page.refresh()  # what the server holds now
+    heading_is(page, "Admin")
+    assert page.execute_script(f"return document.querySelector({form!r} + ' select').value") == "MAINTAINER"
+    # alice is staff now: she sees the admin link and page, but may not change roles (owners only).
+    login(page, server, "alice")
+    page.get(f"{server.url}/#/admin")
+    heading_is(page, "Admin")
+    wait_for(page, "[...document.querySelectorAll('#nav a')].some(a => a.textContent === 'Admin')")
+    assert not page.find_elements(By.CSS_SELECTOR, form)
+    assert "maintainer" in text_of(page, "table.users")
+    # Someone without a server role is kept out.
+    login(page, server, "bob")
+    page.get(f"{server.url}/#/admin")
+    heading_is(page, "Admin")
+    assert "Server owners and maintainers only." in text_of(page, "main .error")
+    wait_for(page, "document.getElementById('viewer')?.textContent === 'signed in as bob'")
+    assert not page.find_elements(By.LINK_TEXT, "Admin")

@@ -61,7 +61,11 @@ export async function render() {
       root.firstChild.textContent = "Page not found";
       return;
     }
-    await found.render({ params: found.params, query, root, onLeave, current: () => mine === generation });
+    // The page builds into a detached element and is shown only if it is still the current one:
+    // a slow earlier page (the first load, a click before it) never overwrites a later one.
+    const staging = document.createElement("div");
+    await found.render({ params: found.params, query, root: staging, onLeave, current: () => mine === generation });
+    if (mine === generation) root.replaceChildren(...staging.childNodes);
   } catch (error) {
     if (mine !== generation) return;
     const message = document.createElement("p");
