@@ -54,6 +54,7 @@ from graphconda.services.upstream import join, redact, upstream_client
 log = logging.getLogger("graphconda.mirroring")
 
 BATCH = 100  # files per commit (one transaction, one shard-index write)
+INDEX_BATCH = 5000  # records per commit when they need no download (proxylisted)
 _DROPPED = ("fn", "url", "channel")  # per-file fields some indexes add; never in our records
 
 
@@ -74,27 +75,40 @@ class SyncReport:
 
 
 class Filter:
-    """The channel's include / exclude / proxy lists, by exact name or match spec."""
+    """The channel's include / exclude / proxy lists, by exact name or match spec.
+
+    Specs are grouped by their (exact, normalised) package name, so a record is matched only
+    against the specs of its own name: a proxylist of thousands of names costs one lookup per
+    record, not thousands of matches.
+    """
 
     def __init__(self, includelist: Iterable[str], excludelist: Iterable[str], proxylist: Iterable[str]) -> None:
-        self.include = [_spec(s, "includelist") for s in includelist]
-        self.exclude = [_spec(s, "excludelist") for s in excludelist]
-        self.proxy = [_spec(s, "proxylist") for s in proxylist]
+        self.include = _by_name(_spec(s, "includelist") for s in includelist)
+        self.exclude = _by_name(_spec(s, "excludelist") for s in excludelist)
+        self.proxy = _by_name(_spec(s, "proxylist") for s in proxylist)
 
     @staticmethod
-    def _any(specs: list[MatchSpec], record: PackageRecord | None) -> bool:
-        return record is not None and any(spec.matches(record) for spec in specs)
+    def _any(specs: dict[str, list[MatchSpec]], record: Mapping[str, Any], subdir: str) -> bool:
+        candidates = specs.get(str(record.get("name") or "").lower())
+        if not candidates:
+            return False
+        rattler_record = _rattler_record(record, subdir)
+        return rattler_record is not None and any(spec.matches(rattler_record) for spec in candidates)
 
     def wanted(self, record: Mapping[str, Any], subdir: str) -> bool:
-        if not self.include and not self.exclude:
-            return True
-        rattler_record = _rattler_record(record, subdir)
         if self.include:
-            return self._any(self.include, rattler_record)
-        return not self._any(self.exclude, rattler_record)
+            return self._any(self.include, record, subdir)
+        return not self.exclude or not self._any(self.exclude, record, subdir)
 
     def proxied(self, record: Mapping[str, Any], subdir: str) -> bool:
-        return bool(self.proxy) and self._any(self.proxy, _rattler_record(record, subdir))
+        return bool(self.proxy) and self._any(self.proxy, record, subdir)
+
+
+def _by_name(specs: Iterable[MatchSpec]) -> dict[str, list[MatchSpec]]:
+    grouped: dict[str, list[MatchSpec]] = {}
+    for spec in specs:
+        grouped.setdefault(str(spec.name.normalized), []).append(spec)  # type: ignore[union-attr]
+    return grouped
 
 
 def _spec(text: str, field_name: str) -> MatchSpec:
@@ -284,6 +298,7 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     seen: set[str] = set()  # every upstream filename (for pruning)
     wanted: set[str] = set()  # those the lists keep
     todo: list[tuple[str, dict[str, Any], bool]] = []
+    downloads = 0  # files to download in `todo`
     # The previous batch's commit runs while the next batch downloads (at most one at a time).
     committing: list[asyncio.Task[None]] = []
     try:
@@ -299,10 +314,12 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
                 sha = str(record.get("sha256") or "").lower()
                 if have is None or (sha and have[0] != sha) or proxied == have[1]:
                     todo.append((filename, record, proxied))
-                if len(todo) >= BATCH:
+                    downloads += not proxied
+                # Index-only records (proxylisted) cost no download: they go in larger batches.
+                if downloads >= BATCH or len(todo) >= INDEX_BATCH:
                     await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled,
                                        committing)
-                    todo = []
+                    todo, downloads = [], 0
         await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled, committing)
         if committing:
             await committing.pop()

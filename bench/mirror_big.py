@@ -1,0 +1,152 @@
+"""Big-mirror benchmark: sync of a 200,000-record upstream subdir, everything on the proxylist.
+
+    python bench/mirror_big.py [--records 200000]
+
+The upstream is a static loopback server with one linux-64/repodata.json of --records
+records (../shared/corpus/ replicated under new filenames, as bench/publish.py builds them),
+and every package name on the mirror channel's proxylist, so no file moves: the sync reads,
+filters and indexes records. Each measurement runs in its own child process (so the parent's
+copy of the records does not count) and reports its peak RSS:
+1. sync: `mirroring.sync_mirror` of that upstream into an empty mirror channel, then the
+   full publish of the subdir that the sync's commits queued (the sync is done when a client
+   could read the new repodata.json);
+2. full publish of the same records stored in the database (`republishing.republish_subdir`).
+Targets: the sync's peak RSS < 256 MB and its time <= 2x the full publish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import corpus
+from bench.publish import machine, store_records
+from graphconda.db.migrate import upgrade_sync
+from graphconda.db.models import Channel
+from graphconda.services import channels, mirroring, republishing
+from graphconda.services.authz import SYSTEM
+from graphconda.services.context import open_services
+from graphconda.settings import load_settings
+from tests.fixtures.upstreams import StaticServer
+
+SUBDIR = "linux-64"
+
+
+def settings_for(work: Path) -> object:
+    return load_settings(environ={}, overrides={
+        "server": {"data_dir": str(work / "data")}, "database": {"url": f"sqlite+aiosqlite:///{work / 'gc.db'}"},
+        "auth": {"session_secret": "bench"}, "publish": {"debounce_seconds": 0.2},
+        "mirror": {"max_index_bytes": 1 << 31}})
+
+
+async def child_sync(work: Path, url: str, names: list[str]) -> float:
+    settings = settings_for(work)
+    await asyncio.to_thread(upgrade_sync, settings.database_url)  # type: ignore[attr-defined]
+    handle = await open_services(settings)  # type: ignore[arg-type]
+    try:
+        services = handle.services
+        mirror = await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
+            name="mir", mirror_mode="mirror", mirror_channel_url=url, sync_now=False))
+        assert mirror.id is not None
+        # Every name on the proxylist: more entries than the API accepts (1,000), so set on the row.
+        async with services.db.write() as session:
+            row = await session.get(Channel, mirror.id)
+            assert row is not None
+            row.proxylist = names
+            session.add(row)
+        mirror.proxylist = names
+        start = time.perf_counter()
+        report = await mirroring.sync_mirror(services, mirror, verify_archives=False)
+        await republishing.republish_subdir(services, mirror.id, SUBDIR)
+        elapsed = time.perf_counter() - start
+        assert not report.failures, report.summary()
+        print(f"  sync report: {report.summary()}", file=sys.stderr)
+        return elapsed
+    finally:
+        await handle.aclose()
+
+
+async def child_publish(work: Path, records_count: int) -> float:
+    settings = settings_for(work)
+    await asyncio.to_thread(upgrade_sync, settings.database_url)  # type: ignore[attr-defined]
+    handle = await open_services(settings)  # type: ignore[arg-type]
+    try:
+        services = handle.services
+        channel = await channels.create_channel(services, SYSTEM, channels.ChannelSpec(name="big"))
+        assert channel.id is not None
+        await store_records(services, channel.id, list(corpus.records(records_count, SUBDIR)))
+        start = time.perf_counter()
+        await republishing.republish_subdir(services, channel.id, SUBDIR)
+        return time.perf_counter() - start
+    finally:
+        await handle.aclose()
+
+
+def child(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    if args.child == "sync":
+        names = json.loads((work.parent / "names.json").read_text())
+        elapsed = asyncio.run(child_sync(work, args.url, names))
+    else:
+        elapsed = asyncio.run(child_publish(work, args.records))
+    print(json.dumps({"seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run_child(kind: str, work: Path, records: int, url: str = "") -> dict[str, float]:
+    work.mkdir(parents=True)
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(work), "--url", url,
+                          "--records", str(records)], capture_output=True, text=True)
+    sys.stderr.write(out.stderr[-3000:])
+    out.check_returncode()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="gc-bench-mirror-big-"))
+    print(f"machine: {machine()}")
+    root = work / "upstream"
+    (root / SUBDIR).mkdir(parents=True)
+    (root / "noarch").mkdir()
+    doc: dict[str, object] = {"info": {"subdir": SUBDIR}, "packages": {}, "packages.conda": {}, "repodata_version": 1}
+    names: set[str] = set()
+    for filename, record in corpus.records(args.records, SUBDIR):
+        doc["packages.conda" if filename.endswith(".conda") else "packages"][filename] = record  # type: ignore[index]
+        names.add(record["name"])
+    (root / SUBDIR / "repodata.json").write_text(json.dumps(doc))
+    (root / "noarch" / "repodata.json").write_text(json.dumps({"info": {"subdir": "noarch"}, "packages": {},
+                                                               "packages.conda": {}}))
+    del doc
+    (work / "names.json").write_text(json.dumps(sorted(names)))
+    size = (root / SUBDIR / "repodata.json").stat().st_size
+    print(f"upstream: {args.records} records {corpus.source()}, {len(names)} names (all proxylisted), "
+          f"repodata.json {size / 1e6:.1f} MB")
+    with StaticServer(root) as upstream:
+        synced = run_child("sync", work / "sync", args.records, upstream.url)
+    published = run_child("publish", work / "publish", args.records)
+    print(f"1. sync (to the published repodata.json): {synced['seconds']:.2f} s, peak RSS "
+          f"{synced['peak_rss_mb']:.0f} MB (target < 256 MB)")
+    print(f"2. full publish of the same records: {published['seconds']:.2f} s (peak RSS "
+          f"{published['peak_rss_mb']:.0f} MB)")
+    print(f"sync / publish: {synced['seconds'] / published['seconds']:.2f}x (target <= 2x)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--child", default="")
+    parser.add_argument("--work", default="")
+    parser.add_argument("--url", default="")
+    arguments = parser.parse_args()
+    if arguments.child:
+        child(arguments)
+    else:
+        main(arguments)
