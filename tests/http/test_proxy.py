@@ -339,3 +339,26 @@ async def test_an_oversized_upstream_index_is_refused(client: httpx2.AsyncClient
     await make_proxy(services, "px", upstream.url)
     assert (await client.get("/get/px/linux-64/repodata.json")).status_code == 502
     assert await services.storage.stat("channels/px/linux-64/repodata.json") is None
+
+
+async def test_proxied_package_downloads_are_counted(client: httpx2.AsyncClient, services: Services,
+                                                     upstream: StaticChannel, packages: list[Path]) -> None:
+    """A package GET through a proxy counts as a download by the same rule as any channel: the first
+    (fetched upstream) and a cached one count, a suffix range (metadata probe) and index files do not."""
+    from sqlalchemy import func, select
+
+    from graphconda.db.models import DownloadEvent
+    from graphconda.services.downloads import flush_downloads
+
+    await make_proxy(services, "px", upstream.url)
+    name = packages[0].name
+    assert (await client.get("/get/px/noarch/repodata.json")).status_code == 200
+    for _ in range(2):
+        assert (await client.get(f"/get/px/noarch/{name}")).status_code == 200
+    assert (await client.get(f"/get/px/noarch/{name}", headers={"range": "bytes=-100"})).status_code == 206
+    await flush_downloads(services)
+    async with services.db.read() as session:
+        counted = (await session.execute(select(DownloadEvent.subdir, DownloadEvent.filename,
+                                                func.sum(DownloadEvent.count))
+                                         .group_by(DownloadEvent.subdir, DownloadEvent.filename))).all()
+    assert [tuple(row) for row in counted] == [("noarch", name, 2)]
