@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from graphconda.cli import main
 from tests.fixtures.seaweedfs import SeaweedFS
-from tests.fixtures.server import free_port
+from tests.fixtures.server import free_port, wait_until_serving
 
 
 @pytest.fixture
@@ -154,16 +154,7 @@ def serve_process(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(proc, url, tmp_path / "serve.log")
         yield url, (tmp_path / "serve.log").read_text()
     finally:
         proc.send_signal(signal.SIGINT)

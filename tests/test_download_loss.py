@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.services.publisher import wait_published
 from graphconda.settings import Settings
-from tests.fixtures.server import free_port
+from tests.fixtures.server import free_port, wait_until_serving
 from tests.helpers.channels import chunks, make_channel
 from tests.helpers.packages import build_package
 
@@ -54,14 +53,8 @@ def serve(settings: Settings, tmp_path: Path) -> Iterator[Any]:
                                      env=env, stdout=log, stderr=subprocess.STDOUT)
         started.append(popen)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert popen.poll() is None, (tmp_path / f"serve-{port}.log").read_text()
-            with contextlib.suppress(httpx2.HTTPError):
-                if httpx2.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    return popen, url
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
+        wait_until_serving(popen, url, tmp_path / f"serve-{port}.log")
+        return popen, url
 
     yield start
     for popen in started:

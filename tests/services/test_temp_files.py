@@ -20,7 +20,7 @@ from graphconda.services import staging, temp_files
 from graphconda.services.cleanup import run_cleanup
 from graphconda.services.context import Services
 from graphconda.settings import Settings
-from tests.fixtures.server import free_port
+from tests.fixtures.server import free_port, wait_until_serving
 from tests.helpers.channels import owner_key_for_main
 
 # A process that makes one temporary file the way uploads do, prints its path and waits.
@@ -59,16 +59,7 @@ def serve(settings: Settings, database_url: str, log: Path) -> Iterator[tuple[su
         server = subprocess.Popen([sys.executable, "-m", "graphconda", "serve", "--port", str(port),
                                    "--data-dir", str(settings.data_dir)], env=env, stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(server, url, log)
         yield server, url
     finally:
         server.kill()
