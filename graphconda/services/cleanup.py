@@ -14,7 +14,6 @@ row are what `graphconda reindex` recovers, so they are only deleted after the g
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlmodel import col
 
 from graphconda.db.models import ApiKey, Channel, JobRun, PackageFile, Shard, SupersededShard
-from graphconda.services import layout, publishing, staging
+from graphconda.services import layout, publishing, sessions, staging
 from graphconda.services.context import Services
 
 log = logging.getLogger("graphconda.cleanup")
@@ -34,7 +33,6 @@ log = logging.getLogger("graphconda.cleanup")
 @dataclass
 class CleanupReport:
     counts: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # steps not available in this build
 
     def summary(self, *, dry_run: bool) -> str:
         verb = "would delete" if dry_run else "deleted"
@@ -42,12 +40,8 @@ class CleanupReport:
         return f"{verb} " + (", ".join(parts) if parts else "nothing")
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    """A service function another part provides, when this build has it."""
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
+async def _ended_sessions(services: Services, dry_run: bool) -> int:
+    return await sessions.delete_expired_sessions(services, dry_run=dry_run)
 
 
 async def _expired_shards(services: Services, dry_run: bool) -> int:
@@ -134,17 +128,12 @@ async def run_cleanup(services: Services, *, dry_run: bool = False,
     report = CleanupReport()
     say = log or (lambda _line: None)
 
-    async def staged_files(services: Services, dry_run: bool) -> int | None:
+    async def staged_files(services: Services, dry_run: bool) -> int:
         files = await staging.remove_stale_upload_files(services, dry_run=dry_run)
         for path in files:
             say(f"{'would delete' if dry_run else 'deleted'} {path}")
         return len(files)
 
-    async def sessions(services: Services, dry_run: bool) -> int | None:
-        func_ = _optional("graphconda.services.sessions", "delete_expired_sessions")
-        if func_ is None or dry_run:
-            return None
-        return int(await func_(services) or 0)
 
     async def blobs(services: Services, dry_run: bool) -> int:
         return await _orphan_blobs(services, dry_run, say)
@@ -153,7 +142,7 @@ async def run_cleanup(services: Services, *, dry_run: bool = False,
         ("superseded shards", _expired_shards),
         ("old API keys", _old_api_keys),
         ("upload temp files", staged_files),
-        ("expired sessions", sessions),
+        ("expired sessions", _ended_sessions),
         ("unreferenced blobs", blobs),
         ("old job runs", _old_runs),
     ]
@@ -163,10 +152,6 @@ async def run_cleanup(services: Services, *, dry_run: bool = False,
         if progress is not None:
             progress(done=index, total=len(steps), message=f"cleaning {what}")
         count = await step(services, dry_run)
-        if count is None:
-            report.skipped.append(what)
-            say(f"{what}: skipped" + (" (dry run)" if dry_run else " (not available)"))
-            continue
         report.counts[what] = count
         say(f"{what}: {count}")
     if progress is not None:

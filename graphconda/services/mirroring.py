@@ -107,7 +107,7 @@ class Filter:
 def _by_name(specs: Iterable[MatchSpec]) -> dict[str, list[MatchSpec]]:
     grouped: dict[str, list[MatchSpec]] = {}
     for spec in specs:
-        grouped.setdefault(str(spec.name.normalized), []).append(spec)  # type: ignore[union-attr]
+        grouped.setdefault(str(spec.name.normalized), []).append(spec)
     return grouped
 
 

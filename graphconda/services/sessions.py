@@ -17,7 +17,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -114,11 +114,13 @@ async def end_all_sessions(services: Services, actor: Actor, user_id: int | None
         return await revoke_user_sessions(session, target, services.now())
 
 
-async def delete_expired_sessions(services: Services) -> int:
-    """Delete the rows of sessions that expired or were revoked (the cleanup job); how many."""
-    now = services.now()
+async def delete_expired_sessions(services: Services, *, dry_run: bool = False) -> int:
+    """Delete the rows of sessions that expired or were revoked (the cleanup job); how many
+    (with `dry_run`, how many would be)."""
+    ended = or_(col(UserSession.expires_at) <= services.now(), col(UserSession.revoked_at).is_not(None))
+    if dry_run:
+        async with services.db.read() as session:
+            return int(await session.scalar(select(func.count()).select_from(UserSession).where(ended)) or 0)
     async with services.db.write() as session:
-        result = await session.execute(
-            delete(UserSession).where(or_(UserSession.expires_at <= now, UserSession.revoked_at.is_not(None)))  # type: ignore[arg-type,union-attr]
-        )
+        result = await session.execute(delete(UserSession).where(ended))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
