@@ -10,18 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio
 import pytest
 
-from graphconda.app import create_app
-from graphconda.db.migrate import upgrade_sync
-from graphconda.services import api_keys, channels
-from graphconda.services.authz import SYSTEM, Role
-from graphconda.services.context import Services, open_services
-from graphconda.settings import load_settings
-from tests.fixtures.server import LiveServer, run_live_server
-from tests.helpers.channels import make_channel, make_user
-from tests.test_rattler_install import assert_installed, build_packages, run_client, upload_all, wait_for_repodata
+from graphconda.services import channels
+from graphconda.services.authz import SYSTEM
+from graphconda.services.context import Services
+from tests.fixtures.server import LiveServer
+from tests.fixtures.upstreams import graphconda_upstream
+from tests.test_rattler_install import assert_installed, build_packages, run_client
 
 pytestmark = pytest.mark.slow
 
@@ -29,28 +25,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def upstream_a(tmp_path: Path) -> AsyncIterator[tuple[LiveServer, list[Path]]]:
     """A graphconda server with channel `origin` holding the rattler test packages."""
-    data = tmp_path / "upstream-a"
-    url = f"sqlite+aiosqlite:///{data / 'a.db'}"
-    data.mkdir()
-    await anyio.to_thread.run_sync(upgrade_sync, url)
-    settings = load_settings(environ={}, overrides={"server": {"data_dir": str(data)}, "database": {"url": url},
-                                                    "auth": {"session_secret": "upstream"}})
-    handle = await open_services(settings)
-    try:
-        owner = await make_user(handle.services, "owner", Role.OWNER)
-        _, key = await api_keys.create_api_key(handle.services, owner)
-        await make_channel(handle.services, "origin")
-    finally:
-        await handle.aclose()
     paths = build_packages(tmp_path / "pkgs")
-    servers = run_live_server(create_app(settings))
-    server = await anyio.to_thread.run_sync(next, servers)
-    try:
-        await anyio.to_thread.run_sync(upload_all, server, "origin", key, paths)
-        await anyio.to_thread.run_sync(wait_for_repodata, server, "origin", paths)
+    async with graphconda_upstream(tmp_path / "upstream-a", "origin", paths) as server:
         yield server, paths
-    finally:
-        await anyio.to_thread.run_sync(lambda: next(servers, None))
 
 
 @pytest.mark.parametrize("sharded", [True, False], ids=["shards", "repodata.json.zst"])

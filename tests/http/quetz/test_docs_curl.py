@@ -21,18 +21,17 @@ import anyio
 import pytest
 from sqlalchemy import select
 
-from graphconda.app import create_app
 from graphconda.conda.names import parse_filename
-from graphconda.db.migrate import upgrade_sync
 from graphconda.db.models import Channel
 from graphconda.services import api_keys, layout
 from graphconda.services.authz import Role
-from graphconda.services.context import Services, open_services
-from graphconda.settings import Settings, load_settings
-from tests.fixtures.server import LiveServer, run_live_server
-from tests.helpers.channels import make_channel, make_user
+from graphconda.services.context import Services
+from graphconda.settings import Settings
+from tests.fixtures.server import LiveServer
+from tests.fixtures.upstreams import graphconda_upstream
+from tests.helpers.channels import make_user
 from tests.helpers.packages import build_package
-from tests.test_rattler_install import run_client, upload_all, wait_for_repodata
+from tests.test_rattler_install import run_client
 
 pytestmark = pytest.mark.slow
 
@@ -45,29 +44,10 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 async def btel(tmp_path: Path) -> AsyncIterator[tuple[LiveServer, list[Path]]]:
     """The upstream: a graphconda server with channel `btel` (nrnpython, cudnn)."""
-    data = tmp_path / "upstream"
-    data.mkdir()
-    url = f"sqlite+aiosqlite:///{data / 'u.db'}"
-    await anyio.to_thread.run_sync(upgrade_sync, url)
-    settings = load_settings(environ={}, overrides={"server": {"data_dir": str(data)}, "database": {"url": url},
-                                                    "auth": {"session_secret": "upstream"}})
-    handle = await open_services(settings)
-    try:
-        owner = await make_user(handle.services, "owner", Role.OWNER)
-        _, key = await api_keys.create_api_key(handle.services, owner)
-        await make_channel(handle.services, "btel")
-    finally:
-        await handle.aclose()
     paths = [build_package(tmp_path / "btel-pkgs", "nrnpython", "8.0", "0", about={"summary": "NEURON"}),
              build_package(tmp_path / "btel-pkgs", "cudnn", "8.1", "0")]
-    servers = run_live_server(create_app(settings))
-    server = await anyio.to_thread.run_sync(next, servers)
-    try:
-        await anyio.to_thread.run_sync(upload_all, server, "btel", key, paths)
-        await anyio.to_thread.run_sync(wait_for_repodata, server, "btel", paths)
+    async with graphconda_upstream(tmp_path / "upstream", "btel", paths) as server:
         yield server, paths
-    finally:
-        await anyio.to_thread.run_sync(lambda: next(servers, None))
 
 
 class Shell:
