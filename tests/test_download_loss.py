@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.services.publisher import wait_published
 from graphconda.settings import Settings
-from tests.fixtures.server import free_port, wait_until_serving
+from tests.fixtures.server import free_port, process_env, wait_until_serving
 from tests.helpers.channels import chunks, make_channel
 from tests.helpers.packages import build_package
 
@@ -37,12 +36,7 @@ def serve(settings: Settings, tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(flush_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHCONDA_")}
-        env.update({
-            "PYTHONPATH": str(ROOT),
-            "GRAPHCONDA_DATABASE__URL": settings.database_url,
-            "GRAPHCONDA_SERVER__DATA_DIR": str(settings.data_dir),
-            "GRAPHCONDA_AUTH__SESSION_SECRET": "test-session-secret",
+        env = process_env(settings, {
             "GRAPHCONDA_METRICS__FLUSH_SECONDS": str(flush_seconds),
             "GRAPHCONDA_JOBS__METRICS_INTERVAL_SECONDS": "0",  # events stay events: nothing folds them
             "GRAPHCONDA_JOBS__CLEANUP_INTERVAL_SECONDS": "0",

@@ -32,7 +32,7 @@ from graphconda.services.authz import SYSTEM, Role
 from graphconda.services.context import Services
 from graphconda.settings import Settings
 from tests.fixtures.database import PG_ENV
-from tests.fixtures.server import free_port
+from tests.fixtures.server import free_port, process_env
 from tests.helpers.channels import make_user
 from tests.jobs import kinds  # noqa: F401 - registers the test kinds
 
@@ -57,12 +57,7 @@ class Proc:
 
 @pytest.fixture
 def deployment(settings: Settings, tmp_path: Path) -> Iterator[list[Proc]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHCONDA_")}
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        "GRAPHCONDA_DATABASE__URL": settings.database_url,
-        "GRAPHCONDA_SERVER__DATA_DIR": str(settings.data_dir),
-        "GRAPHCONDA_AUTH__SESSION_SECRET": "test-session-secret",
+    env = process_env(settings, {
         "GRAPHCONDA_JOBS__MODULES": '["tests.jobs.kinds"]',
         "GRAPHCONDA_JOBS__LEASE_SECONDS": str(LEASE),
         "GRAPHCONDA_JOBS__HEARTBEAT_SECONDS": "0.3",
