@@ -48,6 +48,7 @@ from graphconda.services.context import Services
 from graphconda.services.locks import insert_ignore, insert_ignore_many
 from graphconda.services.packages import BatchChanges, commit_batch
 from graphconda.services.proxy import _temp_path
+from graphconda.services.publisher import request_publish
 from graphconda.services.staging import read_limits
 from graphconda.services.upstream import join, redact, upstream_client
 
@@ -329,6 +330,7 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
                 await asyncio.gather(committing.pop(), return_exceptions=True)
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(index.unlink, True)
+    request_publish(services, channel.id, subdir)
     # Only after the whole index was read: excluded by the lists leave now; gone upstream, with pruning.
     gone = [fn for fn in local if fn not in wanted and (fn in seen or channel.mirror_prune)]
     if gone:
@@ -487,7 +489,11 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
             names.update(str(item.record["name"]) for item in items)
         return BatchChanges({subdir: names}, old_keys)
 
-    await commit_batch(services, channel, [subdir], write, new_keys=keys)
+    # A batch of index-only records (proxylisted) is not worth a rebuild of the whole repodata.json
+    # (a big subdir's takes far longer than the batch): its shards are current; the sync queues the
+    # monolithic files once when the subdir is done.
+    await commit_batch(services, channel, [subdir], write, new_keys=keys,
+                       publish=bool(gone) or any(item.path is not None for item in items))
 
 
 # --- triggering and status -------------------------------------------------------------

@@ -189,6 +189,7 @@ async def commit_batch(
     write: Callable[[AsyncSession], Awaitable[BatchChanges]],
     *,
     new_keys: Sequence[str] = (),
+    publish: bool = True,
 ) -> BatchChanges:
     """The one batch-commit path (multi-file uploads and mirror syncs): in one transaction holding the
     subdirs' locks, `write` writes the rows, then each touched shard and each subdir's shard index is
@@ -226,8 +227,9 @@ async def commit_batch(
     publishing.notify_written(services, [*new_keys, *changes.old_keys])
     for key in changes.old_keys:
         await _delete_blob(services, key)
-    for subdir in sorted(set(subdirs)):
-        request_publish(services, channel.id, subdir)
+    if publish:  # else the caller queues the monolithic files' rebuild itself, later
+        for subdir in sorted(set(subdirs)):
+            request_publish(services, channel.id, subdir)
     return changes
 
 
