@@ -16,6 +16,7 @@ from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.services.jobs import JobStatus
 from tests.helpers.channels import make_channel
+from tests.helpers.jobs import running
 from tests.jobs import kinds  # noqa: F401 - registers the test kinds
 
 
@@ -42,14 +43,10 @@ def finished(run: JobRun) -> bool:
 async def test_run_succeeds_with_progress_and_log(services: Services) -> None:
     run = await jobs.run_job(services, SYSTEM, "test_steps", args={"steps": 12, "delay": 0.1})
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
+    async with running(services):
         seen = await wait_for(services, run.id, lambda r: r.status == "running" and 0 < r.progress_done < 12)
         assert seen.progress_total == 12 and seen.message.startswith("step ")  # live, while it runs
         done = await wait_for(services, run.id, finished)
-    finally:
-        await runner.aclose()
     assert done.status == JobStatus.SUCCEEDED
     assert (done.progress_done, done.progress_total, done.message) == (12, 12, "done")
     assert done.log_tail.splitlines()[-1] == "step 11"
@@ -62,14 +59,10 @@ async def test_run_succeeds_with_progress_and_log(services: Services) -> None:
 async def test_cancel_a_running_job(services: Services) -> None:
     run = await jobs.run_job(services, SYSTEM, "test_steps", args={"steps": 1000, "delay": 0.02})
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
+    async with running(services):
         await wait_for(services, run.id, lambda r: r.status == "running")
         await jobs.cancel_job(services, SYSTEM, run.id)
         done = await wait_for(services, run.id, finished)
-    finally:
-        await runner.aclose()
     assert done.status == JobStatus.CANCELLED
     assert done.progress_done < 1000
 
@@ -77,12 +70,8 @@ async def test_cancel_a_running_job(services: Services) -> None:
 async def test_failure_is_recorded(services: Services) -> None:
     run = await jobs.run_job(services, SYSTEM, "test_steps", args={"steps": 1, "fail": "error"})
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
+    async with running(services):
         done = await wait_for(services, run.id, finished)
-    finally:
-        await runner.aclose()
     assert done.status == JobStatus.FAILED
     assert done.error == "RuntimeError: boom"
     assert "boom" in done.log_tail  # the traceback's end
@@ -91,15 +80,11 @@ async def test_failure_is_recorded(services: Services) -> None:
 async def test_transient_failure_retries_with_backoff_then_gives_up(services: Services) -> None:
     run = await jobs.run_job(services, SYSTEM, "test_steps", args={"steps": 1, "delay": 0, "fail": "transient"})
     assert run.id is not None
-    runner = Runner(services)
-    runner.start()
-    try:
+    async with running(services):
         retry = await wait_for(services, run.id, lambda r: r.attempt == 1 and r.status == "queued")
         assert retry.run_after is not None and retry.error == "upstream unavailable"
         assert retry.message.startswith("requeued: retrying in")
         done = await wait_for(services, run.id, finished)
-    finally:
-        await runner.aclose()
     assert done.status == JobStatus.FAILED and done.attempt == 2
     assert done.error == "gave up after 2 attempts: upstream unavailable"
 
