@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -226,6 +226,34 @@ class UpstreamClient:
     async def fetch(self, url: str, *, etag: str = "", last_modified: str = "",
                     max_bytes: int | None = None) -> Fetched:
         """GET an index file; 304 when the validators still match, 404 (remembered a while) when absent."""
+        limit = max_bytes or self.settings.max_index_bytes
+
+        async def in_memory(response: httpx2.Response) -> bytes:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(url, limit)
+            return bytes(body)
+
+        return await self._get_index(url, etag, last_modified, limit, in_memory)
+
+    async def fetch_to_file(self, url: str, path: Path, *, etag: str = "", last_modified: str = "") -> Fetched:
+        """Like `fetch`, the body streamed into `path` instead of memory (`body` stays empty)."""
+        limit = self.settings.max_index_bytes
+
+        async def to_file(response: httpx2.Response) -> bytes:
+            try:
+                await _spool(response.aiter_bytes(), path, url, limit)
+            except UpstreamMismatchError:
+                raise _too_large(url, limit) from None
+            return b""
+
+        return await self._get_index(url, etag, last_modified, limit, to_file)
+
+    async def _get_index(self, url: str, etag: str, last_modified: str, limit: int,
+                         take_body: Callable[[httpx2.Response], Awaitable[bytes]]) -> Fetched:
+        """The conditional GET (with retries) behind `fetch` and `fetch_to_file`; `take_body` reads a 200's body."""
         if self.known_missing(url):
             return Fetched(404)
         headers = {}
@@ -233,8 +261,6 @@ class UpstreamClient:
             headers["if-none-match"] = etag
         if last_modified:
             headers["if-modified-since"] = last_modified
-        limit = max_bytes or self.settings.max_index_bytes
-
         plain, auth = split_auth(url)
 
         async def once() -> Fetched:
@@ -251,49 +277,9 @@ class UpstreamClient:
                     raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes")
-                return Fetched(200, bytes(body), response.headers.get("etag", ""),
-                               response.headers.get("last-modified", ""))
-
-        fetched: Fetched = await self._attempts(url, once)
-        if fetched.status == 404:
-            self._remember_missing(url)
-        return fetched
-
-    async def fetch_to_file(self, url: str, path: Path, *, etag: str = "", last_modified: str = "") -> Fetched:
-        """Like `fetch`, the body streamed into `path` instead of memory (`body` stays empty)."""
-        if self.known_missing(url):
-            return Fetched(404)
-        headers = {}
-        if etag:
-            headers["if-none-match"] = etag
-        if last_modified:
-            headers["if-modified-since"] = last_modified
-        limit = self.settings.max_index_bytes
-        plain, auth = split_auth(url)
-
-        async def once() -> Fetched:
-            async with self.services.http.stream("GET", plain, headers=headers, timeout=self._timeout(),
-                                                 **_auth(auth)) as response:
-                if response.status_code in (404, 410):
-                    return Fetched(404)
-                if response.status_code == 304:
-                    return Fetched(304, b"", response.headers.get("etag", etag),
-                                   response.headers.get("last-modified", last_modified))
-                if response.status_code in _RETRY_STATUS:
-                    raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
-                if response.status_code != 200:
-                    raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
-                try:
-                    await _spool(response.aiter_bytes(), path, url, limit)
-                except UpstreamMismatchError:
-                    raise UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes") from None
-                return Fetched(200, b"", response.headers.get("etag", ""), response.headers.get("last-modified", ""))
+                    raise _too_large(url, limit)
+                body = await take_body(response)
+                return Fetched(200, body, response.headers.get("etag", ""), response.headers.get("last-modified", ""))
 
         fetched: Fetched = await self._attempts(url, once)
         if fetched.status == 404:
@@ -350,6 +336,10 @@ class UpstreamClient:
                 log.warning(message)
                 raise UpstreamMismatchError(message)
         return done
+
+
+def _too_large(url: str, limit: int) -> UpstreamError:
+    return UpstreamError(f"upstream {redact(url)} is larger than {limit} bytes")
 
 
 def _auth(auth: httpx2.BasicAuth | None) -> dict[str, Any]:
