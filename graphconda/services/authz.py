@@ -228,6 +228,11 @@ def require_create_channel(actor: Actor, *, mirror: bool = False) -> None:
         raise PermissionDeniedError("only server owners and maintainers may create mirror or proxy channels")
 
 
+def can_see_upstream_credentials(actor: Actor) -> bool:
+    """Credentials in a mirror's upstream URL (user info, `/t/<token>/`) are for server staff only."""
+    return is_server_staff(actor)
+
+
 def can_adopt_stored_files(actor: Actor) -> bool:
     """May a new channel take over files left in storage under its name? They may be a deleted
     private channel's, so only server staff; anyone else's new channel starts empty."""

@@ -32,7 +32,8 @@ import httpx2
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.errors import UpstreamError, UpstreamMismatchError, UpstreamTimeoutError
-from graphconda.services import ops_metrics
+from graphconda.services import authz, ops_metrics
+from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.settings import MirrorSettings
 
@@ -41,6 +42,11 @@ log = logging.getLogger("graphconda.upstream")
 _TOKEN = re.compile(r"/t/[^/]+/")
 _WRITE_BUFFER = 1024 * 1024
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def shown_url(actor: Actor, url: str) -> str:
+    """An upstream URL as `actor` may see it: whole for server staff, redacted for everyone else."""
+    return url if authz.can_see_upstream_credentials(actor) else redact(url)
 
 
 def redact(url: str) -> str:

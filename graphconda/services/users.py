@@ -221,18 +221,21 @@ async def set_server_role(services: Services, actor: Actor, username: str, role:
         if user is None:
             raise NotFoundError("user not found")
         authz.require_set_server_role(actor, user, new)
-        if user.server_role == Role.OWNER and new != Role.OWNER:
-            owners = await session.scalar(
-                select(func.count()).select_from(User).where(User.server_role == Role.OWNER.value, ~User.disabled)  # type: ignore[arg-type]
-            )
-            if (owners or 0) <= 1:
-                raise ConflictError("cannot remove the last server owner; make someone else owner first")
+        if user.server_role == Role.OWNER and new != Role.OWNER and await _enabled_owners(session) <= 1:
+            raise ConflictError("cannot remove the last server owner; make someone else owner first")
         await session.execute(update(User).where(User.id == user.id).values(server_role=new.value if new else None))  # type: ignore[arg-type]
         if new is None:
             # Setting the role to none is how an operator takes access away: the browser sessions end with it.
             await _end_sessions(session, user, services)
         user.server_role = new.value if new else None
     return user
+
+
+async def _enabled_owners(session: AsyncSession) -> int:
+    found = await session.scalar(
+        select(func.count()).select_from(User).where(User.server_role == Role.OWNER.value, ~User.disabled)  # type: ignore[arg-type]
+    )
+    return int(found or 0)
 
 
 async def _end_sessions(session: AsyncSession, user: User, services: Services) -> None:
@@ -252,12 +255,8 @@ async def set_disabled(services: Services, actor: Actor, username: str, disabled
         user = await _find(session, username)
         if user is None:
             raise NotFoundError("user not found")
-        if disabled and not user.disabled and user.server_role == Role.OWNER:
-            owners = await session.scalar(
-                select(func.count()).select_from(User).where(User.server_role == Role.OWNER.value, ~User.disabled)  # type: ignore[arg-type]
-            )
-            if (owners or 0) <= 1:
-                raise ConflictError("cannot disable the last server owner; make someone else owner first")
+        if disabled and not user.disabled and user.server_role == Role.OWNER and await _enabled_owners(session) <= 1:
+            raise ConflictError("cannot disable the last server owner; make someone else owner first")
         await session.execute(update(User).where(User.id == user.id).values(disabled=disabled))  # type: ignore[arg-type]
         if disabled:
             await _end_sessions(session, user, services)

@@ -22,10 +22,9 @@ from starlette.responses import JSONResponse, Response
 from graphconda.db.models import Channel, JobRun, User
 from graphconda.errors import ChannelKindError, InvalidInputError
 from graphconda.http.errors import error_response
-from graphconda.services import authz
 from graphconda.services.authz import Actor
 from graphconda.services.catalog import Page
-from graphconda.services.upstream import redact
+from graphconda.services.upstream import shown_url
 
 MAX_BODY = 1024 * 1024
 PAGINATION_LIMIT = 20  # Quetz's default page size
@@ -236,9 +235,7 @@ def user_json(user: User) -> dict[str, Any]:
 
 
 def channel_base(channel: Channel, default_ttl: int, actor: Actor) -> dict[str, Any]:
-    url = channel.mirror_channel_url
-    if url and not authz.is_server_staff(actor):
-        url = redact(url)  # credentials in an upstream URL are for server staff only (as in GraphQL)
+    url = channel.mirror_channel_url and shown_url(actor, channel.mirror_channel_url)
     return {"name": channel.name, "description": channel.description, "private": channel.private,
             "size_limit": None, "ttl": channel.mirror_ttl if channel.mirror_ttl is not None else default_ttl,
             "mirror_channel_url": url, "mirror_mode": channel.mirror_mode}

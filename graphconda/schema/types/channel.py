@@ -25,7 +25,7 @@ from graphconda.schema.types.metrics import (
 from graphconda.schema.types.registered_mirror import RegisteredMirror
 from graphconda.services import authz, metrics
 from graphconda.services.publishing import options_of
-from graphconda.services.upstream import redact
+from graphconda.services.upstream import shown_url
 
 if TYPE_CHECKING:
     from graphconda.schema.types.job import Job, Schedule
@@ -145,7 +145,7 @@ class Channel:
     def mirror_channel_url(self, info: Info) -> str | None:
         if self.upstream is None:
             return None
-        return self.upstream if authz.is_server_staff(info.context.actor) else redact(self.upstream)
+        return shown_url(info.context.actor, self.upstream)
 
     @strawberry.field(description="Mirror and proxy channels: how they follow upstream; null for other channels.")
     def mirror(self, info: Info) -> MirrorStatus | None:
