@@ -152,6 +152,8 @@ class JobsSettings(_Section):
     cleanup_interval_seconds: int = Field(3600, ge=0)
     mirror_sync_interval_seconds: int = Field(3600, ge=0)
     metrics_interval_seconds: int = Field(300, ge=0)
+    # Pulling registered mirrors' download counts, per channel that has registered mirrors.
+    mirror_metrics_interval_seconds: int = Field(3600, ge=0)
     # The scheduler lease: renewed every third of this; another process takes over after it.
     lease_seconds: float = Field(60, ge=1)
     # Jobs one process runs at once.

@@ -27,10 +27,10 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlmodel import col
 
-from graphconda.db.models import Channel, JobSchedule
+from graphconda.db.models import Channel, JobSchedule, RegisteredMirror
 from graphconda.jobs import lease, registry
 from graphconda.jobs.cron import cron_trigger
 from graphconda.jobs.runner import process_id
@@ -76,9 +76,14 @@ BUILTIN_INTERVALS: dict[str, Callable[[Settings], float]] = {
     "aggregate_metrics": lambda s: s.jobs.metrics_interval_seconds,
 }
 
-# Built-in periodic jobs of channels: kind -> (interval from settings, which channels).
-BUILTIN_CHANNEL_INTERVALS: dict[str, tuple[Callable[[Settings], float], Callable[[Channel], bool]]] = {
-    "synchronize": (lambda s: s.jobs.mirror_sync_interval_seconds, lambda c: c.mirror_mode == "mirror"),
+# Built-in periodic jobs of channels: kind -> (interval from settings, the names of the channels it runs for).
+BUILTIN_CHANNEL_INTERVALS: dict[str, tuple[Callable[[Settings], float], Callable[[], Select[str]]]] = {
+    "synchronize": (lambda s: s.jobs.mirror_sync_interval_seconds,
+                    lambda: select(col(Channel.name)).where(col(Channel.mirror_mode) == "mirror")),
+    # Channels with registered mirrors pull the mirrors' download counts.
+    "synchronize_metrics": (lambda s: s.jobs.mirror_metrics_interval_seconds,
+                            lambda: select(col(Channel.name)).where(
+                                col(Channel.id).in_(select(col(RegisteredMirror.channel_id))))),
 }
 
 
@@ -91,27 +96,18 @@ async def schedule_specs(services: Services) -> list[ScheduleSpec]:
         if seconds and registry.get_kind(kind) is not None:
             spec = ScheduleSpec(kind, interval_seconds=seconds)
             specs[spec.key] = spec
-    # Every mirror channel syncs every jobs.mirror_sync_interval_seconds unless a stored schedule
-    # of its own (kind `synchronize`, same key) says otherwise or is disabled.
-    mirror_seconds = services.settings.jobs.mirror_sync_interval_seconds
-    if mirror_seconds and registry.get_kind("synchronize") is not None:
-        async with services.db.read() as session:
-            mirrors = await session.scalars(select(col(Channel.name)).where(col(Channel.mirror_mode) == "mirror"))
-            for name in mirrors:
-                spec = ScheduleSpec("synchronize", name, interval_seconds=mirror_seconds)
-                specs[spec.key] = spec
     async with services.db.read() as session:
-        channels = (await session.scalars(select(Channel).order_by(Channel.name))).all()
+        # A stored schedule of a channel's own (same kind, same key) overrides its built-in one or,
+        # disabled, switches it off.
+        for kind, (channel_interval, names) in BUILTIN_CHANNEL_INTERVALS.items():
+            seconds = channel_interval(services.settings)
+            if seconds and registry.get_kind(kind) is not None:
+                for name in await session.scalars(names()):
+                    spec = ScheduleSpec(kind, name, interval_seconds=seconds)
+                    specs[spec.key] = spec
         rows = (await session.execute(select(JobSchedule, col(Channel.name))
                                       .outerjoin(Channel, Channel.id == JobSchedule.channel_id)  # type: ignore[arg-type]
                                       .order_by(col(JobSchedule.id)))).all()
-    for kind, (interval, applies) in BUILTIN_CHANNEL_INTERVALS.items():
-        seconds = interval(services.settings)
-        if seconds and registry.get_kind(kind) is not None:
-            for channel in channels:
-                if applies(channel):
-                    spec = ScheduleSpec(kind, channel.name, interval_seconds=seconds)
-                    specs[spec.key] = spec
     for row, channel_name in rows:
         if registry.get_kind(row.kind) is None or (row.channel_id is not None and channel_name is None):
             continue

@@ -198,9 +198,7 @@ async def set_schedule(services: Services, actor: Actor, kind: str, *, channel: 
             col(JobSchedule.channel_id).is_(None) if channel_id is None
             else col(JobSchedule.channel_id) == channel_id).with_for_update())
         if schedule is None:
-            if keep_trigger:
-                raise InvalidInputError("give either an interval in seconds or a cron expression",
-                                        field="interval_seconds")
+            # Disabling with no trigger stores a disabled row: it switches off the built-in schedule.
             schedule = JobSchedule(kind=spec.name, channel_id=channel_id, created_at=now)
             session.add(schedule)
         if not keep_trigger:

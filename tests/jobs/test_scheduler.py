@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from graphconda.db.models import JobRun
+from graphconda.db.models import JobRun, RegisteredMirror
+from graphconda.errors import InvalidInputError
 from graphconda.jobs import lease
 from graphconda.jobs.scheduler import ScheduleBook, Scheduler, ScheduleSpec, schedule_specs
 from graphconda.services import jobs
@@ -188,3 +189,22 @@ async def test_mirror_channels_sync_on_the_configured_interval(clocked: Services
                             cron="0 3 * * *", enabled=True)
     specs = {s.key: s for s in await schedule_specs(clocked)}
     assert specs["synchronize:upstream-copy"].cron == "0 3 * * *"
+
+
+async def test_channels_with_registered_mirrors_pull_their_metrics_on_the_configured_interval(
+        clocked: Services) -> None:
+    primary = await make_channel(clocked, "primary")
+    await make_channel(clocked, "lonely")
+    async with clocked.db.write() as session:
+        session.add(RegisteredMirror(channel_id=primary.id, url="http://127.0.0.1:9/get/primary"))
+    specs = {s.key: s for s in await schedule_specs(clocked)}
+    interval = clocked.settings.jobs.mirror_metrics_interval_seconds
+    assert specs["synchronize_metrics:primary"].interval_seconds == interval
+    assert "synchronize_metrics:lonely" not in specs
+    # Switched off without a trigger of its own: the built-in one stops.
+    await jobs.set_schedule(clocked, SYSTEM, "synchronize_metrics", channel="primary", interval_seconds=None,
+                            cron=None, enabled=False)
+    assert "synchronize_metrics:primary" not in {s.key for s in await schedule_specs(clocked)}
+    with pytest.raises(InvalidInputError, match="interval in seconds or a cron"):
+        await jobs.set_schedule(clocked, SYSTEM, "synchronize_metrics", channel="primary", interval_seconds=None,
+                                cron=None, enabled=True)
