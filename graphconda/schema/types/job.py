@@ -92,7 +92,8 @@ class Job:
 class Schedule:
     id: strawberry.ID
     kind: str
-    interval_seconds: int | None = strawberry.field(description="Null when `cron` is set.")
+    interval_seconds: int | None = strawberry.field(
+        description="Null when `cron` is set, and on a disabled schedule that only switches a built-in one off.")
     cron: str | None = strawberry.field(description="Five crontab fields (minute hour day month weekday); or null.")
     enabled: bool
     created_at: datetime
