@@ -37,4 +37,5 @@ async def cleanup(ctx: JobContext) -> None:
 async def publish_sweep(ctx: JobContext) -> None:
     """Rebuild the published files of subdirs whose changes a process left unpublished (it died mid-way)."""
     found = await ctx.services.publisher.catch_up()
+    ctx.idle = not found
     ctx.progress(done=found, total=found, message=f"{found} subdirs republished" if found else "all published")

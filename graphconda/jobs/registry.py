@@ -173,6 +173,9 @@ class JobContext:
     dirty: bool = False
     cancel_requested: bool = False
     stopping: bool = False  # this process is shutting down
+    # Set by a job that found nothing to do: a scheduled run that succeeds so is not kept (a
+    # sweep every 30 s would otherwise bury the runs people look for); a triggered one is.
+    idle: bool = False
 
     def progress(self, *, done: int | None = None, total: int | None = None, message: str | None = None) -> None:
         if done is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlmodel import col
 
 from graphconda.db.models import Channel, JobRun
@@ -194,6 +194,8 @@ class Runner:
             log.info("job %d (%s) started, attempt %d", run.id, run.kind, run.attempt)
             await kind.func(ctx)
             outcome = self._final(JobStatus.SUCCEEDED, ctx)
+            if ctx.idle and run.scheduled:
+                outcome["forget"] = True
         except (JobCancelled, asyncio.CancelledError) as exc:
             if ctx.stopping and not ctx.cancel_requested:
                 outcome = self._requeue(ctx, "the process running it stopped")
@@ -248,9 +250,11 @@ class Runner:
         return values
 
     async def _store_outcome(self, run_id: int, values: dict[str, Any]) -> None:
+        forget = values.pop("forget", False)
         async with self.services.db.write() as session:
-            result = await session.execute(update(JobRun).where(_running_mine(run_id, self.holder))
-                                           .values(**values).execution_options(synchronize_session=False))
+            statement = (delete(JobRun) if forget else update(JobRun).values(**values)).where(
+                _running_mine(run_id, self.holder))
+            result = await session.execute(statement.execution_options(synchronize_session=False))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             log.warning("job %d: this process no longer holds it (presumed dead and requeued); result dropped", run_id)
         else:

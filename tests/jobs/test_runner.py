@@ -161,3 +161,19 @@ async def test_concurrent_runners_claim_each_run_once(services: Services) -> Non
     finally:
         for runner in runners:
             await runner.aclose()
+
+
+async def test_a_scheduled_sweep_with_nothing_to_do_leaves_no_run_but_a_triggered_one_is_kept(
+        services: Services) -> None:
+    scheduled = await jobs.run_job(services, SYSTEM, "publish_sweep", scheduled=True)
+    async with running(services):
+        deadline = time.monotonic() + 20
+        while True:
+            async with services.db.read() as session:
+                if await session.get(JobRun, scheduled.id) is None:
+                    break
+            assert time.monotonic() < deadline, "the idle scheduled sweep's run was kept"
+            await asyncio.sleep(0.05)
+        triggered = await jobs.run_job(services, SYSTEM, "publish_sweep")
+        run = await wait_for(services, triggered.id, finished)  # type: ignore[arg-type]
+    assert run.status == JobStatus.SUCCEEDED.value and run.message == "all published"
