@@ -43,7 +43,7 @@ from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.delivery import Delivery, LocalBlob, Missing, Unavailable, empty_file, stored_package
 from graphconda.services.locks import insert_ignore, publish_lock
-from graphconda.services.serving import ChannelInfo, serving_cache
+from graphconda.services.serving import CachedFile, ChannelInfo, serving_cache
 from graphconda.services.temp_files import TEMP_DIR, temp_file
 from graphconda.services.upstream import join, redact, upstream_client
 
@@ -62,10 +62,12 @@ class _Records:
 
 
 class ProxyState:
-    """Per process: which entries were found fresh (saves a query per request) and parsed records."""
+    """Per process: which entries were found fresh (saves a query per request), their upstream
+    base URLs (saves one per package file fetched) and parsed records."""
 
     def __init__(self, services: Services) -> None:
         self.fresh: dict[tuple[int, str], float] = {}  # (channel id, path) -> monotonic time it goes stale
+        self.bases: dict[tuple[int, str], str] = {}  # (channel id, path) -> its entry's base_url, while fresh
         self.records: dict[tuple[int, str], _Records] = {}
 
 
@@ -155,6 +157,7 @@ async def _refreshed(services: Services, info: ChannelInfo, path: str, keys: lis
                     entry = await _entry(services, info.id, path)
         if info.ttl > 0:
             state.fresh[marker] = now + min(info.ttl, services.settings.publish.serve_cache_seconds)
+            state.bases[marker] = entry.base_url if entry is not None else ""
         if entry is not None and entry.status == 404:
             state.fresh[marker] = now + min(info.ttl, services.settings.mirror.negative_cache_seconds)
             return Missing()
@@ -175,6 +178,16 @@ async def _stale(services: Services, info: ChannelInfo, path: str, key: str, ent
         log.warning("proxy %s: serving the stored %s (upstream failed: %s)", info.name, path, exc)
         return LocalBlob(cached, immutable=False)
     return Unavailable(exc.status_code, f"upstream channel unavailable and {path} not cached")
+
+
+async def _base_url(services: Services, info: ChannelInfo, path: str) -> str:
+    """Where upstream keeps the files `path` (an index) names ('' for beside it): known while `path` is fresh."""
+    state = _state(services)
+    marker = (info.id, path)
+    if state.fresh.get(marker, 0.0) > time.monotonic() and marker in state.bases:
+        return state.bases[marker]
+    entry = await _entry(services, info.id, path)
+    return entry.base_url if entry is not None else ""
 
 
 def _upstream_subdir(info: ChannelInfo, subdir: str) -> str:
@@ -297,22 +310,18 @@ def _temp_path(services: Services) -> Path:
     return path
 
 
-async def _records(services: Services, info: ChannelInfo, subdir: str) -> _Records | None:
-    """The upstream records of the stored repodata snapshot (parsed once per snapshot and process)."""
-    key = layout.subdir_file_key(info.name, subdir, layout.REPODATA)
-    stat = await services.storage.stat(key)
-    if stat is None:
-        return None
+async def _records(services: Services, info: ChannelInfo, subdir: str, repodata: CachedFile) -> _Records | None:
+    """The upstream records of the stored repodata snapshot `repodata` (parsed once per snapshot and process)."""
     state = _state(services)
     cached = state.records.get((info.id, subdir))
-    if cached is not None and cached.etag == stat.etag:
+    if cached is not None and cached.etag == repodata.version:
         return cached
     try:
-        data = await services.storage.read(key)
+        data = repodata.data if repodata.data is not None else await services.storage.read(repodata.key)
     except BlobNotFoundError:
         return None
     files = await run_in_threadpool(_checksums, data)
-    records = state.records[(info.id, subdir)] = _Records(stat.etag, files)
+    records = state.records[(info.id, subdir)] = _Records(repodata.version, files)
     return records
 
 
@@ -333,9 +342,9 @@ def _checksums(data: bytes) -> dict[str, tuple[str | None, str | None, int | Non
 async def _package_file(services: Services, info: ChannelInfo, subdir: str, filename: str,
                         redirect_ok: bool) -> Delivery:
     found = await _repodata(services, info, subdir, layout.REPODATA)
-    if isinstance(found, Unavailable):
-        return found
-    records = await _records(services, info, subdir)
+    if not isinstance(found, LocalBlob):
+        return found if isinstance(found, Unavailable) else Missing("package file not found")
+    records = await _records(services, info, subdir, found.entry)
     record = records.files.get(filename) if records is not None else None
     if record is None:
         return Missing("package file not found")
@@ -346,30 +355,14 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
     # a file upstream replaced is a new key, never the old bytes under the new record.
     key = layout.package_key(info.name, subdir, (sha256 or md5 or "").lower().ljust(64, "0")[:64], filename)
     cached = await serving_cache(services).file(key, immutable=True)
-    if cached is not None:
-        return await stored_package(services, cached, redirect_ok)
-    entry = await _entry(services, info.id, f"{subdir}/{layout.REPODATA}")
-    base = (entry.base_url if entry is not None and entry.base_url else _upstream_subdir(info, subdir))
-    url = join(base, filename)
-    async with publish_lock(services.db, f"proxyfile:{key}"):
-        if await services.storage.stat(key) is None:  # else another process stored it meanwhile
-            path = await run_in_threadpool(_temp_path, services)
-            try:
-                if await upstream_client(services).download(url, path, size=size, sha256=sha256, md5=md5) is None:
-                    return Missing("package file not found upstream")
-                await services.storage.put_file(key, path)
-            except UpstreamMismatchError:
-                return Unavailable(502, f"upstream sent a corrupt {filename} (checksum mismatch); not cached")
-            except UpstreamError as exc:
-                return Unavailable(exc.status_code, f"upstream channel unavailable and {filename} not cached")
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await run_in_threadpool(path.unlink, True)
-            log.info("proxy %s: cached %s/%s", info.name, subdir, filename)
-        serving_cache(services).invalidate([key])
-    cached = await serving_cache(services).file(key, immutable=True)
     if cached is None:
-        return Missing("package file not found")
+        base = await _base_url(services, info, f"{subdir}/{layout.REPODATA}") or _upstream_subdir(info, subdir)
+        got = await _fetch(services, key, join(base, filename), filename, Missing("package file not found upstream"),
+                           size=size, sha256=sha256, md5=md5)
+        if not isinstance(got, CachedFile):
+            return got
+        log.info("proxy %s: cached %s/%s", info.name, subdir, filename)
+        cached = got
     return await stored_package(services, cached, redirect_ok)
 
 
@@ -377,26 +370,45 @@ async def _shard(services: Services, info: ChannelInfo, subdir: str, digest: str
     """A shard, fetched once: content-addressed, so it is verified by its own name and never revalidated."""
     key = layout.shard_key(info.name, subdir, digest)
     cached = await serving_cache(services).file(key, immutable=True)
-    if cached is not None:
-        return LocalBlob(cached, immutable=True)
-    entry = await _entry(services, info.id, f"{subdir}/{layout.SHARD_INDEX}")
-    base = entry.base_url if entry is not None and entry.base_url else join(_upstream_subdir(info, subdir), "shards/")
-    url = join(base, f"{digest}.msgpack.zst")
+    if cached is None:
+        base = (await _base_url(services, info, f"{subdir}/{layout.SHARD_INDEX}")
+                or join(_upstream_subdir(info, subdir), "shards/"))
+        got = await _fetch(services, key, join(base, f"{digest}.msgpack.zst"), "shard", Missing(),
+                           size=None, sha256=digest)
+        if not isinstance(got, CachedFile):
+            return got
+        cached = got
+    return LocalBlob(cached, immutable=True)
+
+
+async def _fetch(services: Services, key: str, url: str, what: str, absent: Missing, *, size: int | None,
+                 sha256: str | None, md5: str | None = None) -> CachedFile | Missing | Unavailable:
+    """Download `url` into storage under `key`, verified, once however many processes ask at once.
+
+    The lock makes the others wait, and then find the file stored. The verified temp file
+    becomes the stored one (moved into place on local storage), and a small file's bytes,
+    kept from the download, go into the serving cache: nothing is read back to answer.
+    """
+    cache = serving_cache(services)
     async with publish_lock(services.db, f"proxyfile:{key}"):
-        if await services.storage.stat(key) is None:
-            path = await run_in_threadpool(_temp_path, services)
-            try:
-                if await upstream_client(services).download(url, path, size=None, sha256=digest) is None:
-                    return Missing()
-                await services.storage.put_file(key, path)
-            except UpstreamMismatchError:
-                return Unavailable(502, "upstream sent a corrupt shard (checksum mismatch); not cached")
-            except UpstreamError as exc:
-                return Unavailable(exc.status_code, "upstream channel unavailable and the shard not cached")
-            finally:
+        if await services.storage.stat(key) is not None:  # another process stored it meanwhile
+            cache.invalidate([key])
+            return await cache.file(key, immutable=True) or Missing()
+        path = await run_in_threadpool(_temp_path, services)
+        kept = False  # put_file consumed the temp file
+        try:
+            done = await upstream_client(services).download(url, path, size=size, sha256=sha256, md5=md5,
+                                                            keep_md5=False, hold=cache.max_file)
+            if done is None:
+                return absent
+            stat = await services.storage.put_file(key, path)
+            kept = True
+        except UpstreamMismatchError:
+            return Unavailable(502, f"upstream sent a corrupt {what} (checksum mismatch); not cached")
+        except UpstreamError as exc:
+            return Unavailable(exc.status_code, f"upstream channel unavailable and {what} not cached")
+        finally:
+            if not kept:
                 with anyio.CancelScope(shield=True):
                     await run_in_threadpool(path.unlink, True)
-        serving_cache(services).invalidate([key])
-    cached = await serving_cache(services).file(key, immutable=True)
-    return LocalBlob(cached, immutable=True) if cached is not None else Missing()
-
+        return cache.stored(key, stat, done.data, sha256=done.sha256, immutable=True)

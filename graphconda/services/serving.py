@@ -38,6 +38,7 @@ from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 from graphconda.services.packages import FileRef, find_file
 from graphconda.services.publishing import PublishOptions
+from graphconda.storage.base import BlobStat
 
 IMMUTABLE_SECONDS = 3600.0
 
@@ -204,10 +205,23 @@ class ServingCache:
         self._store(key, entry)
         return entry
 
+    def stored(self, key: str, stat: BlobStat, data: bytes | None, *, sha256: str, immutable: bool) -> CachedFile:
+        """Remember a blob this process has just written, `sha256` being its content's digest (and
+        `data` its bytes, if at hand): the entry `file` would load, without reading it back."""
+        parsed = layout.parse_package_key(key)
+        etag = f'"{parsed[2]}"' if parsed is not None else f'"{sha256}"'
+        expires = time.monotonic() + (IMMUTABLE_SECONDS if immutable else self.ttl)
+        entry = CachedFile(key, stat.size, etag, int(stat.mtime), formatdate(stat.mtime, usegmt=True),
+                           data if data is not None and len(data) <= self.max_file else None, expires,
+                           version=stat.etag)
+        self.invalidate([key])
+        self._store(key, entry)
+        return entry
+
     async def _content_etag(self, key: str, data: bytes | None) -> str:
         parsed = layout.parse_package_key(key)
         if parsed is not None:
-            return f'"{parsed[2]}"'  # the key is content-addressed already
+            return f'"{parsed[2]}"'  # the key is content-addressed already (`stored` agrees)
         if data is not None:
             if len(data) < 1024 * 1024:
                 return f'"{hashlib.sha256(data).hexdigest()}"'

@@ -109,7 +109,8 @@ class Downloaded:
     path: Path
     size: int
     sha256: str
-    md5: str
+    md5: str  # "" when not computed (download(keep_md5=False) with a sha256 to check)
+    data: bytes | None = None  # the body, when download(hold=...) was asked to keep it
 
 
 class _Retry(Exception):
@@ -312,12 +313,16 @@ class UpstreamClient:
         return found
 
     async def download(self, url: str, path: Path, *, size: int | None, sha256: str | None,
-                       md5: str | None = None) -> Downloaded | None:
+                       md5: str | None = None, keep_md5: bool = True, hold: int = 0) -> Downloaded | None:
         """Stream a package file into `path`, verified against the upstream record; None when upstream has none.
 
         UpstreamMismatchError when the bytes differ from what the record says (wrong size,
         sha256 or md5); the file at `path` is then left for the caller to delete.
+        `keep_md5=False`: md5 is computed (and checked) only when there is no sha256 to check,
+        for callers that do not record it. `hold`: a body of at most this many bytes is also
+        returned in memory (`Downloaded.data`), so it can be served without reading the file back.
         """
+        with_md5 = keep_md5 or not sha256
 
         plain, auth = split_auth(url)
 
@@ -329,12 +334,12 @@ class UpstreamClient:
                     raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
                 if response.status_code != 200:
                     raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
-                return await _spool(response.aiter_bytes(), path, url, size)
+                return await _spool(response.aiter_bytes(), path, url, size, md5=with_md5, hold=hold)
 
         done: Downloaded | None = await self._attempts(url, once)
         if done is None:
             return None
-        wanted = {"size": size, "sha256": sha256 and sha256.lower(), "md5": md5 and md5.lower()}
+        wanted = {"size": size, "sha256": sha256 and sha256.lower(), "md5": md5.lower() if md5 and with_md5 else None}
         got = {"size": done.size, "sha256": done.sha256, "md5": done.md5}
         for name, value in wanted.items():
             if value is not None and value != got[name]:
@@ -352,16 +357,51 @@ def _auth(auth: httpx2.BasicAuth | None) -> dict[str, Any]:
     return {"auth": auth} if auth is not None else {}
 
 
-async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None) -> Downloaded:
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+class _Sink:
+    """A body written to a file and hashed, in blocks (each one thread hop: opened with the
+    first, closed with the last), and kept in memory too while it fits in `hold` bytes."""
+
+    def __init__(self, path: Path, md5: bool, hold: int) -> None:
+        self.path = path
+        self.file: IO[bytes] | None = None
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self.hold = hold
+        self.held: list[bytes] | None = [] if hold else None
+        self.size = 0
+
+    def keep(self, block: bytes) -> None:
+        self.size += len(block)
+        if self.held is not None:
+            if self.size <= self.hold:
+                self.held.append(block)
+            else:
+                self.held = None  # too big to hold: the file alone
+
+    def write(self, block: bytes, last: bool) -> None:
+        if self.file is None:
+            self.file = open(self.path, "wb")  # noqa: SIM115 - closed with the last block, or by close()
+        self.sha256.update(block)
+        if self.md5 is not None:
+            self.md5.update(block)
+        self.file.write(block)
+        if last:
+            self.file.close()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def result(self) -> Downloaded:
+        return Downloaded(self.path, self.size, self.sha256.hexdigest(),
+                          self.md5.hexdigest() if self.md5 is not None else "",
+                          b"".join(self.held) if self.held is not None else None)
+
+
+async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, *,
+                 md5: bool = True, hold: int = 0) -> Downloaded:
+    sink = _Sink(path, md5, hold if size is None or size <= hold else 0)
     total = 0
-    f: IO[bytes] = await run_in_threadpool(open, path, "wb")
-
-    def write(data: bytes) -> None:
-        sha.update(data)
-        md5.update(data)
-        f.write(data)
-
     buffer = bytearray()
     try:
         async for chunk in body:
@@ -369,15 +409,20 @@ async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | N
             if size is not None and total > size:
                 raise UpstreamMismatchError(f"upstream {redact(url)} sent more than the {size} bytes of its record")
             buffer += chunk
-            if len(buffer) >= _WRITE_BUFFER:  # one thread hop per MiB, not per network read
-                await run_in_threadpool(write, bytes(buffer))
+            # One thread hop per MiB, not per network read; the last MiB goes with what precedes it.
+            if len(buffer) >= _WRITE_BUFFER and (size is None or size - total >= _WRITE_BUFFER):
+                block = bytes(buffer)
                 buffer.clear()
-        if buffer:
-            await run_in_threadpool(write, bytes(buffer))
+                sink.keep(block)
+                await run_in_threadpool(sink.write, block, False)
+        block = bytes(buffer)
+        sink.keep(block)
+        await run_in_threadpool(sink.write, block, True)
     finally:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(f.close)
-    return Downloaded(path, total, sha.hexdigest(), md5.hexdigest())
+        if sink.file is not None and not sink.file.closed:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(sink.close)
+    return sink.result()
 
 
 def upstream_client(services: Services) -> UpstreamClient:
