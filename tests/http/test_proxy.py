@@ -362,3 +362,45 @@ async def test_proxied_package_downloads_are_counted(client: httpx2.AsyncClient,
                                                 func.sum(DownloadEvent.count))
                                          .group_by(DownloadEvent.subdir, DownloadEvent.filename))).all()
     assert [tuple(row) for row in counted] == [("noarch", name, 2)]
+
+
+async def test_package_files_are_checked_against_sha256_else_md5(
+    client: httpx2.AsyncClient, services: Services, upstream: StaticChannel, packages: list[Path],
+) -> None:
+    """The record's sha256 decides (its md5 is not looked at then); a record with only an md5 is checked by it."""
+    index = upstream.root / "noarch/repodata.json"
+    doc = json.loads(index.read_bytes())
+    conda, bz2 = packages[0].name, packages[1].name
+    doc["packages.conda"][conda]["md5"] = "0" * 32
+    del doc["packages"][bz2]["sha256"]
+    right_md5, doc["packages"][bz2]["md5"] = doc["packages"][bz2]["md5"], "f" * 32
+    index.write_text(json.dumps(doc))
+    await make_proxy(services, "px", upstream.url, ttl=0)
+    first = await client.get(f"/get/px/noarch/{conda}")
+    assert first.status_code == 200 and first.content == packages[0].read_bytes()
+    bad = await client.get(f"/get/px/noarch/{bz2}")
+    assert bad.status_code == 502 and "checksum" in bad.json()["detail"]
+    doc["packages"][bz2]["md5"] = right_md5
+    index.write_text(json.dumps(doc))
+    good = await client.get(f"/get/px/noarch/{bz2}")
+    assert good.status_code == 200 and good.content == packages[1].read_bytes()
+    assert good.headers["etag"] == f'"{right_md5.ljust(64, "0")}"'  # stored under its md5, padded
+
+
+async def test_the_first_answer_is_the_stored_file(client: httpx2.AsyncClient, services: Services,
+                                                   upstream: StaticChannel, packages: list[Path]) -> None:
+    """The first GET is answered from the verified download: same ETag as every later answer, which
+    revalidate against it; ranges and HEAD right after it; nothing read back from upstream again."""
+    await make_proxy(services, "px", upstream.url)
+    name = packages[0].name
+    first = await client.get(f"/get/px/noarch/{name}")
+    assert first.status_code == 200 and first.content == packages[0].read_bytes()
+    assert first.headers["etag"] == f'"{sha(first.content)}"'
+    assert int(first.headers["content-length"]) == packages[0].stat().st_size
+    head = await client.head(f"/get/px/noarch/{name}")
+    assert head.status_code == 200 and head.headers["etag"] == first.headers["etag"]
+    part = await client.get(f"/get/px/noarch/{name}", headers={"range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == packages[0].read_bytes()[:10]
+    again = await client.get(f"/get/px/noarch/{name}", headers={"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert upstream.count(name) == 1
