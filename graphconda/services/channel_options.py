@@ -14,6 +14,8 @@ module makes the published files follow a change:
   lock; serving answers 404 for it (short Cache-Control) and clients use repodata.json.zst.
   Uploads keep shard rows and blobs current meanwhile (and may write the index again,
   which serving withholds), so turning shards back on never builds from stale data.
+- proxy channels: nothing is rebuilt (their index files are upstream's); serving follows
+  the options at once (services/proxy.py).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def change_of(settings: Settings, current: Mapping[str, Any] | None, changes: Ma
 
 async def before_commit(services: Services, channel: Channel, change: OptionChange) -> None:
     """Build what must exist before clients are told about the change (the shard index of every subdir)."""
-    if not change.shards_on:
+    if not change.shards_on or channel.mirror_mode == "proxy":
         return
     assert channel.id is not None
     for subdir in await publishing.channel_subdirs(services, channel.id):
@@ -89,6 +91,10 @@ async def before_commit(services: Services, channel: Channel, change: OptionChan
 async def after_commit(services: Services, channel: Channel, change: OptionChange) -> None:
     """Make the published files follow a committed change: write what is on, delete what is off."""
     assert channel.id is not None
+    if channel.mirror_mode == "proxy":
+        # Its index files are upstream's, as stored by services/proxy.py, which applies the
+        # options when serving: a rebuild here would write empty ones over them.
+        return
     subdirs = await publishing.channel_subdirs(services, channel.id)
     if change.shards_off:
         for subdir in subdirs:

@@ -67,7 +67,7 @@ async def locate(services: Services, info: ChannelInfo, subdir: str | None, name
     if info.mirror_mode == "proxy":
         from graphconda.services import proxy  # proxy builds on this module
 
-        return await proxy.locate(services, info, subdir, name, redirect_ok=redirect_ok)
+        return await proxy.locate(services, info, subdir, name, redirect_ok=redirect_ok, gzip_ok=gzip_ok)
     if subdir is None:
         return await _published(services, layout.channel_file_key(info.name, name))
     if name.startswith("shards/"):

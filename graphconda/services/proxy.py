@@ -8,10 +8,16 @@ after it, one process revalidates it with a conditional request while the others
 on the same lock and then use its answer. When upstream fails or is slow the stored copy
 is served (stale-if-error) and the failure logged; 502/504 only when nothing is stored.
 
-`repodata.json` and `repodata.json.zst` come from one upstream snapshot: upstream's
-`.zst` when it has one, else its `.json` (compressed here), so the two never disagree.
-Absolute `base_url` / `shards_base_url` values are rewritten so clients keep coming
-here, and remembered so package files and shards are fetched from where upstream says.
+Every encoding of `repodata.json` comes from one upstream snapshot: upstream's `.zst`
+when it has one, else its `.json` (compressed here), stored together; the gzip copy
+(`Content-Encoding: gzip`) and `repodata.json.bz2` (when the channel's `bz2` option is on)
+are made here from the stored snapshot on first request and remade when it changes, as
+normal channels publish them. `current_repodata.json` is handled the same way when
+upstream has one. When one of a subdir's indexes changes, the others are revalidated at
+their next request, so the shard index and repodata.json (which package files are
+checked against) do not drift apart for a whole TTL. Absolute `base_url` /
+`shards_base_url` values are rewritten so clients keep coming here, and remembered so
+package files and shards are fetched from where upstream says.
 
 Package files and shards are fetched on first request under a cross-process lock (one
 upstream download however many clients and processes ask at once), verified (package
@@ -21,12 +27,14 @@ is) and only then stored. A mismatch is never stored and answers 502.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -34,9 +42,11 @@ from urllib.parse import urljoin
 import anyio
 import msgpack
 import zstandard
+from sqlalchemy import update
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
-from graphconda.conda.repodata import compress_zst
+from graphconda.conda.repodata import compress_bz2, compress_gzip, compress_zst
 from graphconda.db.models import ProxyEntry
 from graphconda.errors import BlobNotFoundError, UpstreamError, UpstreamMismatchError
 from graphconda.services import layout
@@ -49,8 +59,20 @@ from graphconda.services.upstream import join, redact, upstream_client
 
 log = logging.getLogger("graphconda.proxy")
 
-# Subdir index files a proxy serves as upstream has them (repodata.json and .zst are one snapshot).
-PASSTHROUGH = frozenset({layout.CURRENT_REPODATA, layout.RUN_EXPORTS})
+# Index files fetched as one snapshot with their .zst: each served name -> the family's .json.
+FAMILIES = {layout.REPODATA: layout.REPODATA, layout.REPODATA_ZST: layout.REPODATA,
+            layout.REPODATA_BZ2: layout.REPODATA,
+            layout.CURRENT_REPODATA: layout.CURRENT_REPODATA, layout.CURRENT_REPODATA_ZST: layout.CURRENT_REPODATA}
+_ZST = {layout.REPODATA: layout.REPODATA_ZST, layout.CURRENT_REPODATA: layout.CURRENT_REPODATA_ZST}
+# Encodings made here from a stored snapshot, on first request: name -> (the file it encodes, how).
+DERIVED: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
+    layout.REPODATA_GZ: (layout.REPODATA, compress_gzip),
+    layout.CURRENT_REPODATA_GZ: (layout.CURRENT_REPODATA, compress_gzip),
+    layout.REPODATA_BZ2: (layout.REPODATA, compress_bz2),
+}
+# A subdir's upstream indexes (ProxyEntry paths): when one changes, the others are revalidated.
+SUBDIR_INDEXES = (layout.REPODATA, layout.CURRENT_REPODATA, layout.SHARD_INDEX, layout.RUN_EXPORTS)
+_LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -69,6 +91,7 @@ class ProxyState:
         self.fresh: dict[tuple[int, str], float] = {}  # (channel id, path) -> monotonic time it goes stale
         self.bases: dict[tuple[int, str], str] = {}  # (channel id, path) -> its entry's base_url, while fresh
         self.records: dict[tuple[int, str], _Records] = {}
+        self.derived: dict[tuple[int, str], str] = {}  # (channel id, path) -> ETag of the file it was made from
 
 
 def _state(services: Services) -> ProxyState:
@@ -76,8 +99,11 @@ def _state(services: Services) -> ProxyState:
 
 
 async def locate(services: Services, info: ChannelInfo, subdir: str | None, name: str,
-                 *, redirect_ok: bool = False) -> Delivery:
-    """The proxy channel's answer for a file: stored (fetched first if need be), missing or unavailable."""
+                 *, redirect_ok: bool = False, gzip_ok: bool = False) -> Delivery:
+    """The proxy channel's answer for a file: stored (fetched first if need be), missing or unavailable.
+
+    `gzip_ok`: the client accepts gzip and asked for no range (the gzip copy may answer).
+    """
     if not info.upstream:
         return Missing()
     if subdir is None:
@@ -86,21 +112,40 @@ async def locate(services: Services, info: ChannelInfo, subdir: str | None, name
         return await _shard(services, info, subdir, name[7:71])
     if name.endswith((".conda", ".tar.bz2")):
         return await _package_file(services, info, subdir, name, redirect_ok)
-    if name in (layout.REPODATA, layout.REPODATA_ZST):
-        found = await _repodata(services, info, subdir, name)
-    elif name == layout.SHARD_INDEX:
-        if not info.publish.shards:
-            return Missing("this channel does not publish sharded repodata")
-        found = await _index_file(services, info, f"{subdir}/{name}", layout.subdir_file_key(info.name, subdir, name))
-    elif name in PASSTHROUGH:
-        found = await _index_file(services, info, f"{subdir}/{name}", layout.subdir_file_key(info.name, subdir, name))
-    else:
-        return Missing()
-    if isinstance(found, Missing) and name in (layout.REPODATA, layout.REPODATA_ZST):
+    if name in FAMILIES:
+        return await _family_file(services, info, subdir, name, gzip_ok)
+    if name == layout.SHARD_INDEX and not info.publish.shards:
+        return Missing("this channel does not publish sharded repodata")
+    if name in (layout.SHARD_INDEX, layout.RUN_EXPORTS):
+        return await _index_file(services, info, f"{subdir}/{name}", layout.subdir_file_key(info.name, subdir, name))
+    return Missing()  # what normal channels never serve either (repodata_from_packages.json, ...)
+
+
+async def _family_file(services: Services, info: ChannelInfo, subdir: str, name: str,
+                       gzip_ok: bool) -> LocalBlob | Missing | Unavailable:
+    """One encoding of repodata.json or current_repodata.json, all from the stored snapshot."""
+    family = FAMILIES[name]
+    if name == layout.REPODATA_BZ2 and not info.publish.bz2:
+        return Missing("this channel does not publish repodata.json.bz2")
+    found = await _snapshot(services, info, subdir, family)
+    if isinstance(found, Missing):
         # noarch/repodata.json always answers (an upstream without noarch is still a channel);
         # never an empty shard index, though: clients would take it for an empty channel.
-        return empty_file(subdir, name) or found
-    return found
+        empty = empty_file(subdir, name) if family == layout.REPODATA else None
+        return LocalBlob(empty.entry, immutable=False, vary=name == family) if empty is not None else found
+    if isinstance(found, Unavailable):
+        return found
+    if name == family:
+        gzipped = layout.GZIP_COPIES[family]
+        copy = await _derived(services, info, subdir, gzipped, found.entry) if gzip_ok else None
+        if copy is not None:
+            return LocalBlob(copy, immutable=False, encoding="gzip", vary=True)
+        return LocalBlob(found.entry, immutable=False, vary=True)
+    if name == layout.REPODATA_BZ2:
+        made = await _derived(services, info, subdir, name, found.entry)
+        return LocalBlob(made, immutable=False) if made is not None else Missing()
+    cached = await serving_cache(services).file(layout.subdir_file_key(info.name, subdir, name))
+    return LocalBlob(cached, immutable=False) if cached is not None else Missing()
 
 
 # --- freshness --------------------------------------------------------------------------
@@ -112,7 +157,10 @@ async def _entry(services: Services, channel_id: int, path: str) -> ProxyEntry |
 
 
 def _is_fresh(services: Services, info: ChannelInfo, entry: ProxyEntry | None) -> bool:
-    return entry is not None and entry.checked_at + timedelta(seconds=info.ttl) > services.now()
+    if entry is None:
+        return False
+    seconds = info.ttl if entry.status != 404 else min(info.ttl, services.settings.mirror.negative_cache_seconds)
+    return entry.checked_at + timedelta(seconds=seconds) > services.now()
 
 
 async def _save_entry(services: Services, values: dict[str, Any]) -> None:
@@ -148,6 +196,8 @@ async def _refreshed(services: Services, info: ChannelInfo, path: str, keys: lis
                     if blobs:
                         await services.storage.put_many(blobs)
                         serving_cache(services).invalidate(blobs)
+                        if entry is not None and entry.status == 200:  # a stored index changed upstream
+                            await _expire_siblings(services, info, path)
                     elif values.get("status") == 404:
                         for key in keys:  # gone upstream: so it is here
                             await services.storage.delete(key)
@@ -166,6 +216,24 @@ async def _refreshed(services: Services, info: ChannelInfo, path: str, keys: lis
         state.fresh.pop(marker, None)
         return Missing()
     return LocalBlob(cached, immutable=False)
+
+
+async def _expire_siblings(services: Services, info: ChannelInfo, path: str) -> None:
+    """`path` changed upstream: have the subdir's other indexes revalidated at their next request.
+
+    The shard index, repodata.json (which package files are checked against) and the rest
+    then agree as soon as they are asked for, rather than after each one's own TTL.
+    """
+    subdir, _, name = path.rpartition("/")
+    if not subdir or name not in SUBDIR_INDEXES:
+        return
+    others = [f"{subdir}/{other}" for other in SUBDIR_INDEXES if other != name]
+    async with services.db.write() as session:
+        await session.execute(update(ProxyEntry).where(
+            col(ProxyEntry.channel_id) == info.id, col(ProxyEntry.path).in_(others), col(ProxyEntry.status) == 200,
+        ).values(checked_at=_LONG_AGO))
+    for other in others:
+        _state(services).fresh.pop((info.id, other), None)
 
 
 async def _stale(services: Services, info: ChannelInfo, path: str, key: str, entry: ProxyEntry | None,
@@ -245,17 +313,31 @@ def _rewrite_shard_index(data: bytes, url: str) -> tuple[bytes, str]:
 
 
 async def _repodata(services: Services, info: ChannelInfo, subdir: str, name: str) -> LocalBlob | Missing | Unavailable:
-    """repodata.json and .zst from one upstream snapshot (its .zst if it has one, else its .json)."""
+    """The stored repodata.json (or .zst) snapshot, fetched or revalidated first if need be."""
+    found = await _snapshot(services, info, subdir, layout.REPODATA)
+    if isinstance(found, LocalBlob) and name == layout.REPODATA_ZST:
+        cached = await serving_cache(services).file(layout.subdir_file_key(info.name, subdir, name))
+        return LocalBlob(cached, immutable=False) if cached is not None else Missing()
+    return found
+
+
+async def _snapshot(services: Services, info: ChannelInfo, subdir: str,
+                    family: str) -> LocalBlob | Missing | Unavailable:
+    """`family` (repodata.json or current_repodata.json) and its .zst, stored from one upstream
+    snapshot (upstream's .zst if it has one, else its .json); answers the stored .json."""
     base = _upstream_subdir(info, subdir)
     client = upstream_client(services)
-    json_key = layout.subdir_file_key(info.name, subdir, layout.REPODATA)
-    zst_key = layout.subdir_file_key(info.name, subdir, layout.REPODATA_ZST)
+    zst_name = _ZST[family]
+    json_key = layout.subdir_file_key(info.name, subdir, family)
+    zst_key = layout.subdir_file_key(info.name, subdir, zst_name)
+    # Made from the snapshot: deleted with it when upstream no longer has it.
+    derived = [layout.subdir_file_key(info.name, subdir, name) for name, (of, _) in DERIVED.items() if of == family]
     level = services.settings.publish.zstd_level
 
     async def refresh(entry: ProxyEntry | None) -> tuple[dict[str, Any], dict[str, bytes]]:
         stored = entry is not None and entry.status == 200
-        sources = [layout.REPODATA_ZST, layout.REPODATA]
-        if stored and entry is not None and entry.source == layout.REPODATA:
+        sources = [zst_name, family]
+        if stored and entry is not None and entry.source == family:
             sources.reverse()  # revalidate what we have first
         for source in sources:
             same = stored and entry is not None and entry.source == source
@@ -264,22 +346,18 @@ async def _repodata(services: Services, info: ChannelInfo, subdir: str, name: st
             if got.status == 304:
                 return {}, {}
             if got.status == 200:
-                plain, zst, package_base = await run_in_threadpool(_snapshot, got.body, source, base, subdir, level)
+                plain, zst, package_base = await run_in_threadpool(_decode, got.body, source, base, level)
                 return ({"status": 200, "etag": got.etag, "last_modified": got.last_modified,
                          "base_url": package_base, "source": source}, {json_key: plain, zst_key: zst})
         return {"status": 404, "etag": "", "last_modified": "", "base_url": "", "source": ""}, {}
 
-    found = await _refreshed(services, info, f"{subdir}/{layout.REPODATA}", [json_key, zst_key], refresh)
-    if isinstance(found, LocalBlob) and name == layout.REPODATA_ZST:
-        cached = await serving_cache(services).file(zst_key)
-        return LocalBlob(cached, immutable=False) if cached is not None else Missing()
-    return found
+    return await _refreshed(services, info, f"{subdir}/{family}", [json_key, zst_key, *derived], refresh)
 
 
-def _snapshot(body: bytes, source: str, base: str, subdir: str, level: int) -> tuple[bytes, bytes, str]:
-    """(repodata.json, repodata.json.zst, upstream package base URL) from one upstream file."""
+def _decode(body: bytes, source: str, base: str, level: int) -> tuple[bytes, bytes, str]:
+    """(the .json, its .zst, upstream package base URL) from one upstream file (.json or .json.zst)."""
     zst: bytes | None = None
-    if source == layout.REPODATA_ZST:
+    if source.endswith(".zst"):
         zst = body
         try:
             body = zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 31)
@@ -298,6 +376,42 @@ def _snapshot(body: bytes, source: str, base: str, subdir: str, level: int) -> t
         doc["info"] = info
         body, zst = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), None
     return body, zst if zst is not None else compress_zst(body, level), package_base
+
+
+async def _derived(services: Services, info: ChannelInfo, subdir: str, name: str,
+                   source: CachedFile) -> CachedFile | None:
+    """`name` (a gzip or bz2 copy) of the stored snapshot `source`: made once per snapshot, in
+    whichever process asks first, and remembered (ProxyEntry: the ETag of what it was made from)."""
+    state = _state(services)
+    path = f"{subdir}/{name}"
+    key = layout.subdir_file_key(info.name, subdir, name)
+    marker = (info.id, path)
+    if state.derived.get(marker) != source.etag:
+        entry = await _entry(services, info.id, path)
+        if entry is None or entry.etag != source.etag:
+            async with publish_lock(services.db, f"proxy:{info.id}:{path}"):
+                entry = await _entry(services, info.id, path)
+                if entry is None or entry.etag != source.etag:
+                    try:
+                        data = source.data if source.data is not None else await services.storage.read(source.key)
+                    except BlobNotFoundError:
+                        return None  # gone upstream meanwhile
+                    made, etag = await run_in_threadpool(_encode, DERIVED[name][1], data)
+                    await services.storage.put(key, made)
+                    serving_cache(services).invalidate([key])
+                    # The ETag of the bytes it was made from (which may be newer than `source`).
+                    await _save_entry(services, {"channel_id": info.id, "path": path, "status": 200, "etag": etag,
+                                                 "last_modified": "", "base_url": "", "source": DERIVED[name][0],
+                                                 "checked_at": services.now()})
+                    entry = await _entry(services, info.id, path)
+        if entry is not None:
+            state.derived[marker] = entry.etag
+    return await serving_cache(services).file(key)
+
+
+def _encode(compress: Callable[[bytes], bytes], data: bytes) -> tuple[bytes, str]:
+    """`data` compressed, and the ETag serving gives `data` (services/serving.py: its sha256)."""
+    return compress(data), f'"{hashlib.sha256(data).hexdigest()}"'
 
 
 # --- package files and shards -----------------------------------------------------------
