@@ -11,6 +11,7 @@ get a 400, never a 500.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
@@ -25,7 +26,9 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.file_uploads.utils import replace_placeholders_with_files
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from graphconda.errors import AuthenticationError
 from graphconda.http import web
@@ -56,7 +59,34 @@ PREFLIGHT_HEADERS = (
 )
 
 
+class SubscriptionOverHTTPError(InvalidOperationTypeError):
+    """A subscription sent as an HTTP request: answered 400 (the view turns it into that)."""
+
+    def __init__(self) -> None:
+        super().__init__(OperationType.SUBSCRIPTION)
+
+    def as_http_error_reason(self, method: str) -> str:
+        return (f"subscriptions are not served over HTTP {method}: open a websocket to /graphql "
+                "(subprotocol graphql-transport-ws) and subscribe there")
+
+
 class Schema(strawberry.Schema):
+    async def execute(self, query: str | None, variable_values: dict[str, Any] | None = None,
+                      context_value: Any | None = None, root_value: Any | None = None,
+                      operation_name: str | None = None,
+                      allowed_operation_types: Iterable[OperationType] | None = None,
+                      operation_extensions: dict[str, Any] | None = None) -> ExecutionResult:
+        """Queries and mutations (HTTP). Strawberry would run a subscription here too, as one result,
+        which fails inside the resolver; websockets subscribe through `subscribe`, never this."""
+        allowed = set(allowed_operation_types if allowed_operation_types is not None else OperationType)
+        try:
+            return await super().execute(query, variable_values, context_value, root_value, operation_name,
+                                         allowed - {OperationType.SUBSCRIPTION}, operation_extensions)
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise SubscriptionOverHTTPError from None
+            raise
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Log unexpected failures only: a client's bad query or a refused action is not a server problem."""
         super().process_errors([e for e in errors if not is_public(e)], execution_context)
