@@ -49,6 +49,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Bodies a cross-site <form> (or fetch without preflight) can send.
 SIMPLE_CONTENT_TYPES = frozenset({"", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 MAX_CREDENTIAL_LENGTH = 1024  # longer Authorization values are refused before any decoding
+_CREDENTIAL = "credential"  # websockets: scope["state"] key of what the actor was resolved from
 
 
 def session_secret(settings: Settings) -> str:
@@ -163,7 +164,9 @@ class IdentityMiddleware:
         if keys:
             if len(set(keys)) > 1:
                 raise _Reject(401, "conflicting credentials: send one API key")
-            return await _authenticate(scope, keys[0]), False
+            actor = await _authenticate(scope, keys[0])
+            _remember_credential(scope, ("key", keys[0]))
+            return actor, False
         session = scope.get("session")
         token = session.get(SESSION_TOKEN_KEY) if session else None
         if _is_login_path(path):
@@ -183,7 +186,9 @@ class IdentityMiddleware:
                 session.clear()
                 raise _Reject(401, "your session is from an older version; log in again", clear_cookie=True)
             return ANONYMOUS, False
-        return await _session_actor(scope, token), True
+        actor = await _session_actor(scope, token)
+        _remember_credential(scope, ("session", token))
+        return actor, True
 
     # --- CSRF -------------------------------------------------------------------
 
@@ -238,6 +243,27 @@ class _Reject(Exception):
         if self.clear_cookie:
             response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
         await response(scope, receive, send)
+
+
+def _remember_credential(scope: Scope, credential: tuple[str, object]) -> None:
+    # A websocket lives on after its handshake: `recheck_actor` resolves it again from this.
+    if scope["type"] == "websocket":
+        scope["state"][_CREDENTIAL] = credential
+
+
+async def recheck_actor(scope: Scope) -> Actor:
+    """The actor of a websocket now, resolved again from the credentials it was opened with:
+    AuthenticationError once its API key or session was revoked or expired, or the account
+    disabled; a changed role or key scope shows in the actor returned. One indexed query."""
+    credential = scope.get("state", {}).get(_CREDENTIAL)
+    if credential is None:
+        return ANONYMOUS
+    from graphconda.services.api_keys import authenticate_key
+    from graphconda.services.sessions import session_actor
+
+    kind, value = credential
+    services = scope["app"].state.services
+    return await (authenticate_key(services, value) if kind == "key" else session_actor(services, value))
 
 
 def _is_login_path(path: str) -> bool:

@@ -2,7 +2,9 @@
 
 A run may execute in any server process, so updates come from the database through this
 process's JobWatcher (services/job_watcher.py: one poll a second for all subscribers),
-never from in-process events that other processes would not see.
+never from in-process events that other processes would not see. Each message is sent only
+after the websocket's credentials were checked again, so revoking the API key or session it
+was opened with (or disabling the account) ends the stream at its next message.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import strawberry
+from starlette.websockets import WebSocket
 
 from graphconda.db.models import JobRun
 from graphconda.errors import NotFoundError
+from graphconda.http.identity import recheck_actor
 from graphconda.schema.context import Info
 from graphconda.schema.types.job import Job
 from graphconda.services import job_queries, jobs
@@ -24,6 +28,7 @@ async def _states(info: Info, first: JobRun) -> AsyncIterator[Job]:
     state: JobRun | None = first
     try:
         while state is not None:
+            await _still_allowed(info, state)
             yield Job.from_model(state)
             # Asked for the next state: the last one is resolved and sent. Give back its read
             # session and loaders, so that a client waiting for a long job pins no pooled
@@ -32,6 +37,19 @@ async def _states(info: Info, first: JobRun) -> AsyncIterator[Job]:
             state = await anext(changes, None)
     finally:
         await changes.aclose()
+
+
+async def _still_allowed(info: Info, run: JobRun) -> None:
+    """Before each message: the websocket's credentials are checked again (its handshake may be
+    long past). A revoked or expired API key or session, or a disabled account, ends the stream
+    with an AuthenticationError; a changed role or scope must still see the run (else NotFound)."""
+    socket = info.context.request
+    if not isinstance(socket, WebSocket):
+        return
+    actor = await recheck_actor(socket.scope)
+    if actor != info.context.actor:
+        await jobs.get_job(info.context.services, actor, run.id)  # type: ignore[arg-type]
+        info.context.actor = actor
 
 
 @strawberry.type

@@ -291,3 +291,74 @@ async def test_a_waiting_subscription_holds_no_database_connection(
         assert pool.checkedout() == 0
     finally:
         await socket.ws.close()
+
+
+async def test_a_subscription_over_plain_http_is_a_400_naming_the_websocket(
+    client: Any, people: People, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    await make_channel(services, "plain")
+    run = await queued(services, "plain")
+    variables = {"id": str(run.id)}
+    with caplog.at_level("ERROR"):
+        for response in (
+            await client.post("/graphql", json={"query": UPDATES, "variables": variables},
+                              headers=people.owner.headers),
+            await client.get("/graphql", params={"query": UPDATES, "variables": json.dumps(variables)},
+                             headers=people.owner.headers),
+        ):
+            assert response.status_code == 400, response.text
+            assert "websocket" in response.json()["errors"][0]["message"]
+    assert not caplog.records  # a client's mistake, not a server error
+    # A document that also holds a subscription still runs the query it names.
+    both = UPDATES.replace("subscription(", "subscription Watch(") + ' query Now { jobs(first: 1) { totalCount } }'
+    answer = await client.post("/graphql", json={"query": both, "variables": variables, "operationName": "Now"},
+                               headers=people.owner.headers)
+    assert answer.status_code == 200 and answer.json()["data"]["jobs"]["totalCount"] == 1, answer.text
+
+
+@pytest.mark.parametrize("ended", ["key revoked", "session ended", "account disabled"])
+async def test_revoked_credentials_end_the_stream_at_its_next_message(
+    live_server: Any, people: People, services: Services, gql: Gql, ended: str
+) -> None:
+    """A websocket outlives its handshake: once the API key or session it was opened with is revoked,
+    or the account disabled, no further state is sent; the stream ends with an authentication error."""
+    from graphconda.services import api_keys, sessions
+    from tests.helpers.sessions import session_cookie
+
+    await make_channel(services, "live")
+    await set_member(gql, people.owner, "live", people.alice, "MAINTAINER")
+    run = data(await gql('mutation { runJob(input: {kind: "reindex", channel: "live"}) { ... on Job { id } } }',
+                         as_=people.alice))["runJob"]
+    if ended == "session ended":
+        cookie = await session_cookie(services, "alice")
+        ws = await websockets.connect(live_server.url.replace("http://", "ws://") + "/graphql",
+                                      subprotocols=[Subprotocol("graphql-transport-ws")],
+                                      additional_headers={"cookie": f"graphconda_session={cookie}"})
+        socket = Socket(ws)
+        await socket.send({"type": "connection_init"})
+        assert (await socket.recv())["type"] == "connection_ack"
+    else:
+        socket = await connect(live_server.url, people.alice)
+    alice = users.actor_for(await users.get_user(services, "alice"))
+    try:
+        await socket.subscribe("1", run["id"])
+        assert (await socket.recv())["payload"]["data"]["jobUpdates"]["status"] == "QUEUED"
+        if ended == "key revoked":
+            key_id = await api_keys.find_key_id(services, people.alice.key)
+            assert key_id is not None
+            await api_keys.revoke_api_key(services, alice, key_id)
+        elif ended == "session ended":
+            await sessions.end_all_sessions(services, alice)
+        else:
+            await users.set_disabled(services, SYSTEM, "alice", True)
+        await update_run(services, int(run["id"]), status="running", progress_total=3)
+        message = {"key revoked": "this API key was revoked", "session ended": "you were signed out; log in again",
+                   "account disabled": "this account is disabled"}[ended]
+        refusal = {"data": None, "errors": [{"message": message, "extensions": {"code": "PermissionDenied"}}]}
+        assert await socket.recv() == {"id": "1", "type": "next", "payload": refusal}
+        assert await socket.recv() == {"id": "1", "type": "complete"}
+        # A new subscription on the same socket gets no data either.
+        await socket.subscribe("2", run["id"])
+        assert await socket.recv() == {"id": "2", "type": "next", "payload": refusal}
+    finally:
+        await socket.ws.close()
