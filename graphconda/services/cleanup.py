@@ -4,7 +4,7 @@
     API keys expired or revoked over jobs.api_key_retention_seconds ago
     upload temp files left by a process that died            (staging.remove_stale_upload_files)
     expired browser sessions                                 (sessions.delete_expired_sessions)
-    blobs no row references, older than jobs.orphan_blob_grace_seconds
+    blobs no row references, older than jobs.orphan_blob_grace_seconds (not a proxy channel's cache)
     finished job runs older than jobs.run_retention_seconds
 
 With `dry_run` nothing is deleted; the report says what would be. Package blobs without a
@@ -77,7 +77,11 @@ async def _orphan_blobs(services: Services, dry_run: bool, log_line: Callable[[s
     """Blobs under channels/ that no row references: package files, shards, whole deleted channels."""
     grace = services.now().timestamp() - services.settings.jobs.orphan_blob_grace_seconds
     async with services.db.read() as session:
-        channels = {c.name: c.id for c in (await session.scalars(select(Channel))).all()}
+        rows = (await session.scalars(select(Channel))).all()
+    channels = {c.name: c.id for c in rows}
+    # A proxy's files are a cache of upstream's (services/proxy.py), with no rows to reference
+    # them: served from storage when upstream is down, so never deleted as unreferenced.
+    proxies = {c.name for c in rows if c.mirror_mode == "proxy"}
     packages: dict[str, set[tuple[str, str, str]]] = {}
     shards: dict[str, set[tuple[str, str]]] = {}
 
@@ -106,7 +110,7 @@ async def _orphan_blobs(services: Services, dry_run: bool, log_line: Callable[[s
         orphan = False
         if channel not in channels:
             orphan = True
-        else:
+        elif channel not in proxies:
             files, digests = await known(channel)
             parsed = layout.parse_package_key(blob.key)
             if parsed is not None:

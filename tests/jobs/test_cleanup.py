@@ -90,3 +90,25 @@ async def test_cleanup_as_a_job(services: Services, tmp_path: Path) -> None:
     assert done.message.startswith("would delete ") and "3 unreferenced blobs" in done.message
     assert f"would delete {GONE_CHANNEL}" in done.log_tail
     assert GONE_CHANNEL in await storage_keys(services)
+
+
+async def test_a_proxy_channels_cached_files_are_kept(services: Services) -> None:
+    """A proxy stores upstream's files with no package or shard rows: they are its cache (served when
+    upstream is down), not orphans; a deleted proxy's files go like any deleted channel's."""
+    from graphconda.services import channels
+
+    await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
+        name="px", mirror_mode="proxy", mirror_channel_url="http://127.0.0.1:9/upstream"))
+    cached = {"channels/px/noarch/" + "c" * 64 + "/alpha-1.0-0.conda",
+              "channels/px/noarch/shards/" + "d" * 64 + ".msgpack.zst", "channels/px/noarch/repodata.json"}
+    for key in cached:
+        await services.storage.put(key, b"from upstream")
+    await asyncio.sleep(0.01)  # the blobs' mtimes are in the past now
+    assert (await run_cleanup(services)).counts["unreferenced blobs"] == 0
+    assert cached <= await storage_keys(services)
+    await channels.delete_channel(services, SYSTEM, "px")
+    for key in cached:  # as if the deletion's own purge had missed them
+        await services.storage.put(key, b"from upstream")
+    await asyncio.sleep(0.01)
+    assert (await run_cleanup(services)).counts["unreferenced blobs"] == 3
+    assert not cached & await storage_keys(services)
