@@ -195,7 +195,7 @@ async def _refreshed(services: Services, info: ChannelInfo, path: str, keys: lis
                         return await _stale(services, info, path, keys[0], entry, exc)
                     if blobs:
                         await services.storage.put_many(blobs)
-                        serving_cache(services).invalidate(blobs)
+                        serving_cache(services).invalidate({*blobs, *keys})  # and copies made from them
                         if entry is not None and entry.status == 200:  # a stored index changed upstream
                             await _expire_siblings(services, info, path)
                     elif values.get("status") == 404:
