@@ -34,7 +34,7 @@ from graphconda.errors import AuthenticationError
 from graphconda.http import web
 from graphconda.http.deps import actor_of
 from graphconda.schema import bodies
-from graphconda.schema.context import Context, RequestSession
+from graphconda.schema.context import Context, RequestSession, WebsocketActor
 from graphconda.schema.errors import PublicErrorsOnly, is_public
 from graphconda.schema.limits import QueryLimits
 from graphconda.schema.mutations import Mutation
@@ -100,6 +100,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         subscription=Subscription,
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
+            WebsocketActor,  # before anything reads the actor
             lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
             lambda: QueryLimits(  # depth, aliases, size and cost, each linear in the document (limits.py)
                 max_depth=limits.graphql_max_depth,

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info as _Info
 
+from graphconda.http.identity import recheck_actor
 from graphconda.services.authz import Actor
 from graphconda.services.context import Services
 
@@ -89,6 +90,20 @@ class RequestSession(SchemaExtension):
             context = self.execution_context.context
             if isinstance(context, Context):
                 await context.changed()
+
+
+class WebsocketActor(SchemaExtension):
+    """Over a websocket the context, and the actor in it, live as long as the connection: each
+    operation (query, mutation or subscription) first resolves the actor again from the
+    credentials the socket was opened with, so a revoked API key or session, or a disabled
+    account, acts no more (AuthenticationError) and a changed role applies at once."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        # Here rather than in on_operation: Strawberry reports errors raised at this step.
+        context = self.execution_context.context
+        if isinstance(context, Context) and isinstance(context.request, WebSocket):
+            context.actor = await recheck_actor(context.request.scope)
+        yield
 
 
 Info = _Info[Context, None]

@@ -3,8 +3,9 @@
 A run may execute in any server process, so updates come from the database through this
 process's JobWatcher (services/job_watcher.py: one poll a second for all subscribers),
 never from in-process events that other processes would not see. Each message is sent only
-after the websocket's credentials were checked again, so revoking the API key or session it
-was opened with (or disabling the account) ends the stream at its next message.
+after the websocket's credentials were checked again (the first as the operation begins,
+schema/context.py), so revoking the API key or session it was opened with (or disabling the
+account) ends the stream at its next message.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ async def _states(info: Info, first: JobRun) -> AsyncIterator[Job]:
     state: JobRun | None = first
     try:
         while state is not None:
-            await _still_allowed(info, state)
+            if state is not first:  # the first was checked as the operation began (context.WebsocketActor)
+                await _still_allowed(info, state)
             yield Job.from_model(state)
             # Asked for the next state: the last one is resolved and sent. Give back its read
             # session and loaders, so that a client waiting for a long job pins no pooled

@@ -362,3 +362,38 @@ async def test_revoked_credentials_end_the_stream_at_its_next_message(
         assert await socket.recv() == {"id": "2", "type": "next", "payload": refusal}
     finally:
         await socket.ws.close()
+
+
+async def test_queries_and_mutations_over_a_websocket_act_as_its_credentials_now(
+    live_server: Any, people: People, services: Services
+) -> None:
+    """Queries and mutations sent over an open websocket: a revoked key acts no more, a server role
+    taken away no longer applies (each operation resolves the actor again)."""
+    from graphconda.services import api_keys
+
+    staff = await connect(live_server.url, people.staff)
+    owner = await connect(live_server.url, people.owner)
+    try:
+        listing = {"query": "{ users { username } }"}
+        await staff.send({"id": "1", "type": "subscribe", "payload": listing})
+        assert "users" in (await staff.recv())["payload"]["data"]
+        assert await staff.recv() == {"id": "1", "type": "complete"}
+        await users.set_server_role(services, SYSTEM, "staff", None)
+        await staff.send({"id": "2", "type": "subscribe", "payload": listing})
+        refused = await staff.recv()
+        assert refused["payload"]["data"] is None and refused["payload"]["errors"][0]["extensions"]["code"] == (
+            "PermissionDenied"), refused
+
+        root = users.actor_for(await users.get_user(services, "root"))
+        key_id = await api_keys.find_key_id(services, people.owner.key)
+        assert key_id is not None
+        await api_keys.revoke_api_key(services, root, key_id)
+        revoked = [{"message": "this API key was revoked", "extensions": {"code": "PermissionDenied"}}]
+        for op_id, query in (("1", "{ viewer { username } }"),
+                             ("2", 'mutation { createChannel(input: {name: "late"}) { __typename } }')):
+            await owner.send({"id": op_id, "type": "subscribe", "payload": {"query": query}})
+            assert await owner.recv() == {"id": op_id, "type": "error", "payload": revoked}
+        assert "late" not in {c.name for c in await channels.list_channels(services, SYSTEM)}
+    finally:
+        await staff.ws.close()
+        await owner.ws.close()
