@@ -126,6 +126,7 @@ async def open_services(
         services.publish_listeners.append(services.serving_cache.invalidate)
         services.upstream = UpstreamClient(services)
         services.proxy = ProxyState(services)
+        stack.push_async_callback(services.proxy.aclose)  # before what its downloads store with
         services.job_watcher = JobWatcher(services)
         stack.push_async_callback(services.job_watcher.aclose)
         if runner:

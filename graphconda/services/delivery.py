@@ -128,10 +128,15 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
     return await stored_package(services, entry, redirect_ok)
 
 
+def may_redirect(services: Services) -> bool:
+    """Whether package GETs may be answered with a presigned storage URL (so the file must be stored first)."""
+    return services.storage.backend == "s3" and services.settings.storage.s3.presign_downloads
+
+
 async def stored_package(services: Services, entry: CachedFile, redirect_ok: bool) -> LocalBlob | Redirect:
     """A package file in storage: a presigned redirect where storage offers one (bytes bypass Python)."""
     s3 = services.settings.storage.s3
-    if redirect_ok and services.storage.backend == "s3" and s3.presign_downloads:
+    if redirect_ok and may_redirect(services):
         url = await services.storage.presigned_url(entry.key, timedelta(seconds=s3.presign_expiry_seconds))
         if url:
             return Redirect(url, entry)

@@ -21,12 +21,15 @@ package files and shards are fetched from where upstream says.
 
 Package files and shards are fetched on first request under a cross-process lock (one
 upstream download however many clients and processes ask at once), verified (package
-files: size and sha256, or md5, of the upstream record; shards: the sha256 their name
-is) and only then stored. A mismatch is never stored and answers 502.
+files: size and sha256 of the upstream record, or its md5 when it has no sha256; shards:
+the sha256 their name is) and only then stored. A mismatch is never stored and answers 502.
+A file small enough for the serving cache is answered from memory as soon as it is verified,
+while it is stored (the lock held until it is, so other processes then find it there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -51,11 +54,20 @@ from graphconda.db.models import ProxyEntry
 from graphconda.errors import BlobNotFoundError, UpstreamError, UpstreamMismatchError
 from graphconda.services import layout
 from graphconda.services.context import Services
-from graphconda.services.delivery import Delivery, LocalBlob, Missing, Unavailable, empty_file, stored_package
+from graphconda.services.delivery import (
+    Delivery,
+    LocalBlob,
+    Missing,
+    Unavailable,
+    empty_file,
+    may_redirect,
+    stored_package,
+)
 from graphconda.services.locks import insert_ignore, publish_lock
 from graphconda.services.serving import CachedFile, ChannelInfo, serving_cache
 from graphconda.services.temp_files import TEMP_DIR, temp_file
 from graphconda.services.upstream import join, redact, upstream_client
+from graphconda.storage.base import BlobStat
 
 log = logging.getLogger("graphconda.proxy")
 
@@ -92,6 +104,13 @@ class ProxyState:
         self.bases: dict[tuple[int, str], str] = {}  # (channel id, path) -> its entry's base_url, while fresh
         self.records: dict[tuple[int, str], _Records] = {}
         self.derived: dict[tuple[int, str], str] = {}  # (channel id, path) -> ETag of the file it was made from
+        self.fetching: set[asyncio.Task[None]] = set()  # downloads and stores under way (_fetch)
+        self.answers: dict[str, asyncio.Future[Any]] = {}  # storage key -> the answer of its fetch under way
+
+    async def aclose(self) -> None:
+        """Let the downloads and stores under way finish (they may outlive the requests that began them)."""
+        while self.fetching:
+            await asyncio.gather(*self.fetching, return_exceptions=True)
 
 
 def _state(services: Services) -> ProxyState:
@@ -475,7 +494,6 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
                            size=size, sha256=sha256, md5=md5)
         if not isinstance(got, CachedFile):
             return got
-        log.info("proxy %s: cached %s/%s", info.name, subdir, filename)
         cached = got
     return await stored_package(services, cached, redirect_ok)
 
@@ -499,30 +517,91 @@ async def _fetch(services: Services, key: str, url: str, what: str, absent: Miss
                  sha256: str | None, md5: str | None = None) -> CachedFile | Missing | Unavailable:
     """Download `url` into storage under `key`, verified, once however many processes ask at once.
 
-    The lock makes the others wait, and then find the file stored. The verified temp file
-    becomes the stored one (moved into place on local storage), and a small file's bytes,
-    kept from the download, go into the serving cache: nothing is read back to answer.
+    Runs as a task of its own (`_fetch_locked`): the caller gets its answer as soon as the bytes
+    are verified and goes on while the file is made durable, a client hanging up does not abort
+    a download other clients wait for, and this process's requests for the file meanwhile share
+    the answer.
+    """
+    state = _state(services)
+    answer = state.answers.get(key)  # this process is fetching it already: one answer for all
+    if answer is None:
+        answer = state.answers[key] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # also when no one waits
+        task = asyncio.create_task(_fetch_locked(services, key, url, what, absent, answer,
+                                                 size=size, sha256=sha256, md5=md5))
+        state.fetching.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            state.fetching.discard(done)
+            state.answers.pop(key, None)
+
+        task.add_done_callback(finished)
+    return await asyncio.shield(answer)
+
+
+async def _fetch_locked(services: Services, key: str, url: str, what: str, absent: Missing,
+                        answer: asyncio.Future[CachedFile | Missing | Unavailable], *, size: int | None,
+                        sha256: str | None, md5: str | None) -> None:
+    """`_fetch`'s work, under the lock that makes other processes wait and then find the file stored.
+
+    A file the serving cache may hold in memory (and a shard) is downloaded into memory and
+    answered from there once verified, before it is stored, unless answers may redirect to
+    storage (presigned URLs): those wait for the file to be there. If storing then fails, the
+    client has its verified file, nothing is stored and the next request downloads again.
+    A bigger file goes to a temp file, which becomes the stored one (moved into place on
+    local storage), and is answered once stored.
     """
     cache = serving_cache(services)
-    async with publish_lock(services.db, f"proxyfile:{key}"):
-        if await services.storage.stat(key) is not None:  # another process stored it meanwhile
-            cache.invalidate([key])
-            return await cache.file(key, immutable=True) or Missing()
-        path = await run_in_threadpool(_temp_path, services)
-        kept = False  # put_file consumed the temp file
-        try:
-            done = await upstream_client(services).download(url, path, size=size, sha256=sha256, md5=md5,
-                                                            keep_md5=False, hold=cache.max_file)
-            if done is None:
-                return absent
-            stat = await services.storage.put_file(key, path)
-            kept = True
-        except UpstreamMismatchError:
-            return Unavailable(502, f"upstream sent a corrupt {what} (checksum mismatch); not cached")
-        except UpstreamError as exc:
-            return Unavailable(exc.status_code, f"upstream channel unavailable and {what} not cached")
-        finally:
-            if not kept:
-                with anyio.CancelScope(shield=True):
-                    await run_in_threadpool(path.unlink, True)
-        return cache.stored(key, stat, done.data, sha256=done.sha256, immutable=True)
+    early = False
+    try:
+        async with publish_lock(services.db, f"proxyfile:{key}"):
+            if await services.storage.stat(key) is not None:  # another process stored it meanwhile
+                cache.invalidate([key])
+                answer.set_result(await cache.file(key, immutable=True) or Missing())
+                return
+            in_memory = size is None or size <= cache.max_file
+            path = None if in_memory else await run_in_threadpool(_temp_path, services)
+            try:
+                try:
+                    done = await upstream_client(services).download(
+                        url, path, size=size, sha256=sha256, md5=md5, keep_md5=False,
+                        limit=services.settings.mirror.max_index_bytes)
+                except UpstreamMismatchError:
+                    answer.set_result(Unavailable(502, f"upstream sent a corrupt {what} (checksum mismatch); "
+                                                       "not cached"))
+                    return
+                except UpstreamError as exc:
+                    answer.set_result(Unavailable(exc.status_code,
+                                                  f"upstream channel unavailable and {what} not cached"))
+                    return
+                if done is None:
+                    answer.set_result(absent)
+                    return
+                if done.data is not None and len(done.data) <= cache.max_file and not may_redirect(services):
+                    verified = BlobStat(key=key, size=done.size, mtime=time.time(), etag="")  # not stored yet
+                    answer.set_result(cache.stored(key, verified, done.data, sha256=done.sha256, immutable=True))
+                    early = True
+                if done.data is not None:
+                    stat = await services.storage.put(key, done.data)
+                else:
+                    assert path is not None
+                    stat = await services.storage.put_file(key, path)
+                    path = None  # taken
+            finally:
+                if path is not None:
+                    with anyio.CancelScope(shield=True):
+                        await run_in_threadpool(path.unlink, True)
+            entry = cache.stored(key, stat, done.data, sha256=done.sha256, immutable=True)
+            log.info("proxy: cached %s", key)
+            if not early:
+                answer.set_result(entry)
+    except (Exception, asyncio.CancelledError) as exc:
+        if early:
+            cache.invalidate([key])  # answered, but not stored: nothing may claim it is
+        if isinstance(exc, asyncio.CancelledError):
+            answer.cancel()
+            raise
+        if not answer.done():
+            answer.set_exception(exc)  # the caller's error, as if it had done the work itself
+        else:
+            log.error("proxy: storing %s failed after it was served: %s", key, exc)

@@ -106,11 +106,11 @@ class Fetched:
 
 @dataclass(frozen=True)
 class Downloaded:
-    path: Path
+    path: Path | None  # None: downloaded into memory (`data`)
     size: int
     sha256: str
     md5: str  # "" when not computed (download(keep_md5=False) with a sha256 to check)
-    data: bytes | None = None  # the body, when download(hold=...) was asked to keep it
+    data: bytes | None = None
 
 
 class _Retry(Exception):
@@ -312,15 +312,15 @@ class UpstreamClient:
             self._remember_missing(url)
         return found
 
-    async def download(self, url: str, path: Path, *, size: int | None, sha256: str | None,
-                       md5: str | None = None, keep_md5: bool = True, hold: int = 0) -> Downloaded | None:
+    async def download(self, url: str, path: Path | None, *, size: int | None, sha256: str | None,
+                       md5: str | None = None, keep_md5: bool = True, limit: int | None = None) -> Downloaded | None:
         """Stream a package file into `path`, verified against the upstream record; None when upstream has none.
 
         UpstreamMismatchError when the bytes differ from what the record says (wrong size,
-        sha256 or md5); the file at `path` is then left for the caller to delete.
-        `keep_md5=False`: md5 is computed (and checked) only when there is no sha256 to check,
-        for callers that do not record it. `hold`: a body of at most this many bytes is also
-        returned in memory (`Downloaded.data`), so it can be served without reading the file back.
+        sha256 or md5); the file at `path` is then left for the caller to delete. `path` None:
+        the body is kept in memory instead (`Downloaded.data`; UpstreamError past `limit` bytes
+        when the record has no size), hashed as it arrives. `keep_md5=False`: md5 is computed
+        (and checked) only when there is no sha256 to check, for callers that do not record it.
         """
         with_md5 = keep_md5 or not sha256
 
@@ -334,7 +334,9 @@ class UpstreamClient:
                     raise _Retry(f"HTTP {response.status_code}", self._retry_after(response))
                 if response.status_code != 200:
                     raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
-                return await _spool(response.aiter_bytes(), path, url, size, md5=with_md5, hold=hold)
+                if path is None:
+                    return await _collect(response.aiter_bytes(), url, size, limit, md5=with_md5)
+                return await _spool(response.aiter_bytes(), path, url, size, md5=with_md5)
 
         done: Downloaded | None = await self._attempts(url, once)
         if done is None:
@@ -358,25 +360,14 @@ def _auth(auth: httpx2.BasicAuth | None) -> dict[str, Any]:
 
 
 class _Sink:
-    """A body written to a file and hashed, in blocks (each one thread hop: opened with the
-    first, closed with the last), and kept in memory too while it fits in `hold` bytes."""
+    """A body written to a file and hashed in blocks, each one thread hop (opening the file with
+    the first, closing it with the last)."""
 
-    def __init__(self, path: Path, md5: bool, hold: int) -> None:
+    def __init__(self, path: Path, md5: bool) -> None:
         self.path = path
         self.file: IO[bytes] | None = None
         self.sha256 = hashlib.sha256()
         self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-        self.hold = hold
-        self.held: list[bytes] | None = [] if hold else None
-        self.size = 0
-
-    def keep(self, block: bytes) -> None:
-        self.size += len(block)
-        if self.held is not None:
-            if self.size <= self.hold:
-                self.held.append(block)
-            else:
-                self.held = None  # too big to hold: the file alone
 
     def write(self, block: bytes, last: bool) -> None:
         if self.file is None:
@@ -392,15 +383,9 @@ class _Sink:
         if self.file is not None:
             self.file.close()
 
-    def result(self) -> Downloaded:
-        return Downloaded(self.path, self.size, self.sha256.hexdigest(),
-                          self.md5.hexdigest() if self.md5 is not None else "",
-                          b"".join(self.held) if self.held is not None else None)
 
-
-async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, *,
-                 md5: bool = True, hold: int = 0) -> Downloaded:
-    sink = _Sink(path, md5, hold if size is None or size <= hold else 0)
+async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, *, md5: bool = True) -> Downloaded:
+    sink = _Sink(path, md5)
     total = 0
     buffer = bytearray()
     try:
@@ -413,16 +398,35 @@ async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | N
             if len(buffer) >= _WRITE_BUFFER and (size is None or size - total >= _WRITE_BUFFER):
                 block = bytes(buffer)
                 buffer.clear()
-                sink.keep(block)
                 await run_in_threadpool(sink.write, block, False)
-        block = bytes(buffer)
-        sink.keep(block)
-        await run_in_threadpool(sink.write, block, True)
+        await run_in_threadpool(sink.write, bytes(buffer), True)
     finally:
         if sink.file is not None and not sink.file.closed:
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(sink.close)
-    return sink.result()
+    return Downloaded(path, total, sink.sha256.hexdigest(), sink.md5.hexdigest() if sink.md5 is not None else "")
+
+
+async def _collect(body: AsyncIterator[bytes], url: str, size: int | None, limit: int | None, *,
+                   md5: bool) -> Downloaded:
+    """A body kept in memory, hashed network read by network read: done hashing when it has arrived."""
+    sha = hashlib.sha256()
+    md5_hash = hashlib.md5(usedforsecurity=False) if md5 else None
+    cap = size if size is not None else limit
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in body:
+        total += len(chunk)
+        if cap is not None and total > cap:
+            if size is not None:
+                raise UpstreamMismatchError(f"upstream {redact(url)} sent more than the {size} bytes of its record")
+            raise _too_large(url, cap)
+        sha.update(chunk)  # hashlib lets go of the GIL for blocks this size: other threads go on
+        if md5_hash is not None:
+            md5_hash.update(chunk)
+        parts.append(chunk)
+    return Downloaded(None, total, sha.hexdigest(), md5_hash.hexdigest() if md5_hash is not None else "",
+                      b"".join(parts))
 
 
 def upstream_client(services: Services) -> UpstreamClient:

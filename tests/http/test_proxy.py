@@ -404,3 +404,47 @@ async def test_the_first_answer_is_the_stored_file(client: httpx2.AsyncClient, s
     again = await client.get(f"/get/px/noarch/{name}", headers={"if-none-match": first.headers["etag"]})
     assert again.status_code == 304
     assert upstream.count(name) == 1
+
+
+async def test_a_failed_store_still_answers_the_verified_file(
+    client: httpx2.AsyncClient, services: Services, upstream: StaticChannel, packages: list[Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first GET is answered once the bytes are verified, while they are stored: a store that
+    fails then leaves nothing behind, and the next request downloads again."""
+    await make_proxy(services, "px", upstream.url)
+    name = packages[0].name
+    key = f"channels/px/noarch/{sha(packages[0].read_bytes())}/{name}"
+    blocker = services.storage.local_path(key)
+    assert blocker is not None
+    blocker = blocker.parent
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the package's directory would go: storing it fails")
+    with caplog.at_level(logging.ERROR, logger="graphconda.proxy"):
+        first = await client.get(f"/get/px/noarch/{name}")
+        assert first.status_code == 200 and first.content == packages[0].read_bytes()
+        await services.proxy.aclose()  # the store under way ends
+    assert any("failed after it was served" in r.getMessage() for r in caplog.records)
+    assert await services.storage.stat(key) is None
+    blocker.unlink()
+    for _ in range(2):
+        again = await client.get(f"/get/px/noarch/{name}")
+        assert again.status_code == 200 and again.content == packages[0].read_bytes()
+    await services.proxy.aclose()
+    assert upstream.count(name) == 2
+    assert await services.storage.stat(key) is not None
+
+
+async def test_a_client_hanging_up_does_not_waste_the_download(
+    client: httpx2.AsyncClient, services: Services, upstream: StaticChannel, packages: list[Path],
+) -> None:
+    await make_proxy(services, "px", upstream.url)
+    assert (await client.get("/get/px/noarch/repodata.json")).status_code == 200
+    name = packages[0].name
+    upstream.fail(name, "slow", seconds=0.5)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.get(f"/get/px/noarch/{name}"), 0.1)
+    await services.proxy.aclose()  # the download goes on without the client, and is stored
+    response = await client.get(f"/get/px/noarch/{name}")
+    assert response.status_code == 200 and response.content == packages[0].read_bytes()
+    assert upstream.count(name) == 1
