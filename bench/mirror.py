@@ -118,7 +118,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"1. sync {synced:.2f} s ({total / synced / 1e6:.1f} MB/s) vs plain httpx2 {plain:.2f} s "
               f"({total / plain / 1e6:.1f} MB/s): {plain / synced:.2f}x the plain throughput (target >= 0.8x)")
 
-        servers = run_live_server(create_app(settings))
+        app = create_app(settings)
+        servers = run_live_server(app)
         server = await asyncio.to_thread(next, servers)
         try:
             async with httpx2.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -131,19 +132,25 @@ async def main(args: argparse.Namespace) -> None:
                     proxied = await timed_gets(http, f"/get/px/{path}", args.requests)
                     print(f"2. cached {what} GET: proxy {proxied * 1e3:.2f} ms vs normal channel "
                           f"{normal * 1e3:.2f} ms: {proxied / normal:.2f}x (target <= 1.2x)")
-                firsts, directs = [], []
+                firsts, directs, stores = [], [], []
                 async with httpx2.AsyncClient(timeout=60) as direct:
                     for path in packages[1:21]:
                         start = time.perf_counter()
                         (await http.get(f"/get/px/linux-64/{path.name}")).raise_for_status()
                         firsts.append(time.perf_counter() - start)
+                        # The proxy answers once the bytes are verified and stores them after: the
+                        # reference is timed only when that is done (it does not share the CPU with it).
+                        while app.state.services.proxy.fetching:  # noqa: ASYNC110 - the server loop is another thread
+                            await asyncio.sleep(0.0005)
+                        stores.append(time.perf_counter() - start)
                         start = time.perf_counter()
                         body = (await direct.get(f"{upstream.url}/linux-64/{path.name}")).content
                         hashlib.sha256(body).hexdigest()
                         directs.append(time.perf_counter() - start)
                 first, plain_get = statistics.median(firsts), statistics.median(directs)
                 print(f"3. first package GET through the proxy {first * 1e3:.1f} ms vs upstream GET + sha256 "
-                      f"{plain_get * 1e3:.1f} ms: {first / plain_get:.2f}x (target <= 1.2x)")
+                      f"{plain_get * 1e3:.1f} ms: {first / plain_get:.2f}x (target <= 1.2x); "
+                      f"stored {statistics.median(stores) * 1e3:.1f} ms after the request began")
         finally:
             await asyncio.to_thread(lambda: next(servers, None))
 

@@ -506,7 +506,7 @@ async def _shard(services: Services, info: ChannelInfo, subdir: str, digest: str
         base = (await _base_url(services, info, f"{subdir}/{layout.SHARD_INDEX}")
                 or join(_upstream_subdir(info, subdir), "shards/"))
         got = await _fetch(services, key, join(base, f"{digest}.msgpack.zst"), "shard", Missing(),
-                           size=None, sha256=digest)
+                           size=None, sha256=digest, limit=services.settings.mirror.max_index_bytes)
         if not isinstance(got, CachedFile):
             return got
         cached = got
@@ -514,7 +514,8 @@ async def _shard(services: Services, info: ChannelInfo, subdir: str, digest: str
 
 
 async def _fetch(services: Services, key: str, url: str, what: str, absent: Missing, *, size: int | None,
-                 sha256: str | None, md5: str | None = None) -> CachedFile | Missing | Unavailable:
+                 sha256: str | None, md5: str | None = None,
+                 limit: int | None = None) -> CachedFile | Missing | Unavailable:
     """Download `url` into storage under `key`, verified, once however many processes ask at once.
 
     Runs as a task of its own (`_fetch_locked`): the caller gets its answer as soon as the bytes
@@ -523,49 +524,49 @@ async def _fetch(services: Services, key: str, url: str, what: str, absent: Miss
     the answer.
     """
     state = _state(services)
-    answer = state.answers.get(key)  # this process is fetching it already: one answer for all
+    answer = state.answers.get(key)  # this process is fetching it already: one answer for all waiting
     if answer is None:
         answer = state.answers[key] = asyncio.get_running_loop().create_future()
-        answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # also when no one waits
+
+        def answered(done: asyncio.Future[Any]) -> None:
+            del state.answers[key]  # later requests look again (a failure is not for them)
+            if not done.cancelled():
+                done.exception()  # retrieved: no warning when no one waited
+
+        answer.add_done_callback(answered)
         task = asyncio.create_task(_fetch_locked(services, key, url, what, absent, answer,
-                                                 size=size, sha256=sha256, md5=md5))
+                                                 size=size, sha256=sha256, md5=md5, limit=limit))
         state.fetching.add(task)
-
-        def finished(done: asyncio.Task[None]) -> None:
-            state.fetching.discard(done)
-            state.answers.pop(key, None)
-
-        task.add_done_callback(finished)
+        task.add_done_callback(state.fetching.discard)
     return await asyncio.shield(answer)
 
 
 async def _fetch_locked(services: Services, key: str, url: str, what: str, absent: Missing,
                         answer: asyncio.Future[CachedFile | Missing | Unavailable], *, size: int | None,
-                        sha256: str | None, md5: str | None) -> None:
+                        sha256: str | None, md5: str | None, limit: int | None) -> None:
     """`_fetch`'s work, under the lock that makes other processes wait and then find the file stored.
 
-    A file the serving cache may hold in memory (and a shard) is downloaded into memory and
-    answered from there once verified, before it is stored, unless answers may redirect to
-    storage (presigned URLs): those wait for the file to be there. If storing then fails, the
-    client has its verified file, nothing is stored and the next request downloads again.
-    A bigger file goes to a temp file, which becomes the stored one (moved into place on
-    local storage), and is answered once stored.
+    A file the serving cache may hold in memory (or of unknown size with a `limit`: shards)
+    is downloaded into memory and answered from there once verified, before it is stored,
+    unless answers may redirect to storage (presigned URLs): those wait for the file to be
+    there. If storing then fails, the client has its verified file, nothing is stored and the
+    next request downloads again. A bigger file goes to a temp file, which becomes the stored
+    one (moved into place on local storage), and is answered once stored.
     """
     cache = serving_cache(services)
-    early = False
+    early = stored = False
     try:
         async with publish_lock(services.db, f"proxyfile:{key}"):
             if await services.storage.stat(key) is not None:  # another process stored it meanwhile
                 cache.invalidate([key])
                 answer.set_result(await cache.file(key, immutable=True) or Missing())
                 return
-            in_memory = size is None or size <= cache.max_file
+            in_memory = size <= cache.max_file if size is not None else limit is not None
             path = None if in_memory else await run_in_threadpool(_temp_path, services)
             try:
                 try:
-                    done = await upstream_client(services).download(
-                        url, path, size=size, sha256=sha256, md5=md5, keep_md5=False,
-                        limit=services.settings.mirror.max_index_bytes)
+                    done = await upstream_client(services).download(url, path, size=size, sha256=sha256, md5=md5,
+                                                                    keep_md5=False, limit=limit)
                 except UpstreamMismatchError:
                     answer.set_result(Unavailable(502, f"upstream sent a corrupt {what} (checksum mismatch); "
                                                        "not cached"))
@@ -592,16 +593,17 @@ async def _fetch_locked(services: Services, key: str, url: str, what: str, absen
                     with anyio.CancelScope(shield=True):
                         await run_in_threadpool(path.unlink, True)
             entry = cache.stored(key, stat, done.data, sha256=done.sha256, immutable=True)
+            stored = True
             log.info("proxy: cached %s", key)
             if not early:
                 answer.set_result(entry)
-    except (Exception, asyncio.CancelledError) as exc:
-        if early:
-            cache.invalidate([key])  # answered, but not stored: nothing may claim it is
-        if isinstance(exc, asyncio.CancelledError):
-            answer.cancel()
-            raise
+    except Exception as exc:
         if not answer.done():
             answer.set_exception(exc)  # the caller's error, as if it had done the work itself
         else:
             log.error("proxy: storing %s failed after it was served: %s", key, exc)
+    finally:
+        if early and not stored:
+            cache.invalidate([key])  # answered, but not stored: nothing may claim it is
+        if not answer.done():
+            answer.cancel()  # cancelled itself (the loop is closing): so are the requests waiting

@@ -448,3 +448,20 @@ async def test_a_client_hanging_up_does_not_waste_the_download(
     response = await client.get(f"/get/px/noarch/{name}")
     assert response.status_code == 200 and response.content == packages[0].read_bytes()
     assert upstream.count(name) == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"publish": {"serve_memory_file_bytes": 512}}])
+async def test_files_too_big_to_hold_are_stored_before_they_are_answered(
+    client: httpx2.AsyncClient, services: Services, upstream: StaticChannel, packages: list[Path],
+) -> None:
+    await make_proxy(services, "px", upstream.url)
+    for path in packages[:2]:
+        assert path.stat().st_size > 512
+        first = await client.get(f"/get/px/noarch/{path.name}")
+        assert first.status_code == 200 and first.content == path.read_bytes()
+        key = f"channels/px/noarch/{sha(path.read_bytes())}/{path.name}"
+        assert await services.storage.stat(key) is not None  # no store left under way
+        part = await client.get(f"/get/px/noarch/{path.name}", headers={"range": "bytes=-100"})
+        assert part.status_code == 206 and part.content == path.read_bytes()[-100:]
+    assert upstream.count(packages[0].name) == upstream.count(packages[1].name) == 1
+    assert list((services.settings.data_dir / "tmp").iterdir()) == []  # the temp files became the stored ones
