@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
-from starlette.concurrency import run_in_threadpool
 
 from graphconda.db import Database
 from graphconda.db.models import SubdirState
@@ -92,9 +91,20 @@ def _lock_dir(db: Database) -> Path:
     return path.with_name(path.name + ".locks")
 
 
+_LOCK_DIRS: set[Path] = set()  # made already
+
+
 def _open_lock_file(directory: Path, name: str) -> int:
+    """Open (creating) the lock file: a few microseconds beside a local database, so no thread hop for it."""
+    path = directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock")
+    if directory in _LOCK_DIRS:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT)
+        except FileNotFoundError:
+            pass  # its directory was removed meanwhile
     directory.mkdir(parents=True, exist_ok=True)
-    return os.open(directory / (hashlib.sha256(name.encode()).hexdigest()[:32] + ".lock"), os.O_RDWR | os.O_CREAT)
+    _LOCK_DIRS.add(directory)
+    return os.open(path, os.O_RDWR | os.O_CREAT)
 
 
 @asynccontextmanager
@@ -111,7 +121,7 @@ async def publish_lock(db: Database, name: str) -> AsyncIterator[None]:
                 await asyncio.sleep(_PG_POLL_SECONDS)
             yield
         return
-    fd = await run_in_threadpool(_open_lock_file, _lock_dir(db), name)
+    fd = _open_lock_file(_lock_dir(db), name)
     try:
         while True:
             try:
