@@ -525,11 +525,12 @@ async def _fetch(services: Services, key: str, url: str, what: str, absent: Miss
     """
     state = _state(services)
     answer = state.answers.get(key)  # this process is fetching it already: one answer for all waiting
-    if answer is None:
+    if answer is None or answer.done():
         answer = state.answers[key] = asyncio.get_running_loop().create_future()
 
         def answered(done: asyncio.Future[Any]) -> None:
-            del state.answers[key]  # later requests look again (a failure is not for them)
+            if state.answers.get(key) is done:
+                del state.answers[key]  # later requests look again (a failure is not for them)
             if not done.cancelled():
                 done.exception()  # retrieved: no warning when no one waited
 
