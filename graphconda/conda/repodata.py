@@ -36,9 +36,13 @@ REPODATA_VERSION_BASE_URL = 2  # CEP 15: only when info.base_url is written
 RUN_EXPORTS_VERSION = 1
 CHANNELDATA_VERSION = 1
 ZSTD_LEVEL = 16
-# Above this size compress with worker threads. zstd's multi-threaded output
-# is identical for any number of workers, so the bytes stay reproducible.
+# Above this size compress with worker threads, in jobs of a fixed size: zstd's multi-threaded
+# output then depends on neither the number of workers nor how the input is fed, so the bytes
+# stay reproducible. At level 16 each worker holds ~40 MB (two with 4 MiB jobs: ~90 MB; the
+# default jobs, 4x the window, with one worker per CPU held 150 MB and more on a big machine).
 _ZSTD_THREADED_FROM = 1024 * 1024
+ZSTD_WORKERS = 2
+_ZSTD_JOB_SIZE = 4 << 20
 
 
 class RecordEntry(NamedTuple):
@@ -121,10 +125,19 @@ def empty_repodata(subdir: str) -> bytes:
     return build_repodata(subdir, ())
 
 
+def zstd_compressor(level: int, size: int, workers: int = ZSTD_WORKERS) -> zstandard.ZstdCompressor:
+    """The compressor of `size` bytes that compress_zst uses: the same bytes with any number of
+    `workers` (>= 1), streamed or not."""
+    if size < _ZSTD_THREADED_FROM:
+        return zstandard.ZstdCompressor(level=level, threads=0, write_content_size=True)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=size, threads=workers, job_size=_ZSTD_JOB_SIZE, write_content_size=True)
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
 def compress_zst(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
     """One zstd frame that records its content size (conda and mamba rely on it)."""
-    threads = -1 if len(data) >= _ZSTD_THREADED_FROM else 0
-    return zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True).compress(data)
+    return zstd_compressor(level, len(data)).compress(data)
 
 
 def compress_bz2(data: bytes) -> bytes:
@@ -334,31 +347,38 @@ def build_channeldata(
     groups: dict[str, list[ChannelPackage]] = defaultdict(list)
     for package in packages:
         groups[package.name].append(package)
+    out = {name: channeldata_entry(group) for name, group in groups.items()}
+    all_subdirs = {*subdirs, *(p.subdir for group in groups.values() for p in group)}
+    return channeldata_document(channel_name, out, all_subdirs)
 
-    out: dict[str, dict[str, Any]] = {}
-    for name, group in groups.items():
-        # Oldest first, so later (newer) values overwrite earlier ones.
-        group.sort(key=lambda p: (version_key(p.version), _timestamp_seconds(p.timestamp)))
-        entry: dict[str, Any] = {}
-        for package in group:
-            values = {key: package.about.get(key) for key in ABOUT_FIELDS}
-            values["license"] = values["license"] or package.license
-            entry.update({key: value for key, value in values.items() if value})
-        run_exports: dict[str, Any] = {}
-        for package in group:
-            if package.run_exports:
-                run_exports[package.version] = dict(package.run_exports)
-        entry.update(
-            {key: any(bool(package.traits.get(key)) for package in group) for key in TRAIT_KEYS},
-            run_exports=run_exports,
-            subdirs=sorted({package.subdir for package in group}),
-            timestamp=max(_timestamp_seconds(package.timestamp) for package in group),
-            version=group[-1].version,
-        )
-        out[name] = entry
 
-    all_subdirs = sorted({*subdirs, *(p.subdir for group in groups.values() for p in group)})
+def channeldata_entry(group: list[ChannelPackage]) -> dict[str, Any]:
+    """One name's channeldata.json entry from every file of that name (sorted in place)."""
+    # Oldest first, so later (newer) values overwrite earlier ones.
+    group.sort(key=lambda p: (version_key(p.version), _timestamp_seconds(p.timestamp)))
+    entry: dict[str, Any] = {}
+    for package in group:
+        values = {key: package.about.get(key) for key in ABOUT_FIELDS}
+        values["license"] = values["license"] or package.license
+        entry.update({key: value for key, value in values.items() if value})
+    run_exports: dict[str, Any] = {}
+    for package in group:
+        if package.run_exports:
+            run_exports[package.version] = dict(package.run_exports)
+    entry.update(
+        {key: any(bool(package.traits.get(key)) for package in group) for key in TRAIT_KEYS},
+        run_exports=run_exports,
+        subdirs=sorted({package.subdir for package in group}),
+        timestamp=max(_timestamp_seconds(package.timestamp) for package in group),
+        version=group[-1].version,
+    )
+    return entry
+
+
+def channeldata_document(channel_name: str, entries: Mapping[str, Any], subdirs: Iterable[str]) -> bytes:
+    """channeldata.json from {name: channeldata_entry} and every subdir of the channel."""
     try:
-        return _dumps({"channeldata_version": CHANNELDATA_VERSION, "packages": out, "subdirs": all_subdirs}).encode()
+        return _dumps({"channeldata_version": CHANNELDATA_VERSION, "packages": entries,
+                       "subdirs": sorted(set(subdirs))}).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"channel {channel_name!r}: package metadata is not JSON-serialisable") from exc

@@ -16,8 +16,9 @@ its `info/index.json` checked against the record, as an upload would be.
 One failed file does not stop the run: it is listed in the report (and the job's log) and
 retried by the next run. Files gone upstream leave only with the channel's prune option
 on, and never after a failed or partial upstream read; files the lists now exclude leave
-at once. Upstream indexes are streamed to disk and parsed incrementally (ijson), so memory
-does not grow with the upstream subdir (beyond a set of its filenames, for pruning).
+at once. Upstream indexes are streamed to disk and parsed incrementally (ijson) and diffed
+against the channel a chunk at a time, so memory does not grow with the upstream subdir
+(beyond 8 bytes per filename when pruning).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from graphconda.services.upstream import join, redact, upstream_client
 log = logging.getLogger("graphconda.mirroring")
 
 BATCH = 100  # files per commit (one transaction, one shard-index write)
-INDEX_BATCH = 5000  # records per commit when they need no download (proxylisted)
+INDEX_BATCH = 2000  # records per commit when they need no download (proxylisted)
 _DROPPED = ("fn", "url", "channel")  # per-file fields some indexes add; never in our records
 
 
@@ -136,6 +137,7 @@ class _Fetched:
     sha256: str
     md5: str
     size: int
+    record_json: str = ""  # records.dumps_record(record), once computed
 
 
 async def sync_mirror(services: Services, channel: Channel, *, verify_archives: bool = True,
@@ -286,9 +288,6 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     path_key = f"sync:{subdir}"
     async with services.db.read() as session:
         entry = await session.get(ProxyEntry, (channel.id, path_key))
-        local = {row[0]: (row[1], row[2]) for row in (await session.execute(
-            select(PackageFile.filename, PackageFile.sha256, PackageFile.stored)  # type: ignore[call-overload]
-            .where(PackageFile.channel_id == channel.id, PackageFile.subdir == subdir))).all()}
     index, validators = await _upstream_repodata(services, channel, subdir, entry)
     report.subdirs.append(subdir)
     if index is None:
@@ -296,8 +295,10 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
         return
     failures_before = len(report.failures)
     base = str(validators.get("base_url") or "") or join(channel.mirror_channel_url or "", f"{subdir}/")
-    seen: set[str] = set()  # every upstream filename (for pruning)
-    wanted: set[str] = set()  # those the lists keep
+    # What pruning needs, without a set of every upstream filename: the stored files the lists
+    # now exclude, and (pruning on) hashes of every filename the lists keep (8 bytes, not ~100).
+    unwanted: list[str] = []
+    wanted: set[int] | None = set() if channel.mirror_prune else None
     todo: list[tuple[str, dict[str, Any], bool]] = []
     downloads = 0  # files to download in `todo`
     # The previous batch's commit runs while the next batch downloads (at most one at a time).
@@ -305,11 +306,14 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     try:
         chunks = _record_chunks(index, f"{redact(base)}repodata")
         while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+            local = await _local_rows(services, channel.id, subdir, [filename for filename, _ in chunk])
             for filename, record in chunk:
-                seen.add(filename)
                 if not lists.wanted(record, subdir):
+                    if filename in local:
+                        unwanted.append(filename)
                     continue
-                wanted.add(filename)
+                if wanted is not None:
+                    wanted.add(hash(filename))
                 proxied = lists.proxied(record, subdir)
                 have = local.get(filename)
                 sha = str(record.get("sha256") or "").lower()
@@ -332,7 +336,12 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
             await run_in_threadpool(index.unlink, True)
     request_publish(services, channel.id, subdir)
     # Only after the whole index was read: excluded by the lists leave now; gone upstream, with pruning.
-    gone = [fn for fn in local if fn not in wanted and (fn in seen or channel.mirror_prune)]
+    gone = unwanted
+    if wanted is not None:  # pruning: also every stored file upstream no longer lists
+        async with services.db.read() as session:
+            stored = (await session.scalars(select(col(PackageFile.filename)).where(
+                col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir))).all()
+        gone = [fn for fn in stored if hash(fn) not in wanted]
     if gone:
         await _commit(services, channel, subdir, [], gone)
         report.removed += len(gone)
@@ -351,6 +360,17 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
                                                            col(ProxyEntry.path) == path_key))
 
 
+async def _local_rows(services: Services, channel_id: int, subdir: str,
+                      filenames: list[str]) -> dict[str, tuple[str, bool]]:
+    """{filename: (sha256, stored)} of those of `filenames` the channel has (one chunk's worth)."""
+    async with services.db.read() as session:
+        rows = (await session.execute(
+            select(col(PackageFile.filename), col(PackageFile.sha256), col(PackageFile.stored))
+            .where(col(PackageFile.channel_id) == channel_id, col(PackageFile.subdir) == subdir,
+                   col(PackageFile.filename).in_(filenames)))).all()
+    return {filename: (sha, bool(stored)) for filename, sha, stored in rows}
+
+
 async def _fetch_batch(services: Services, channel: Channel, subdir: str,
                        todo: list[tuple[str, dict[str, Any], bool]], base: str, verify: bool, report: SyncReport,
                        say: Callable[[str], None], check_cancelled: Callable[[], None] | None,
@@ -363,7 +383,12 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
     semaphore = asyncio.Semaphore(services.settings.mirror.concurrency)
 
     async def one(filename: str, record: dict[str, Any], proxied: bool) -> None:
-        problem = _unreadable(filename, record)
+        try:
+            record_json = dumps_record(record)
+        except ValueError as exc:  # NaN or infinity: no JSON
+            problem: str | None = f"conda clients cannot read its record: {str(exc)[:200]}"
+        else:
+            problem = _unreadable(filename, record, record_json)
         if problem is not None:
             report.failures.append(f"{subdir}/{filename}: {problem}; not mirrored")
             say(report.failures[-1])
@@ -373,7 +398,8 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
             if len(sha) != 64:
                 report.failures.append(f"{subdir}/{filename}: proxylisted record has no sha256")
                 return
-            fetched.append(_Fetched(None, filename, record, sha.lower(), md5.lower(), int(record.get("size") or 0)))
+            fetched.append(_Fetched(None, filename, record, sha.lower(), md5.lower(), int(record.get("size") or 0),
+                                    record_json))
             return
         async with semaphore:
             if check_cancelled is not None:
@@ -383,6 +409,7 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
             report.failures.append(item)
             say(item)
         else:
+            item.record_json = record_json
             fetched.append(item)
 
     async def commit() -> None:
@@ -413,12 +440,12 @@ async def _discard(fetched: list[_Fetched]) -> None:
                 await run_in_threadpool(item.path.unlink, True)
 
 
-def _unreadable(filename: str, record: dict[str, Any]) -> str | None:
+def _unreadable(filename: str, record: dict[str, Any], record_json: str) -> str | None:
     """Why conda clients could not read the record (rattler refuses a whole index over one bad record), or None."""
     try:
         if parse_filename(filename).name != record.get("name"):
             return f"the record names package {record.get('name')!r}"
-        IndexJson.from_str(dumps_record(record))
+        IndexJson.from_str(record_json)
     except GraphcondaError as exc:
         return str(exc)
     except Exception as exc:  # rattler's parse errors
@@ -570,17 +597,21 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
     old_keys: list[str] = []
     delta = 0
     new_rows = []
+    newest: dict[str, dict[str, Any]] = {}  # per name, the record of the newest version in the batch
     for item in items:
         record = item.record
-        record_json = dumps_record(record)
+        record_json = item.record_json or dumps_record(record)
         package = packages[str(record["name"])]
+        best = newest.get(package.name)
+        if best is None or rd.version_key(str(record["version"])) > rd.version_key(str(best["version"])):
+            newest[package.name] = record
         timestamp = record.get("timestamp")
         values = {
             "channel_id": channel.id, "package_id": package.id, "subdir": subdir, "filename": item.filename,
             "name": package.name, "version": str(record["version"]), "build": str(record["build"]),
             "build_number": int(record.get("build_number") or 0), "size": item.size,
             "md5": item.md5 or str(record.get("md5") or ""), "sha256": item.sha256, "record": record_json,
-            "packed": pack_record(item.filename, record_json), "v3": is_v3(record),
+            "packed": pack_record(item.filename, record), "v3": is_v3(record),
             "timestamp": int(timestamp) if isinstance(timestamp, int | float) else None,
             "stored": item.path is not None, "traits": [], "uploader_id": None, "uploaded_at": now,
         }
@@ -595,15 +626,14 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
                 old_keys.append(layout.package_key(channel.name, subdir, row.sha256, item.filename))
         for key, value in values.items():
             setattr(row, key, value)
-    if new_rows:
-        await session.execute(insert(PackageFile), new_rows)
+    if new_rows:  # Core, not the ORM's bulk insert: a third of the time for a batch of 5,000
+        await session.execute(insert(PackageFile.__table__), new_rows)  # type: ignore[attr-defined]
     for name, package in packages.items():  # newest version and its license, as uploads keep them
-        versions = [item.record for item in items if item.record["name"] == name]
-        newest = max(versions, key=lambda r: rd.version_key(str(r["version"])))
+        best = newest[name]
         if not package.latest_version or \
-                rd.version_key(str(newest["version"])) >= rd.version_key(package.latest_version):
-            package.latest_version = str(newest["version"])
-            package.license = str(newest.get("license") or "")[:256]
+                rd.version_key(str(best["version"])) >= rd.version_key(package.latest_version):
+            package.latest_version = str(best["version"])
+            package.license = str(best.get("license") or "")[:256]
         package.updated_at = now
     await session.execute(update(Channel).where(Channel.id == channel.id)  # type: ignore[arg-type]
                           .values(size=Channel.size + delta, updated_at=now))

@@ -19,24 +19,32 @@ never write the same files out of order.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import anyio
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
 from graphconda.conda import repodata as rd
+from graphconda.conda.repodata_files import SubdirFiles
 from graphconda.conda.shards import PackedIndex, build_shard_packed, pack_record, shard_digest
 from graphconda.db.models import Channel, Package, PackageFile, Shard, SubdirState, SupersededShard
+from graphconda.errors import StorageFullError
 from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir, publish_lock
+from graphconda.services.temp_files import TEMP_DIR, temp_file
 from graphconda.settings import Settings
 
 log = logging.getLogger("graphconda.publishing")
@@ -243,20 +251,102 @@ async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bo
             if channel is None or state is None or state.published_generation >= state.generation:
                 return False
             generation, removed = state.generation, list(state.removed or [])
-            rows = [
-                (fn, record, bool(v3))
-                for fn, record, v3 in (
-                    await session.execute(
-                        select(col(PackageFile.filename), col(PackageFile.record), col(PackageFile.v3)).where(
-                            col(PackageFile.channel_id) == channel_id, col(PackageFile.subdir) == subdir
-                        )
-                    )
-                ).all()
-            ]
-        files = await run_in_threadpool(build_subdir_files, services, channel, subdir, rows, removed)
-        await write_subdir_files(services, channel, subdir, files, generation)
-    log.info("published %s/%s (generation %d, %d records)", channel.name, subdir, generation, len(rows))
+            files, temps, count = await stream_subdir_files(services, session, channel, subdir, removed)
+        try:
+            await write_subdir_files(services, channel, subdir, files, generation)
+        finally:
+            await run_in_threadpool(_unlink_all, temps)
+    log.info("published %s/%s (generation %d, %d records)", channel.name, subdir, generation, count)
     return True
+
+
+_STREAM_ROWS = 2000  # records per fetch while streaming a subdir's files (~2 MB)
+
+
+async def stream_subdir_files(services: Services, session: AsyncSession, channel: Channel, subdir: str,
+                              removed: list[str]) -> tuple[dict[str, bytes | Path | None], list[Path], int]:
+    """A subdir's monolithic files built from its rows as they are read: (files, the temporary files
+    behind them for the caller to delete, the record count).
+
+    Memory stays bounded by a fetch, whatever the subdir's size (the big files are temporary
+    files, stored without being read back); only the optional current_repodata.json is built
+    from every record in memory.
+    """
+    assert channel.id is not None
+    opts = options_of(services.settings, channel.options)
+    where = (col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir)
+    v3 = [rd.RecordEntry(fn, record, True) for fn, record in (await session.execute(
+        select(col(PackageFile.filename), col(PackageFile.record)).where(*where, col(PackageFile.v3).is_(True))
+    )).all()]
+    temps: list[Path] = []
+
+    def temp(name: str) -> Path:
+        fd, path = temp_file(services.settings.data_dir / TEMP_DIR, "publish")
+        os.close(fd)
+        temps.append(path)
+        return path
+
+    try:
+        writer = await run_in_threadpool(lambda: SubdirFiles(subdir, temp, removed=removed, v3=v3, bz2=opts.bz2))
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_unlink_all, temps)
+        _raise_full(exc)
+        raise
+    current: list[rd.RecordEntry] | None = list(v3) if opts.current_repodata else None
+    # Python's order (code points) is the byte order of UTF-8: PostgreSQL's "C" collation, SQLite's default.
+    order = col(PackageFile.filename).collate("C") if services.db.backend == "postgresql" else col(PackageFile.filename)
+    query = (select(col(PackageFile.filename), col(PackageFile.record))
+             .where(*where, col(PackageFile.v3).is_not(True)).order_by(order))
+    count = len(v3)
+    writing: asyncio.Future[None] | None = None  # one batch is written while the next is read
+    try:
+        result = await session.stream(query.execution_options(yield_per=_STREAM_ROWS))
+        async for part in result.partitions(_STREAM_ROWS):
+            rows = [(fn, record) for fn, record in part]
+            count += len(rows)
+            if current is not None:
+                current.extend(rd.RecordEntry(fn, record, False) for fn, record in rows)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(run_in_threadpool(writer.add, rows))
+        if writing is not None:
+            await writing
+            writing = None
+        paths = await run_in_threadpool(writer.finish, services.settings.publish.zstd_level)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
+            await run_in_threadpool(writer.close)
+            await run_in_threadpool(_unlink_all, temps)
+        _raise_full(exc)
+        raise
+    files: dict[str, bytes | Path | None] = {
+        layout.REPODATA: paths["repodata.json"], layout.REPODATA_ZST: paths["repodata.json.zst"],
+        layout.REPODATA_GZ: paths["repodata.json.gz"], layout.REPODATA_BZ2: paths.get("repodata.json.bz2"),
+        layout.RUN_EXPORTS: paths["run_exports.json"],
+        layout.CURRENT_REPODATA: None, layout.CURRENT_REPODATA_ZST: None, layout.CURRENT_REPODATA_GZ: None,
+    }
+    if current is not None:
+        level = services.settings.publish.zstd_level
+        data = await run_in_threadpool(rd.build_current_repodata, subdir, current, removed)
+        files[layout.CURRENT_REPODATA] = data
+        # conda asks for the .zst first: without it, every refresh costs a 404 and a second request.
+        files[layout.CURRENT_REPODATA_ZST] = await run_in_threadpool(rd.compress_zst, data, level)
+        files[layout.CURRENT_REPODATA_GZ] = await run_in_threadpool(rd.compress_gzip, data)
+    return files, temps, count
+
+
+def _raise_full(exc: BaseException) -> None:
+    """A full disk while building is what it is when storing: StorageFullError (the publisher retries)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StorageFullError(f"no space left on the data filesystem to build the index files: {exc}") from exc
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def build_subdir_files(services: Services, channel: Channel, subdir: str, rows: list[tuple[str, str, bool]],
@@ -265,8 +355,8 @@ def build_subdir_files(services: Services, channel: Channel, subdir: str, rows: 
     return _build_subdir_files(subdir, rows, removed, opts, services.settings.publish.zstd_level)
 
 
-async def write_subdir_files(services: Services, channel: Channel, subdir: str, files: dict[str, bytes | None],
-                             generation: int) -> None:
+async def write_subdir_files(services: Services, channel: Channel, subdir: str,
+                             files: Mapping[str, bytes | Path | None], generation: int) -> None:
     """Store built monolithic files and record the generation they show; hold the publish lock.
 
     All of them or none (put_many writes every file before it replaces any): a full disk
@@ -290,31 +380,46 @@ async def write_subdir_files(services: Services, channel: Channel, subdir: str, 
 
 
 async def publish_channeldata(services: Services, channel_id: int) -> None:
-    """Rebuild channeldata.json (CEP 38) from stored rows: about.json of each name's latest version."""
+    """Rebuild channeldata.json (CEP 38) from stored rows: about.json of each name's latest version.
+
+    Rows are read ordered by name and reduced one name at a time, so memory is bounded by
+    the names, not by the channel's records.
+    """
     async with publish_lock(services.db, f"channeldata:{channel_id}"):
+        entries: dict[str, Any] = {}
+        subdirs: set[str] = set()
         async with services.db.read() as session:
             channel = await session.get(Channel, channel_id)
             if channel is None:
                 return
             abouts: dict[str, Any] = dict((await session.execute(select(col(Package.name), col(Package.about))
                                                  .where(col(Package.channel_id) == channel_id))).all())
-            files = (
-                await session.execute(
-                    select(col(PackageFile.name), col(PackageFile.version), col(PackageFile.subdir),
-                           col(PackageFile.timestamp), col(PackageFile.traits), col(PackageFile.record))
-                    .where(col(PackageFile.channel_id) == channel_id)
-                )
-            ).all()
-        subdirs = await channel_subdirs(services, channel_id)
-        data = await run_in_threadpool(_build_channeldata, channel.name, abouts, list(files), subdirs)
+            result = await session.stream(
+                select(col(PackageFile.name), col(PackageFile.version), col(PackageFile.subdir),
+                       col(PackageFile.timestamp), col(PackageFile.traits), col(PackageFile.record))
+                .where(col(PackageFile.channel_id) == channel_id).order_by(col(PackageFile.name))
+                .execution_options(yield_per=_STREAM_ROWS))
+            group: list[rd.ChannelPackage] = []
+            async for part in result.partitions(_STREAM_ROWS):
+                packages = await run_in_threadpool(_channel_packages, abouts, part)
+                for package in packages:
+                    if group and package.name != group[0].name:
+                        entries[group[0].name] = rd.channeldata_entry(group)
+                        group = []
+                    group.append(package)
+                    subdirs.add(package.subdir)
+            if group:
+                entries[group[0].name] = rd.channeldata_entry(group)
+        subdirs.update(await channel_subdirs(services, channel_id))
+        data = await run_in_threadpool(rd.channeldata_document, channel.name, entries, subdirs)
         key = layout.channel_file_key(channel.name, layout.CHANNELDATA)
         await services.storage.put(key, data)
         notify_written(services, [key])
 
 
-def _build_channeldata(channel: str, abouts: dict[str, Any], files: list[Any], subdirs: list[str]) -> bytes:
+def _channel_packages(abouts: dict[str, Any], rows: Iterable[Any]) -> list[rd.ChannelPackage]:
     packages = []
-    for name, version, subdir, timestamp, traits, record in files:
+    for name, version, subdir, timestamp, traits, record in rows:
         about = abouts.get(name) or {}
         # Parse the record only for what the columns lack: run_exports, or a license about.json omits.
         parsed = json.loads(record) if ('"run_exports"' in record or not about.get("license")) else {}
@@ -323,7 +428,7 @@ def _build_channeldata(channel: str, abouts: dict[str, Any], files: list[Any], s
             license=parsed.get("license"), run_exports=parsed.get("run_exports"),
             traits=dict.fromkeys(traits or (), True),
         ))
-    return rd.build_channeldata(channel, packages, subdirs=subdirs)
+    return packages
 
 
 async def unpublished_subdirs(services: Services) -> list[tuple[int, str]]:

@@ -57,8 +57,10 @@ class BlobStore(Protocol):
     async def put_file(self, key: str, path: Path) -> BlobStat:
         """Store a local file (consumed: it may be moved into place)."""
 
-    async def put_many(self, items: Mapping[str, bytes]) -> list[BlobStat]:
+    async def put_many(self, items: Mapping[str, bytes | Path]) -> list[BlobStat]:
         """Store several blobs, each atomically, cheaper than one `put` each (one flush for all).
+
+        A Path value is a local file, consumed as by `put_file` (big files never pass through memory).
 
         Every key is checked before anything is written. When it returns, every blob is
         durable, so an index naming them may be written next. On failure some may have

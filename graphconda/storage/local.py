@@ -177,12 +177,12 @@ class LocalBlobStore:
             _discard(f, tmp)
             raise
 
-    async def put_many(self, items: Mapping[str, bytes]) -> list[BlobStat]:
+    async def put_many(self, items: Mapping[str, bytes | Path]) -> list[BlobStat]:
         dests = {key: self._path(key) for key in items}  # every key checked before anything is written
         with _writing(f"{len(items)} blobs"):
             return await run_in_threadpool(self._put_many, items, dests)
 
-    def _put_many(self, items: Mapping[str, bytes], dests: dict[str, Path]) -> list[BlobStat]:
+    def _put_many(self, items: Mapping[str, bytes | Path], dests: dict[str, Path]) -> list[BlobStat]:
         pending: list[tuple[str, Path, os.stat_result | None]] = []  # temp files not yet renamed: ours to delete
         stats: list[BlobStat] = []
         parents: set[Path] = set()
@@ -190,10 +190,15 @@ class LocalBlobStore:
             for key, data in items.items():
                 fd, tmp = self._temp_file()
                 pending.append((key, tmp, None))
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    pending[-1] = (key, tmp, _seal(fd, sync=False))
+                if isinstance(data, Path):
+                    os.close(fd)
+                    self._adopt(data, tmp)
+                    fd = os.open(tmp, os.O_RDWR)
+                with os.fdopen(fd, "r+b" if isinstance(data, Path) else "wb") as f:
+                    if not isinstance(data, Path):
+                        f.write(data)
+                        f.flush()
+                    pending[-1] = (key, tmp, _seal(f.fileno(), sync=False))
             # Durable before any becomes visible under its key, and so before the caller goes on
             # to write anything (an index) that names them.
             _sync_filesystem(self.root)
@@ -220,6 +225,18 @@ class LocalBlobStore:
         for parent in parents:  # make the renames themselves durable
             _fsync_dir(parent)
         return stats
+
+    @staticmethod
+    def _adopt(src: Path, tmp: Path) -> None:
+        """Move a caller's file over our temp file `tmp` (copy it from another filesystem)."""
+        try:
+            os.replace(src, tmp)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with open(src, "rb") as f, open(tmp, "wb") as out:
+                shutil.copyfileobj(f, out, CHUNK_SIZE)
+            src.unlink()
 
     async def put_file(self, key: str, path: Path) -> BlobStat:
         dest = self._path(key)

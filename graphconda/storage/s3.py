@@ -269,17 +269,20 @@ class S3BlobStore:
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(spool.close)
 
-    async def put_many(self, items: Mapping[str, bytes]) -> list[BlobStat]:
+    async def put_many(self, items: Mapping[str, bytes | Path]) -> list[BlobStat]:
         for key in items:
             check_key(key)
         # A PUT is durable when it returns; the batch only saves round-trip time by overlapping them.
         limit = anyio.Semaphore(PUT_MANY_CONCURRENCY)
 
-        async def one(key: str, blob: bytes) -> BlobStat:
+        async def one(key: str, blob: bytes | Path) -> BlobStat:
             async with limit:
+                if isinstance(blob, Path):
+                    return await run_in_threadpool(self._upload_file, key, blob)
                 return await run_in_threadpool(self._upload, key, io.BytesIO(blob), len(blob))
 
-        tasks = [asyncio.ensure_future(one(key, bytes(blob))) for key, blob in items.items()]
+        tasks = [asyncio.ensure_future(one(key, blob if isinstance(blob, Path) else bytes(blob)))
+                 for key, blob in items.items()]
         try:
             return list(await asyncio.gather(*tasks))
         finally:

@@ -198,6 +198,18 @@ async def test_put_many_stores_each_blob(store: BlobStore) -> None:
     assert await store.put_many({}) == []
 
 
+async def test_put_many_takes_local_files_and_consumes_them(store: BlobStore, tmp_path: Path) -> None:
+    """A publish stores its big files (a 100 MB repodata.json) from disk, never holding them in memory."""
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.write_bytes(blob(3 * MiB + 5, 1))
+    small.write_bytes(b"")
+    stats = await store.put_many({"files/big": big, "files/bytes": b"abc", "files/small": small})
+    assert [(s.key, s.size) for s in stats] == [("files/big", 3 * MiB + 5), ("files/bytes", 3), ("files/small", 0)]
+    assert await store.read("files/big") == blob(3 * MiB + 5, 1)
+    assert await store.read("files/small") == b""
+    assert not big.exists() and not small.exists()
+
+
 @pytest.mark.parametrize("key", ["../x", "a//b", ".hidden"])
 async def test_put_many_refuses_the_whole_batch_for_one_bad_key(store: BlobStore, key: str) -> None:
     with pytest.raises(InvalidNameError):
