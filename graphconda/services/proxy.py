@@ -106,6 +106,7 @@ class ProxyState:
         self.derived: dict[tuple[int, str], str] = {}  # (channel id, path) -> ETag of the file it was made from
         self.fetching: set[asyncio.Task[None]] = set()  # downloads and stores under way (_fetch)
         self.answers: dict[str, asyncio.Future[Any]] = {}  # storage key -> the answer of its fetch under way
+        self.probed: dict[tuple[int, str], datetime] = {}  # (channel id, subdir) -> when an unknown file last asked
 
     async def aclose(self) -> None:
         """Let the downloads and stores under way finish (they may outlive the requests that began them)."""
@@ -479,6 +480,14 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
         return found if isinstance(found, Unavailable) else Missing("package file not found")
     records = await _records(services, info, subdir, found.entry)
     record = records.files.get(filename) if records is not None else None
+    if record is None and await _expire_for_unknown_file(services, info, subdir):
+        # Perhaps newer upstream than our snapshot (a client that saw it in a fresher shard
+        # index, or elsewhere): revalidate now rather than answer 404 for the rest of the TTL.
+        found = await _repodata(services, info, subdir, layout.REPODATA)
+        if not isinstance(found, LocalBlob):
+            return found if isinstance(found, Unavailable) else Missing("package file not found")
+        records = await _records(services, info, subdir, found.entry)
+        record = records.files.get(filename) if records is not None else None
     if record is None:
         return Missing("package file not found")
     sha256, md5, size = record
@@ -496,6 +505,27 @@ async def _package_file(services: Services, info: ChannelInfo, subdir: str, file
             return got
         cached = got
     return await stored_package(services, cached, redirect_ok)
+
+
+async def _expire_for_unknown_file(services: Services, info: ChannelInfo, subdir: str) -> bool:
+    """Mark the subdir's repodata snapshot for revalidation, unless it was checked within
+    `mirror.negative_cache_seconds`: a client probing for files upstream lacks costs at most one
+    (conditional) upstream request per that time, across processes. True when marked."""
+    path = f"{subdir}/{layout.REPODATA}"
+    state, now = _state(services), services.now()
+    recent = now - timedelta(seconds=services.settings.mirror.negative_cache_seconds)
+    if state.probed.get((info.id, subdir), _LONG_AGO) > recent:
+        return False  # asked within the window from this process: not even a write
+    state.probed[(info.id, subdir)] = now
+    async with services.db.write() as session:
+        result = await session.execute(update(ProxyEntry).where(
+            col(ProxyEntry.channel_id) == info.id, col(ProxyEntry.path) == path, col(ProxyEntry.status) == 200,
+            col(ProxyEntry.checked_at) < recent,
+        ).values(checked_at=_LONG_AGO))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    state.fresh.pop((info.id, path), None)
+    return True
 
 
 async def _shard(services: Services, info: ChannelInfo, subdir: str, digest: str) -> Delivery:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +466,27 @@ async def test_files_too_big_to_hold_are_stored_before_they_are_answered(
         assert part.status_code == 206 and part.content == path.read_bytes()[-100:]
     assert upstream.count(packages[0].name) == upstream.count(packages[1].name) == 1
     assert list((services.settings.data_dir / "tmp").iterdir()) == []  # the temp files became the stored ones
+
+
+async def test_a_file_newer_than_the_stored_index_is_found_once_per_negative_cache_time(
+    client: httpx2.AsyncClient, services: Services, upstream: StaticChannel, tmp_path: Path
+) -> None:
+    # A long TTL: without a revalidation the new package would 404 for an hour.
+    await make_proxy(services, "px", upstream.url, ttl=3600)
+    assert (await client.get("/get/px/noarch/repodata.json")).status_code == 200
+    added = build_package(tmp_path / "more", "gamma", "1.0", "0")
+    place(upstream.root, [added])
+    await rattler_index(upstream.root, zst=False)
+    # Within mirror.negative_cache_seconds of the last check the stored index is trusted ...
+    assert (await client.get(f"/get/px/noarch/{added.name}")).status_code == 404
+    # ... after it, a file the index lacks has it revalidated once.
+    later = services.now() + timedelta(seconds=services.settings.mirror.negative_cache_seconds + 1)
+    services.clock = lambda: later
+    got = await client.get(f"/get/px/noarch/{added.name}")
+    assert got.status_code == 200 and sha(got.content) == sha(added.read_bytes())
+    assert added.name in (await client.get("/get/px/noarch/repodata.json")).json()["packages.conda"]
+    # Files upstream lacks: 404, and at most one revalidation per mirror.negative_cache_seconds.
+    asked = upstream.count("/noarch/repodata.json")
+    for n in range(3):
+        assert (await client.get(f"/get/px/noarch/nothing-{n}-1.0-0.conda")).status_code == 404
+    assert upstream.count("/noarch/repodata.json") == asked
