@@ -1,6 +1,6 @@
 """Mirror and proxy benchmark against a loopback upstream, ratios measured in the same run.
 
-    python bench/mirror.py [--files 100] [--size-kb 2048] [--concurrency 8] [--requests 200]
+    python bench/mirror.py [--files 100] [--size-kb 2048] [--concurrency 8] [--requests 200] [--only-sync]
 
 Upstream: a static channel of --files packages (each carrying --size-kb of incompressible
 bytes) indexed by py-rattler's indexer, served by the test suite's static server
@@ -117,6 +117,8 @@ async def main(args: argparse.Namespace) -> None:
             await handle.aclose()
         print(f"1. sync {synced:.2f} s ({total / synced / 1e6:.1f} MB/s) vs plain httpx2 {plain:.2f} s "
               f"({total / plain / 1e6:.1f} MB/s): {plain / synced:.2f}x the plain throughput (target >= 0.8x)")
+        if args.only_sync:
+            return
 
         app = create_app(settings)
         servers = run_live_server(app)
@@ -168,4 +170,5 @@ if __name__ == "__main__":
     parser.add_argument("--size-kb", type=int, default=2048)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--only-sync", action="store_true", help="measure line 1 only")
     asyncio.run(main(parser.parse_args()))

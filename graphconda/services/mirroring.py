@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ log = logging.getLogger("graphconda.mirroring")
 
 BATCH = 100  # files per commit (one transaction, one shard-index write)
 INDEX_BATCH = 2000  # records per commit when they need no download (proxylisted)
+PUBLISH_SECONDS = 30.0  # a running sync queues a rebuild of repodata.json at most this often
 _DROPPED = ("fn", "url", "channel")  # per-file fields some indexes add; never in our records
 
 
@@ -299,10 +301,7 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     # now exclude, and (pruning on) hashes of every filename the lists keep (8 bytes, not ~100).
     unwanted: list[str] = []
     wanted: set[int] | None = set() if channel.mirror_prune else None
-    todo: list[tuple[str, dict[str, Any], bool]] = []
-    downloads = 0  # files to download in `todo`
-    # The previous batch's commit runs while the next batch downloads (at most one at a time).
-    committing: list[asyncio.Task[None]] = []
+    flow = _Flow(services, channel, subdir, base, verify, report, say, check_cancelled)
     try:
         chunks = _record_chunks(index, f"{redact(base)}repodata")
         while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
@@ -318,21 +317,11 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
                 have = local.get(filename)
                 sha = str(record.get("sha256") or "").lower()
                 if have is None or (sha and have[0] != sha) or proxied == have[1]:
-                    todo.append((filename, record, proxied))
-                    downloads += not proxied
-                # Index-only records (proxylisted) cost no download: they go in larger batches.
-                if downloads >= BATCH or len(todo) >= INDEX_BATCH:
-                    await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled,
-                                       committing)
-                    todo, downloads = [], 0
-        await _fetch_batch(services, channel, subdir, todo, base, verify, report, say, check_cancelled, committing)
-        if committing:
-            await committing.pop()
+                    await flow.add(filename, record, proxied)
+        await flow.finish()
     finally:
-        if committing:  # a failure elsewhere: let the batch being committed finish (its files are stored)
-            with anyio.CancelScope(shield=True):
-                await asyncio.gather(committing.pop(), return_exceptions=True)
         with anyio.CancelScope(shield=True):
+            await flow.close()
             await run_in_threadpool(index.unlink, True)
     request_publish(services, channel.id, subdir)
     # Only after the whole index was read: excluded by the lists leave now; gone upstream, with pruning.
@@ -371,20 +360,56 @@ async def _local_rows(services: Services, channel_id: int, subdir: str,
     return {filename: (sha, bool(stored)) for filename, sha, stored in rows}
 
 
-async def _fetch_batch(services: Services, channel: Channel, subdir: str,
-                       todo: list[tuple[str, dict[str, Any], bool]], base: str, verify: bool, report: SyncReport,
-                       say: Callable[[str], None], check_cancelled: Callable[[], None] | None,
-                       committing: list[asyncio.Task[None]]) -> None:
-    """Download (bounded concurrency) and verify one batch, then start committing what arrived in one
-    transaction (after the previous batch's commit), leaving that commit running in `committing`."""
-    if not todo:
-        return
-    fetched: list[_Fetched] = []
-    semaphore = asyncio.Semaphore(services.settings.mirror.concurrency)
+class _Flow:
+    """One subdir's downloads flowing into commits.
 
-    def check(filename: str, record: dict[str, Any], proxied: bool) -> str | None:
-        """The record's JSON if its file is to be downloaded; proxylisted records are done here
-        (no task each: a batch of 2,000 index-only records spent more on tasks than on them)."""
+    At most `mirror.concurrency` downloads run at once, across batch boundaries (no batch
+    waits for its slowest file); each file is verified into a temporary file. One commit at a
+    time, running while the downloads go on, stores BATCH verified files (one flush for all:
+    `put_many`) and then writes their rows (blob before row: a crash leaves at most blobs
+    that no row names); once the last record is queued, it takes whatever has arrived, so
+    that only the last few files are left when the last download ends. Few commits: each
+    also rewrites the subdir's shard index. Index-only (proxylisted) records cost no
+    download: they go with the files, INDEX_BATCH at a time, or at the end.
+    """
+
+    def __init__(self, services: Services, channel: Channel, subdir: str, base: str, verify: bool,
+                 report: SyncReport, say: Callable[[str], None],
+                 check_cancelled: Callable[[], None] | None) -> None:
+        self.services, self.channel, self.subdir, self.base, self.verify = services, channel, subdir, base, verify
+        self.report, self.say, self.check_cancelled = report, say, check_cancelled
+        self.slots = asyncio.Semaphore(services.settings.mirror.concurrency)
+        self.running: set[asyncio.Task[None]] = set()
+        self.ready: list[_Fetched] = []  # verified downloads (and index-only records) awaiting their commit
+        self.changed = asyncio.Condition()
+        self.closed = False  # every record is queued
+        self.stopping = False  # close(): no further batch starts
+        self.error: BaseException | None = None  # a download task's unexpected failure (storage, a bug)
+        self.published_at = time.monotonic()
+        self.committer: asyncio.Task[None] = asyncio.ensure_future(self._commit_loop())
+
+    def _failed(self, line: str) -> None:
+        self.report.failures.append(line)
+        self.say(line)
+
+    def _check(self) -> None:
+        """Raise what stops the run: a download task's failure, or a failed commit."""
+        if self.error is not None:
+            raise self.error
+        if self.committer.done() and not self.committer.cancelled():
+            failure = self.committer.exception()
+            if failure is not None:
+                raise failure
+
+    def _stopped(self) -> bool:
+        return self.error is not None or self.committer.done()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def add(self, filename: str, record: dict[str, Any], proxied: bool) -> None:
+        self._check()
         try:
             record_json = dumps_record(record)
         except ValueError as exc:  # NaN or infinity: no JSON
@@ -392,59 +417,133 @@ async def _fetch_batch(services: Services, channel: Channel, subdir: str,
         else:
             problem = _unreadable(filename, record, record_json)
         if problem is not None:
-            report.failures.append(f"{subdir}/{filename}: {problem}; not mirrored")
-            say(report.failures[-1])
-            return None
+            self._failed(f"{self.subdir}/{filename}: {problem}; not mirrored")
+            return
+        async with self.changed:  # room in the queue: a lagging database holds the downloads back
+            await self.changed.wait_for(lambda: self._stopped() or (
+                _files(self.ready) < 2 * BATCH and len(self.ready) < 2 * INDEX_BATCH))
+        self._check()
         if proxied:
             sha, md5 = str(record.get("sha256") or ""), str(record.get("md5") or "")
             if len(sha) != 64:
-                report.failures.append(f"{subdir}/{filename}: proxylisted record has no sha256")
-                return None
-            fetched.append(_Fetched(None, filename, record, sha.lower(), md5.lower(), int(record.get("size") or 0),
-                                    record_json))
-            return None
-        return record_json
-
-    async def one(filename: str, record: dict[str, Any], record_json: str) -> None:
-        async with semaphore:
-            if check_cancelled is not None:
-                check_cancelled()
-            item = await _download(services, channel, subdir, filename, record, base, verify)
-        if isinstance(item, str):
-            report.failures.append(item)
-            say(item)
-        else:
-            item.record_json = record_json
-            fetched.append(item)
-
-    async def commit() -> None:
+                self._failed(f"{self.subdir}/{filename}: proxylisted record has no sha256")
+                return
+            self.ready.append(_Fetched(None, filename, record, sha.lower(), md5.lower(), int(record.get("size") or 0),
+                                       record_json))
+            if len(self.ready) >= INDEX_BATCH:
+                await self._notify()
+            return
+        await self.slots.acquire()
         try:
-            await _commit(services, channel, subdir, fetched, [])
-            report.downloaded += sum(1 for f in fetched if f.path is not None)
-            report.bytes += sum(f.size for f in fetched if f.path is not None)
-            report.indexed_only += sum(1 for f in fetched if f.path is None)
+            if self.check_cancelled is not None:
+                self.check_cancelled()
+            self._check()
+        except BaseException:
+            self.slots.release()
+            raise
+        task = asyncio.ensure_future(self._fetch(filename, record, record_json))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)  # also when cancelled before it ran
+
+    async def _fetch(self, filename: str, record: dict[str, Any], record_json: str) -> None:
+        try:
+            try:
+                item = await _download(self.services, self.channel, self.subdir, filename, record, self.base,
+                                       self.verify)
+            finally:
+                self.slots.release()
+            if isinstance(item, str):
+                self._failed(item)
+            else:
+                item.record_json = record_json
+                self.ready.append(item)
+        except asyncio.CancelledError:
+            pass  # close(): the run is stopping (_download removed its file)
+        except BaseException as exc:  # a bug: the run stops
+            self.error = self.error or exc
         finally:
-            await _discard(fetched)
+            self.running.discard(asyncio.current_task())
+            await self._notify()
 
-    try:
-        downloads = [(filename, record, record_json) for filename, record, proxied in todo
-                     if (record_json := check(filename, record, proxied)) is not None]
-        await asyncio.gather(*(one(*item) for item in downloads))
-        if committing:
-            await committing.pop()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _discard(fetched)
-        raise
-    committing.append(asyncio.ensure_future(commit()))
+    def _publish_due(self) -> bool:
+        """Whether this batch also queues a rebuild of the monolithic repodata.json: at most once per
+        PUBLISH_SECONDS. Each batch's shards are current when it commits; a rebuild reads the whole
+        subdir (a big one's takes far longer than a batch), so one per batch would cost a long sync
+        more than its downloads. The sync queues one more when the subdir is done."""
+        now = time.monotonic()
+        if now - self.published_at < PUBLISH_SECONDS:
+            return False
+        self.published_at = now
+        return True
+
+    def _due(self) -> bool:
+        return bool(self.ready) and (_files(self.ready) >= BATCH or len(self.ready) >= INDEX_BATCH or self.closed)
+
+    def _done(self) -> bool:
+        return self.closed and not self.running and not self.ready
+
+    async def _commit_loop(self) -> None:
+        try:
+            while True:
+                async with self.changed:
+                    await self.changed.wait_for(lambda: self._due() or self._done() or self.stopping)
+                if not self.ready or self.stopping:
+                    return
+                batch: list[_Fetched] = []
+                files = 0
+                for item in self.ready:
+                    if files >= BATCH or len(batch) >= INDEX_BATCH:
+                        break
+                    batch.append(item)
+                    files += item.path is not None
+                del self.ready[:len(batch)]
+                await self._notify()  # room for more downloads
+                try:
+                    with anyio.CancelScope(shield=True):  # a batch begun is committed whole or not at all
+                        await _commit(self.services, self.channel, self.subdir, batch, [],
+                                      publish=self._publish_due())
+                except BaseException:
+                    await _discard(batch)  # what was not stored
+                    raise
+                self.report.downloaded += files
+                self.report.bytes += sum(item.size for item in batch if item.path is not None)
+                self.report.indexed_only += len(batch) - files
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._notify()
+
+    async def finish(self) -> None:
+        """Every record is queued: wait for the downloads and commits; raise what stopped the run, if anything."""
+        self.closed = True
+        await self._notify()
+        async with self.changed:
+            await self.changed.wait_for(self._stopped)
+        self._check()
+
+    async def close(self) -> None:
+        """After `finish`, or on a failure: cancel the downloads still running, let the batch being
+        committed finish (the rest is fetched again by the next run), remove the temporary files."""
+        self.stopping = True
+        for task in list(self.running):
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+        self.running.clear()
+        await self._notify()
+        await asyncio.gather(self.committer, return_exceptions=True)
+        await _discard(self.ready)
+        self.ready.clear()
 
 
-async def _discard(fetched: list[_Fetched]) -> None:
-    """Remove the temporary files of a batch (stored by now, moved or copied, or abandoned)."""
-    for item in fetched:
+async def _discard(items: list[_Fetched]) -> None:
+    """Remove the temporary files of downloads that were not stored."""
+    for item in items:
         if item.path is not None:
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(item.path.unlink, True)
+
+
+def _files(items: list[_Fetched]) -> int:
+    return sum(1 for item in items if item.path is not None)
 
 
 def _unreadable(filename: str, record: dict[str, Any], record_json: str) -> str | None:
@@ -493,17 +592,17 @@ async def _download(services: Services, channel: Channel, subdir: str, filename:
 
 
 async def _commit(services: Services, channel: Channel, subdir: str, items: list[_Fetched],
-                  gone: list[str]) -> None:
-    """Store a batch's files, then write their rows and one shard-index update in one transaction."""
+                  gone: list[str], *, publish: bool = True) -> None:
+    """Store a batch's files (one flush for all), then write their rows and one shard-index update in
+    one transaction: a crash in between leaves blobs that no row names, never a row without its blob."""
     assert channel.id is not None
     if not items and not gone:
         return
-    keys = []
-    for item in items:
-        if item.path is not None:
-            key = layout.package_key(channel.name, subdir, item.sha256, item.filename)
-            await services.storage.put_file(key, item.path)
-            keys.append(key)
+    files = {layout.package_key(channel.name, subdir, item.sha256, item.filename): item.path
+             for item in items if item.path is not None}
+    if files:
+        await services.storage.put_many(files)  # consumed: moved into place, or uploaded and removed
+    keys = list(files)
     now = services.now()
 
     async def write(session: Any) -> BatchChanges:
@@ -523,11 +622,7 @@ async def _commit(services: Services, channel: Channel, subdir: str, items: list
             names.update(str(item.record["name"]) for item in items)
         return BatchChanges({subdir: names}, old_keys)
 
-    # A batch of index-only records (proxylisted) is not worth a rebuild of the whole repodata.json
-    # (a big subdir's takes far longer than the batch): its shards are current; the sync queues the
-    # monolithic files once when the subdir is done.
-    await commit_batch(services, channel, [subdir], write, new_keys=keys,
-                       publish=bool(gone) or any(item.path is not None for item in items))
+    await commit_batch(services, channel, [subdir], write, new_keys=keys, publish=publish)
 
 
 # --- triggering and status -------------------------------------------------------------

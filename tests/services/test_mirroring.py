@@ -341,3 +341,129 @@ async def test_synchronize_applies_the_upload_limits_to_archives(services: Servi
             Channel, col(Channel.id) == col(PackageFile.channel_id)))).all()
     assert sorted(rows) == [("lenient", "evil-1.0-0.conda"), ("lenient", "fine-1.0-0.conda"),
                             ("strict", "fine-1.0-0.conda")]
+
+
+async def _every_row_has_its_verified_blob(services: Services) -> int:
+    """Each PackageFile row that says stored names a blob holding exactly its bytes; how many rows."""
+    from graphconda.services import layout
+
+    async with services.db.read() as session:
+        rows = list(await session.scalars(select(PackageFile)))
+    channel_names = {}
+    async with services.db.read() as session:
+        for channel in await session.scalars(select(Channel)):
+            channel_names[channel.id] = channel.name
+    for row in rows:
+        assert row.stored
+        blob = await services.storage.read(layout.package_key(channel_names[row.channel_id], row.subdir, row.sha256,
+                                                              row.filename))
+        assert len(blob) == row.size and hashlib.sha256(blob).hexdigest() == row.sha256, row.filename
+    return len(rows)
+
+
+def _temp_files(services: Services) -> list[Path]:
+    return list((services.settings.data_dir / "tmp").glob("*.part"))
+
+
+async def test_a_commit_that_fails_midway_leaves_no_row_without_its_blob(
+        services: Services, upstream: StaticChannel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away after the first batch: the run stops, every row it wrote names a complete,
+    verified blob (files are stored before their rows), no temporary file is left, the next run converges."""
+    from graphconda.services import mirroring
+
+    monkeypatch.setattr(mirroring, "BATCH", 1)
+    real, commits = mirroring._commit, []
+
+    async def failing(*args: Any, **kwargs: Any) -> None:
+        commits.append(1)
+        if len(commits) > 1:
+            raise RuntimeError("database connection lost")
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(mirroring, "_commit", failing)
+    await make_mirror(services, upstream.url)
+    with pytest.raises(RuntimeError, match="database connection lost"):
+        await sync(services)
+    assert await _every_row_has_its_verified_blob(services) == 1
+    assert _temp_files(services) == []
+    monkeypatch.setattr(mirroring, "_commit", real)
+    report = await sync(services)
+    assert report.failures == [] and await _every_row_has_its_verified_blob(services) == 5
+    assert {k: v[0] for k, v in (await files(services)).items()} == upstream_files(upstream)
+
+
+async def test_a_cancelled_sync_stops_and_leaves_only_complete_files(
+        services: Services, upstream: StaticChannel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while files download: the run stops, what it stored gets its rows or none, each
+    row's blob is complete, nothing temporary is left, and the next run fetches only the rest."""
+    from graphconda.jobs.registry import JobCancelled
+    from graphconda.services import mirroring
+
+    monkeypatch.setattr(mirroring, "BATCH", 1)
+    upstream.fail("numpy-2.1.0-h1_0.tar.bz2", "slow", seconds=0.3)  # still downloading when the run stops
+    asked = []
+
+    def check_cancelled() -> None:
+        asked.append(1)
+        if len(asked) > 3:
+            raise JobCancelled("cancelled")
+
+    await make_mirror(services, upstream.url)
+    with pytest.raises(JobCancelled):
+        await sync(services, check_cancelled=check_cancelled)
+    kept = await _every_row_has_its_verified_blob(services)
+    assert kept < 5 and _temp_files(services) == []
+    upstream.clear_faults()
+    report = await sync(services)
+    assert report.failures == [] and report.downloaded == 5 - kept
+    assert await _every_row_has_its_verified_blob(services) == 5
+
+
+async def test_a_storage_failure_stops_the_run_instead_of_failing_each_file(
+        services: Services, upstream: StaticChannel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full store is no fault of one file: the run stops at the first batch it cannot store, every
+    row written names its blob, and no temporary file is left."""
+    from graphconda.errors import StorageFullError
+    from graphconda.services import mirroring
+
+    monkeypatch.setattr(mirroring, "BATCH", 1)
+    real, stores = services.storage.put_many, []
+
+    async def full(items: Any) -> Any:
+        if any(isinstance(value, Path) for value in items.values()):  # package files, not shards
+            stores.append(list(items))
+            if len(stores) > 1:
+                raise StorageFullError("no space left on the storage filesystem")
+        return await real(items)
+
+    monkeypatch.setattr(services.storage, "put_many", full)
+    await make_mirror(services, upstream.url)
+    with pytest.raises(StorageFullError):
+        await sync(services)
+    assert len(stores) == 2  # not every later batch tried in turn, each failing the same way
+    assert await _every_row_has_its_verified_blob(services) == 1 and _temp_files(services) == []
+
+
+async def test_a_sync_rebuilds_repodata_json_once_per_subdir_not_per_batch(
+        client: httpx2.AsyncClient, services: Services, upstream: StaticChannel,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each batch's shards are current when it commits; the whole repodata.json is rebuilt when the
+    subdir is done (and at most every PUBLISH_SECONDS during a long one), not once per batch."""
+    from graphconda.services import mirroring, publishing
+
+    monkeypatch.setattr(mirroring, "BATCH", 1)
+    monkeypatch.setattr(mirroring, "PUBLISH_SECONDS", 3600.0)
+    real, rebuilt = publishing.publish_subdir, []
+
+    async def counting(services: Services, channel_id: int, subdir: str) -> Any:
+        rebuilt.append(subdir)
+        return await real(services, channel_id, subdir)
+
+    monkeypatch.setattr(publishing, "publish_subdir", counting)
+    await make_mirror(services, upstream.url, sync_now=False)
+    report = await sync(services)
+    assert report.downloaded == 5
+    assert sorted(rebuilt) == ["linux-64", "noarch"]
+    listed = (await client.get("/get/mir/linux-64/repodata.json")).json()
+    assert sorted([*listed["packages"], *listed["packages.conda"]]) == [
+        "numpy-1.26.0-h1_0.conda", "numpy-2.1.0-h1_0.tar.bz2"]
