@@ -35,6 +35,7 @@ STALE_TMP_SECONDS = 24 * 3600
 _LIST_BATCH = 500
 _Batch = list[BlobStat]  # `list` is a method name in the class body
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DIR_FSYNCS = 4  # past this many directories in one put_many, one syncfs instead
 PROBE_BYTES = 64 * 1024  # what check() writes: a store that cannot take this cannot take an upload
 
 
@@ -222,8 +223,14 @@ class LocalBlobStore:
         finally:
             for _, tmp, _ in pending:
                 tmp.unlink(missing_ok=True)
-        for parent in parents:  # make the renames themselves durable
-            _fsync_dir(parent)
+        # Make the renames (and the directories made for them) durable. A batch spread over many
+        # directories (a mirror's: one per package file) gets one flush of the filesystem: an fsync
+        # per directory is a journal commit each on ext4 (100 took 0.3-0.5 s, one syncfs 0.03 s).
+        if len(parents) > _DIR_FSYNCS:
+            _sync_filesystem(self.root)
+        else:
+            for parent in parents:
+                _fsync_dir(parent)
         return stats
 
     @staticmethod
