@@ -362,7 +362,8 @@ async def _every_row_has_its_verified_blob(services: Services) -> int:
 
 
 def _temp_files(services: Services) -> list[Path]:
-    return list((services.settings.data_dir / "tmp").glob("*.part"))
+    """The sync's downloads left behind (the publisher's own temp files come and go meanwhile)."""
+    return list((services.settings.data_dir / "tmp").glob("upstream-*.part"))
 
 
 async def test_a_commit_that_fails_midway_leaves_no_row_without_its_blob(
