@@ -1,6 +1,6 @@
 """Big-mirror benchmark: sync of a 200,000-record upstream subdir, everything on the proxylist.
 
-    python bench/mirror_big.py [--records 200000]
+    python bench/mirror_big.py [--records 200000] [--database-url URL]
 
 The upstream is a static loopback server with one linux-64/repodata.json of --records
 records (../shared/corpus/ replicated under new filenames, as bench/publish.py builds them),
@@ -44,15 +44,17 @@ from tests.fixtures.upstreams import StaticServer
 SUBDIR = "linux-64"
 
 
-def settings_for(work: Path) -> object:
+def settings_for(work: Path, database_url: str = "") -> object:
+    # On a shared database (--database-url) the two sides use different channel names.
+    url = database_url or f"sqlite+aiosqlite:///{work / 'gc.db'}"
     return load_settings(environ={}, overrides={
-        "server": {"data_dir": str(work / "data")}, "database": {"url": f"sqlite+aiosqlite:///{work / 'gc.db'}"},
+        "server": {"data_dir": str(work / "data")}, "database": {"url": url},
         "auth": {"session_secret": "bench"}, "publish": {"debounce_seconds": 0.2},
         "mirror": {"max_index_bytes": 1 << 31}})
 
 
-async def child_sync(work: Path, url: str, names: list[str]) -> float:
-    settings = settings_for(work)
+async def child_sync(work: Path, url: str, names: list[str], database_url: str = "") -> float:
+    settings = settings_for(work, database_url)
     await asyncio.to_thread(upgrade_sync, settings.database_url)  # type: ignore[attr-defined]
     handle = await open_services(settings)  # type: ignore[arg-type]
     try:
@@ -79,8 +81,8 @@ async def child_sync(work: Path, url: str, names: list[str]) -> float:
         await handle.aclose()
 
 
-async def child_publish(work: Path, records_count: int) -> float:
-    settings = settings_for(work)
+async def child_publish(work: Path, records_count: int, database_url: str = "") -> float:
+    settings = settings_for(work, database_url)
     await asyncio.to_thread(upgrade_sync, settings.database_url)  # type: ignore[attr-defined]
     handle = await open_services(settings)  # type: ignore[arg-type]
     try:
@@ -99,9 +101,9 @@ def child(args: argparse.Namespace) -> None:
     work = Path(args.work)
     if args.child == "sync":
         names = json.loads((work.parent / "names.json").read_text())
-        elapsed = asyncio.run(child_sync(work, args.url, names))
+        elapsed = asyncio.run(child_sync(work, args.url, names, args.database_url))
     else:
-        elapsed = asyncio.run(child_publish(work, args.records))
+        elapsed = asyncio.run(child_publish(work, args.records, args.database_url))
     print(json.dumps({"seconds": elapsed, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -115,10 +117,10 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(kind: str, work: Path, records: int, url: str = "") -> dict[str, float]:
+def run_child(kind: str, work: Path, records: int, url: str = "", database_url: str = "") -> dict[str, float]:
     work.mkdir(parents=True)
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(work), "--url", url,
-                          "--records", str(records)], capture_output=True, text=True)
+                          "--records", str(records), "--database-url", database_url], capture_output=True, text=True)
     sys.stderr.write(out.stderr[-3000:])
     out.check_returncode()
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -144,8 +146,8 @@ def main(args: argparse.Namespace) -> None:
     print(f"upstream: {args.records} records {corpus.source()}, {len(names)} names (all proxylisted), "
           f"repodata.json {size / 1e6:.1f} MB")
     with StaticServer(root) as upstream:
-        synced = run_child("sync", work / "sync", args.records, upstream.url)
-    published = run_child("publish", work / "publish", args.records)
+        synced = run_child("sync", work / "sync", args.records, upstream.url, args.database_url)
+    published = run_child("publish", work / "publish", args.records, "", args.database_url)
     print(f"1. sync (to the published repodata.json): {synced['seconds']:.2f} s, peak RSS "
           f"{synced['peak_rss_mb']:.0f} MB (target < 256 MB)")
     print(f"2. full publish of the same records: {published['seconds']:.2f} s (peak RSS "
@@ -159,6 +161,7 @@ if __name__ == "__main__":
     parser.add_argument("--child", default="")
     parser.add_argument("--work", default="")
     parser.add_argument("--url", default="")
+    parser.add_argument("--database-url", default="", help="an empty database; default: SQLite per side")
     arguments = parser.parse_args()
     if arguments.child:
         child(arguments)
