@@ -5,8 +5,11 @@ from __future__ import annotations
 from graphconda.jobs.registry import JobArg, JobContext, job_kind
 from graphconda.services import authz
 
+# Kinds that rewrite a channel's records: one of them at a time per channel.
+RECORDS = "channel_records"
 
-@job_kind("reindex", channel=True)
+
+@job_kind("reindex", channel=True, group=RECORDS)
 async def reindex(ctx: JobContext) -> None:
     """Rebuild the channel's records from its package files in storage, then republish."""
     from graphconda.services.reindexing import reindex_channel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from graphconda.jobs.kinds import RECORDS
 from graphconda.jobs.registry import JobContext, job_kind
 
 
@@ -16,13 +17,13 @@ async def _sync(ctx: JobContext, *, verify_archives: bool) -> None:
         raise RuntimeError(f"{len(report.failures)} failed: " + "; ".join(report.failures[:5]))
 
 
-@job_kind("synchronize", channel=True)
+@job_kind("synchronize", channel=True, group=RECORDS)
 async def synchronize(ctx: JobContext) -> None:
     """Copy what is missing or changed from the mirror's upstream, opening each archive to check it."""
     await _sync(ctx, verify_archives=True)
 
 
-@job_kind("synchronize_repodata", channel=True)
+@job_kind("synchronize_repodata", channel=True, group=RECORDS)
 async def synchronize_repodata(ctx: JobContext) -> None:
     """Copy what is missing or changed from the mirror's upstream, trusting records whose checksums match."""
     await _sync(ctx, verify_archives=False)

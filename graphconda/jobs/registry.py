@@ -56,6 +56,9 @@ class JobKind:
     channel: bool  # True: needs a channel; False: server-wide
     args: Mapping[str, JobArg]
     description: str = ""
+    # Kinds with the same group run one at a time per channel: a trigger while one of them is
+    # queued or running gets that run back (e.g. a sync and a reindex both rewrite the records).
+    group: str = ""
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -65,11 +68,12 @@ _loaded = False
 
 
 def job_kind(name: str, *, channel: bool, args: Mapping[str, JobArg] | None = None,
-             description: str = "") -> Callable[[JobFunc], JobFunc]:
+             description: str = "", group: str = "") -> Callable[[JobFunc], JobFunc]:
     """Register the decorated function as job kind `name`."""
 
     def register(func: JobFunc) -> JobFunc:
-        _KINDS[name] = JobKind(name, func, channel, dict(args or {}), description or (func.__doc__ or "").strip())
+        _KINDS[name] = JobKind(name, func, channel, dict(args or {}), description or (func.__doc__ or "").strip(),
+                               group)
         return func
 
     return register

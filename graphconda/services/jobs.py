@@ -48,8 +48,8 @@ def job_kinds() -> list[str]:
     return [kind.name for kind in all_kinds()]
 
 
-def active_key(kind: str, channel_id: int | None) -> str:
-    return f"{kind}:{'' if channel_id is None else channel_id}"
+def active_key(kind: JobKind, channel_id: int | None) -> str:
+    return f"{kind.group or kind.name}:{'' if channel_id is None else channel_id}"
 
 
 def _kind(services: Services, name: str) -> JobKind:
@@ -94,7 +94,7 @@ async def run_job(services: Services, actor: Actor, kind: str, *, channel: str |
             async with services.db.write() as session:
                 target = await _authorize(session, actor, spec, channel)
                 channel_id = target.id if target is not None else None
-                key = active_key(spec.name, channel_id)
+                key = active_key(spec, channel_id)
                 run = await session.scalar(select(JobRun).where(col(JobRun.active_key) == key))
                 if run is not None:
                     break
