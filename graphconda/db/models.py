@@ -322,6 +322,9 @@ class JobRun(SQLModel, table=True):
     # "kind:channel_id" while queued or running, NULL once finished: the unique constraint keeps
     # at most one active run per (kind, channel) on every database, without a race.
     active_key: str | None = Field(default=None, max_length=96, unique=True, index=True, nullable=True)
+    # "group:channel_id" while a run of a grouped kind (JobKind.group) is running, NULL otherwise:
+    # unique, so two kinds that rewrite the same records never run at once on a channel.
+    running_key: str | None = Field(default=None, max_length=96, unique=True, index=True, nullable=True)
     attempt: int = 0  # how many times a runner claimed it
     holder: str | None = Field(default=None, max_length=256)  # the process running it
     heartbeat_at: datetime | None = _ts(nullable=True)

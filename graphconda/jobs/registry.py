@@ -56,8 +56,8 @@ class JobKind:
     channel: bool  # True: needs a channel; False: server-wide
     args: Mapping[str, JobArg]
     description: str = ""
-    # Kinds with the same group run one at a time per channel: a trigger while one of them is
-    # queued or running gets that run back (e.g. a sync and a reindex both rewrite the records).
+    # Kinds with the same group run one at a time per channel: a queued run waits while another
+    # kind of its group runs there (e.g. a sync and a reindex both rewrite the records).
     group: str = ""
 
 

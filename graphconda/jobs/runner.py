@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, not_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from graphconda.db.models import Channel, JobRun
@@ -38,11 +40,24 @@ from graphconda.jobs import registry
 from graphconda.jobs.registry import JobCancelled, JobContext, JobInterrupted, TransientJobError
 from graphconda.services import ops_metrics
 from graphconda.services.context import Services
-from graphconda.services.jobs import JobStatus
+from graphconda.services.jobs import JobStatus, running_key
 
 log = logging.getLogger("graphconda.jobs")
 
 PROGRESS_FLUSH_SECONDS = 1.0  # live progress: at most one write per run per second
+
+
+async def _not_held(session: AsyncSession) -> list[ColumnElement[bool]]:
+    """Conditions that leave out queued runs whose group already runs on their channel."""
+    held = (await session.scalars(select(col(JobRun.running_key)).where(
+        col(JobRun.running_key).is_not(None)))).all()
+    conditions = []
+    for key in held:
+        group, _, channel = (key or "").partition(":")
+        kinds = [kind.name for kind in registry.all_kinds() if kind.group == group]
+        same_channel = col(JobRun.channel_id).is_(None) if not channel else col(JobRun.channel_id) == int(channel)
+        conditions.append(not_(and_(col(JobRun.kind).in_(kinds), same_channel)))
+    return conditions
 
 
 def process_id() -> str:
@@ -148,22 +163,30 @@ class Runner:
                          or_(col(JobRun.run_after).is_(None), col(JobRun.run_after) <= now))
         if self.only_ids is not None:
             claimable = and_(claimable, col(JobRun.id).in_(self.only_ids))
-        async with services.db.write() as session:
-            # SKIP LOCKED: concurrent runners on PostgreSQL each get a different row without waiting.
-            # SQLite has no row locks (BEGIN IMMEDIATE serialises writers); the conditional
-            # UPDATE below is what makes the claim atomic there.
-            candidate = await session.scalar(select(col(JobRun.id)).where(claimable).order_by(col(JobRun.id))
-                                             .limit(1).with_for_update(skip_locked=True))
-            if candidate is None:
-                return None
-            result = await session.execute(
-                update(JobRun).where(JobRun.id == candidate, JobRun.status == JobStatus.QUEUED.value)  # type: ignore[arg-type]
-                .values(status=JobStatus.RUNNING.value, holder=self.holder, attempt=JobRun.attempt + 1,
-                        started_at=now, heartbeat_at=now, run_after=None, finished_at=None)
-                .execution_options(synchronize_session=False))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return await session.get(JobRun, candidate, populate_existing=True)
+        try:
+            async with services.db.write() as session:
+                claimable = and_(claimable, *await _not_held(session))
+                # SKIP LOCKED: concurrent runners on PostgreSQL each get a different row without
+                # waiting. SQLite has no row locks (BEGIN IMMEDIATE serialises writers); the
+                # conditional UPDATE below is what makes the claim atomic there.
+                candidate = (await session.execute(
+                    select(col(JobRun.id), col(JobRun.kind), col(JobRun.channel_id)).where(claimable)
+                    .order_by(col(JobRun.id)).limit(1).with_for_update(skip_locked=True))).first()
+                if candidate is None:
+                    return None
+                run_id, kind_name, channel_id = candidate
+                kind = registry.get_kind(kind_name)
+                result = await session.execute(
+                    update(JobRun).where(JobRun.id == run_id, JobRun.status == JobStatus.QUEUED.value)  # type: ignore[arg-type]
+                    .values(status=JobStatus.RUNNING.value, holder=self.holder, attempt=JobRun.attempt + 1,
+                            started_at=now, heartbeat_at=now, run_after=None, finished_at=None,
+                            running_key=None if kind is None else running_key(kind, channel_id))
+                    .execution_options(synchronize_session=False))
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    return None
+                return await session.get(JobRun, run_id, populate_existing=True)
+        except IntegrityError:  # another runner just started a run of the same group there
+            return None
 
     def _launch(self, run: JobRun) -> None:
         assert run.id is not None
@@ -238,13 +261,13 @@ class Runner:
         if message is not None:
             values["message"] = message
         values.update(status=status.value, error=error, finished_at=self.services.now(), active_key=None,
-                      heartbeat_at=None)
+                      running_key=None, heartbeat_at=None)
         return values
 
     def _requeue(self, ctx: JobContext, why: str, *, error: str = "", keep_attempt: bool = False) -> dict[str, Any]:
         values = self._progress_values(ctx)
         values.update(status=JobStatus.QUEUED.value, holder=None, heartbeat_at=None, message=f"requeued: {why}",
-                      error=error, run_after=None)
+                      error=error, run_after=None, running_key=None)
         if not keep_attempt:  # an interruption (shutdown) does not use up an attempt
             values["attempt"] = JobRun.attempt - 1
         return values
@@ -304,7 +327,7 @@ async def requeue_stale(services: Services) -> int:
     async with services.db.write() as session:
         runs = (await session.scalars(select(JobRun).where(stale).with_for_update(skip_locked=True))).all()
         for run in runs:
-            who = run.holder or "unknown"
+            who, run.running_key = run.holder or "unknown", None
             if run.cancel_requested:
                 run.status, run.message = JobStatus.CANCELLED.value, "cancelled (its process stopped)"
             elif run.attempt >= settings.max_attempts:

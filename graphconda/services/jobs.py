@@ -4,7 +4,8 @@ Every trigger (a schedule, GraphQL, the CLI) ends in `run_job`, which checks the
 arguments and the caller's rights, then inserts a queued row; runners in any process claim
 it (graphconda/jobs/runner.py). At most one queued-or-running run exists per (kind,
 channel): the `active_key` column is unique while a run is active, so a second trigger gets
-the existing run back instead of a duplicate, on every database and without a race.
+the existing run back instead of a duplicate, on every database and without a race. Kinds of
+one group (JobKind.group) are each queued on their own, and run one at a time per channel.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ def job_kinds() -> list[str]:
 
 
 def active_key(kind: JobKind, channel_id: int | None) -> str:
-    return f"{kind.group or kind.name}:{'' if channel_id is None else channel_id}"
+    return f"{kind.name}:{'' if channel_id is None else channel_id}"
+
+
+def running_key(kind: JobKind, channel_id: int | None) -> str | None:
+    """The key a run of a grouped kind holds while it runs (None: the kind runs beside anything)."""
+    return f"{kind.group}:{'' if channel_id is None else channel_id}" if kind.group else None
 
 
 def _kind(services: Services, name: str) -> JobKind:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from graphconda.db.models import JobRun
 from graphconda.jobs.runner import Runner
@@ -17,7 +18,7 @@ from graphconda.services.context import Services
 from graphconda.services.jobs import JobStatus
 from tests.helpers.channels import make_channel
 from tests.helpers.jobs import running
-from tests.jobs import kinds  # noqa: F401 - registers the test kinds
+from tests.jobs import kinds  # also registers the test kinds
 
 
 @pytest.fixture
@@ -161,6 +162,24 @@ async def test_concurrent_runners_claim_each_run_once(services: Services) -> Non
     finally:
         for runner in runners:
             await runner.aclose()
+
+
+async def test_kinds_of_one_group_run_one_at_a_time_per_channel(services: Services) -> None:
+    kinds.RUNS.clear()
+    for name in ("one", "two"):
+        await make_channel(services, name)
+    ids = [(await jobs.run_job(services, SYSTEM, kind, channel=channel)).id
+           for kind, channel in (("test_grouped_a", "one"), ("test_grouped_b", "one"), ("test_grouped_a", "two"))]
+    async with running(services):  # jobs.concurrency > 1: all three could start at once
+        for job_id in ids:
+            assert job_id is not None
+            assert (await wait_for(services, job_id, finished)).status == JobStatus.SUCCEEDED
+    spans = {(kind, channel): (start, end) for kind, channel, start, end in kinds.RUNS}
+    a_one, b_one, a_two = spans["test_grouped_a", "one"], spans["test_grouped_b", "one"], spans["test_grouped_a", "two"]
+    assert b_one[0] >= a_one[1]  # on one channel the second waited for the first
+    assert a_two[0] < a_one[1]  # another channel did not wait
+    async with services.db.read() as session:
+        assert (await session.scalars(select(JobRun.running_key))).all() == [None, None, None]
 
 
 async def test_a_scheduled_sweep_with_nothing_to_do_leaves_no_run_but_a_triggered_one_is_kept(
