@@ -62,6 +62,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs(path: Path) -> list[Path]:
+    """`mkdir -p`, returning the parents of the directories it made (outermost first): their
+    entries are durable only once those parents are fsynced, like a renamed file's."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with suppress(FileExistsError):
+            directory.mkdir()
+    return [directory.parent for directory in reversed(missing)]
+
+
 def _seal(fd: int, *, sync: bool = True) -> os.stat_result:
     """Stamp a fresh mtime (coarse kernel timestamps could repeat an etag), make it durable."""
     now = time.time_ns()
@@ -132,11 +145,12 @@ class LocalBlobStore:
     def _install(self, tmp: Path, key: str, dest: Path) -> None:
         try:
             self._inside(dest, key)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            made = _make_dirs(dest.parent)
             os.replace(tmp, dest)
         except OSError as exc:
             raise StorageError(f"cannot store {key!r}: {exc}") from exc
-        _fsync_dir(dest.parent)
+        for directory in (*made, dest.parent):
+            _fsync_dir(directory)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -208,7 +222,7 @@ class LocalBlobStore:
                 try:
                     self._inside(dest, key)
                     if dest.parent not in parents:
-                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        parents.update(_make_dirs(dest.parent))
                         parents.add(dest.parent)
                     os.replace(tmp, dest)
                 except OSError as exc:
@@ -255,7 +269,7 @@ class LocalBlobStore:
         with open(src, "r+b") as f:
             st = _seal(f.fileno())
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            made = _make_dirs(dest.parent)
             os.replace(src, dest)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
@@ -272,7 +286,8 @@ class LocalBlobStore:
                 raise
             src.unlink()
             return stat
-        _fsync_dir(dest.parent)
+        for directory in (*made, dest.parent):
+            _fsync_dir(directory)
         return _stat_of(key, st)
 
     async def delete(self, key: str) -> None:

@@ -151,6 +151,27 @@ async def test_put_many_flushes_once_before_any_blob_appears(local_store: LocalB
     assert list((local_store.root / TMP_DIR).iterdir()) == []
 
 
+@pytest.mark.parametrize("how", ["put", "put_file", "put_many"])
+async def test_new_directories_are_made_durable(local_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path, how: str) -> None:
+    synced: list[Path] = []
+    real_fsync_dir = local_module._fsync_dir
+    monkeypatch.setattr(local_module, "_fsync_dir", lambda path: (synced.append(path), real_fsync_dir(path)))
+    key = "chan/linux-64/a-1-0.conda"
+    if how == "put":
+        await local_store.put(key, b"x")
+    elif how == "put_file":
+        (tmp_path / "upload").write_bytes(b"x")
+        await local_store.put_file(key, tmp_path / "upload")
+    else:
+        await local_store.put_many({key: b"x"})
+    # A crash right after must not lose the file with a directory made for it: each new
+    # directory's entry is fsynced in its parent, and the file's entry in its directory.
+    root = local_store.root
+    assert {root, root / "chan", root / "chan/linux-64"} <= set(synced)
+    assert await local_store.read(key) == b"x"
+
+
 async def test_put_many_that_fails_midway_leaves_no_temp_file(local_store: LocalBlobStore) -> None:
     (local_store.root / "d" / "taken").mkdir(parents=True)  # a directory where a blob should go
     (local_store.root / "d" / "taken" / "x").write_bytes(b"")
