@@ -125,6 +125,7 @@ async def open_services(
         services.serving_cache = ServingCache(services)
         services.publish_listeners.append(services.serving_cache.invalidate)
         services.upstream = UpstreamClient(services)
+        stack.callback(services.upstream.close)
         services.proxy = ProxyState(services)
         stack.push_async_callback(services.proxy.aclose)  # before what its downloads store with
         services.job_watcher = JobWatcher(services)

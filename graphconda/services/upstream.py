@@ -21,26 +21,26 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import anyio
 import httpx2
-from starlette.concurrency import run_in_threadpool
 
 from graphconda.errors import UpstreamError, UpstreamMismatchError, UpstreamTimeoutError
 from graphconda.services import authz, ops_metrics
 from graphconda.services.authz import Actor
 from graphconda.services.context import Services
+from graphconda.services.spool import HashingWriter
 from graphconda.settings import MirrorSettings
 
 log = logging.getLogger("graphconda.upstream")
 
 _TOKEN = re.compile(r"/t/[^/]+/")
-_WRITE_BUFFER = 1024 * 1024
+_WORKERS = 64  # downloads written at once; more wait for a worker, their bytes bounded by spool.BACKLOG
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -129,9 +129,15 @@ class UpstreamClient:
         self._missing: dict[str, float] = {}  # url -> monotonic time the 404 is forgotten
         self._failures: dict[str, int] = {}  # origin -> consecutive failures
         self._open_until: dict[str, float] = {}  # origin -> monotonic time it is asked again
+        # Writes and hashes downloads (services/spool.py): a pool of its own, as a download holds its
+        # worker for as long as upstream takes, which must not starve the threads requests need.
+        self.workers = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="graphconda-spool")
         for name in ("httpx2", "httpx"):
             if _FILTER not in logging.getLogger(name).filters:
                 logging.getLogger(name).addFilter(_FILTER)
+
+    def close(self) -> None:
+        self.workers.shutdown(wait=False)
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -251,7 +257,7 @@ class UpstreamClient:
 
         async def to_file(response: httpx2.Response) -> bytes:
             try:
-                await _spool(response.aiter_bytes(), path, url, limit)
+                await _spool(response.aiter_bytes(), path, url, limit, self.workers, md5=False, sha256=False)
             except UpstreamMismatchError:
                 raise _too_large(url, limit) from None
             return b""
@@ -336,7 +342,7 @@ class UpstreamClient:
                     raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
                 if path is None:
                     return await _collect(response.aiter_bytes(), url, size, limit, md5=with_md5)
-                return await _spool(response.aiter_bytes(), path, url, size, md5=with_md5)
+                return await _spool(response.aiter_bytes(), path, url, size, self.workers, md5=with_md5)
 
         done: Downloaded | None = await self._attempts(url, once)
         if done is None:
@@ -359,52 +365,21 @@ def _auth(auth: httpx2.BasicAuth | None) -> dict[str, Any]:
     return {"auth": auth} if auth is not None else {}
 
 
-class _Sink:
-    """A body written to a file and hashed in blocks, each one thread hop (opening the file with
-    the first, closing it with the last)."""
-
-    def __init__(self, path: Path, md5: bool) -> None:
-        self.path = path
-        self.file: IO[bytes] | None = None
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-
-    def write(self, block: bytes, last: bool) -> None:
-        if self.file is None:
-            self.file = open(self.path, "wb")  # noqa: SIM115 - closed with the last block, or by close()
-        self.sha256.update(block)
-        if self.md5 is not None:
-            self.md5.update(block)
-        self.file.write(block)
-        if last:
-            self.file.close()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, *, md5: bool = True) -> Downloaded:
-    sink = _Sink(path, md5)
-    total = 0
-    buffer = bytearray()
+async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, executor: Executor, *,
+                 md5: bool = True, sha256: bool = True) -> Downloaded:
+    """The body written to `path` and hashed by a worker thread as it arrives (services/spool.py)."""
+    writer = HashingWriter(path, executor, md5=md5, sha256=sha256)
     try:
         async for chunk in body:
-            total += len(chunk)
-            if size is not None and total > size:
+            if size is not None and writer.size + len(chunk) > size:
                 raise UpstreamMismatchError(f"upstream {redact(url)} sent more than the {size} bytes of its record")
-            buffer += chunk
-            # One thread hop per MiB, not per network read; the last MiB goes with what precedes it.
-            if len(buffer) >= _WRITE_BUFFER and (size is None or size - total >= _WRITE_BUFFER):
-                block = bytes(buffer)
-                buffer.clear()
-                await run_in_threadpool(sink.write, block, False)
-        await run_in_threadpool(sink.write, bytes(buffer), True)
-    finally:
-        if sink.file is not None and not sink.file.closed:
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(sink.close)
-    return Downloaded(path, total, sink.sha256.hexdigest(), sink.md5.hexdigest() if sink.md5 is not None else "")
+            await writer.write(chunk)
+        await writer.close()
+    except BaseException:
+        await writer.abort()
+        raise
+    return Downloaded(path, writer.size, writer.sha256.hexdigest() if writer.sha256 is not None else "",
+                      writer.md5.hexdigest() if writer.md5 is not None else "")
 
 
 async def _collect(body: AsyncIterator[bytes], url: str, size: int | None, limit: int | None, *,
