@@ -183,10 +183,19 @@ async def _upstream_subdirs(services: Services, upstream: str) -> list[str]:
             found = {validate_subdir(s) for s in listed if isinstance(s, str)}
         except (ValueError, AttributeError, GraphcondaError):
             found = set()
-    if not found:
-        for subdir in sorted(KNOWN_SUBDIRS):
-            if await client.exists(join(upstream, f"{subdir}/{layout.REPODATA}")):
-                found.add(subdir)
+    if not found:  # `mirror.concurrency` at a time: one by one, ~20 requests took longer than the index after them
+        known = sorted(KNOWN_SUBDIRS)
+        slots = asyncio.Semaphore(services.settings.mirror.concurrency)
+
+        async def probe(subdir: str) -> bool:
+            async with slots:
+                return await client.exists(join(upstream, f"{subdir}/{layout.REPODATA}"))
+
+        there = await asyncio.gather(*(probe(subdir) for subdir in known), return_exceptions=True)
+        for answer in there:
+            if isinstance(answer, BaseException):
+                raise answer
+        found = {subdir for subdir, exists in zip(known, there, strict=True) if exists is True}
     found.add("noarch")
     return sorted(found)
 

@@ -21,7 +21,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -34,13 +33,12 @@ from graphconda.errors import UpstreamError, UpstreamMismatchError, UpstreamTime
 from graphconda.services import authz, ops_metrics
 from graphconda.services.authz import Actor
 from graphconda.services.context import Services
-from graphconda.services.spool import HashingWriter
+from graphconda.services.spool import Spooler
 from graphconda.settings import MirrorSettings
 
 log = logging.getLogger("graphconda.upstream")
 
 _TOKEN = re.compile(r"/t/[^/]+/")
-_WORKERS = 64  # downloads written at once; more wait for a worker, their bytes bounded by spool.BACKLOG
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -129,15 +127,13 @@ class UpstreamClient:
         self._missing: dict[str, float] = {}  # url -> monotonic time the 404 is forgotten
         self._failures: dict[str, int] = {}  # origin -> consecutive failures
         self._open_until: dict[str, float] = {}  # origin -> monotonic time it is asked again
-        # Writes and hashes downloads (services/spool.py): a pool of its own, as a download holds its
-        # worker for as long as upstream takes, which must not starve the threads requests need.
-        self.workers = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="graphconda-spool")
+        self.spooler = Spooler()  # writes and hashes downloads (services/spool.py)
         for name in ("httpx2", "httpx"):
             if _FILTER not in logging.getLogger(name).filters:
                 logging.getLogger(name).addFilter(_FILTER)
 
     def close(self) -> None:
-        self.workers.shutdown(wait=False)
+        self.spooler.close()
 
     # --- bookkeeping ------------------------------------------------------------------
 
@@ -257,7 +253,7 @@ class UpstreamClient:
 
         async def to_file(response: httpx2.Response) -> bytes:
             try:
-                await _spool(response.aiter_bytes(), path, url, limit, self.workers, md5=False, sha256=False)
+                await _spool(response.aiter_bytes(), path, url, limit, self.spooler, md5=False, sha256=False)
             except UpstreamMismatchError:
                 raise _too_large(url, limit) from None
             return b""
@@ -342,7 +338,8 @@ class UpstreamClient:
                     raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status_code}")
                 if path is None:
                     return await _collect(response.aiter_bytes(), url, size, limit, md5=with_md5)
-                return await _spool(response.aiter_bytes(), path, url, size, self.workers, md5=with_md5)
+                return await _spool(response.aiter_bytes(), path, url, size, self.spooler, md5=with_md5,
+                                    writeback=True)
 
         done: Downloaded | None = await self._attempts(url, once)
         if done is None:
@@ -365,10 +362,10 @@ def _auth(auth: httpx2.BasicAuth | None) -> dict[str, Any]:
     return {"auth": auth} if auth is not None else {}
 
 
-async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, executor: Executor, *,
-                 md5: bool = True, sha256: bool = True) -> Downloaded:
+async def _spool(body: AsyncIterator[bytes], path: Path, url: str, size: int | None, spooler: Spooler, *,
+                 md5: bool = True, sha256: bool = True, writeback: bool = False) -> Downloaded:
     """The body written to `path` and hashed by a worker thread as it arrives (services/spool.py)."""
-    writer = HashingWriter(path, executor, md5=md5, sha256=sha256)
+    writer = spooler.writer(path, md5=md5, sha256=sha256, writeback=writeback)
     try:
         async for chunk in body:
             if size is not None and writer.size + len(chunk) > size:
