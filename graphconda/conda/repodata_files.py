@@ -4,8 +4,9 @@ from records that arrive in batches, in memory bounded by a batch, not by the su
 A subdir of 200,000 records makes a ~100 MB repodata.json: built as one string, its parts,
 the string, its bytes and their compressed copies held it several times over. Here records
 are spliced into the files as they come (their JSON is not parsed), gzip and bz2 are fed the
-same bytes on the way, and zstd compresses the finished file (its frame records the content
-size, which is known only then). The files hold exactly the bytes of `repodata.build_repodata`,
+same bytes on the way, and so is zstd when the document's size is given up front (its frame
+records the content size; the records' lengths give it), else zstd compresses the finished
+file. The files hold exactly the bytes of `repodata.build_repodata`,
 `compress_gzip`, `compress_bz2`, `compress_zst` and `build_run_exports` for the same records.
 
 Legacy records must come in increasing filename order (the database sorts them); v3 records
@@ -26,6 +27,7 @@ from typing import BinaryIO
 from graphconda.conda import repodata as rd
 
 _COPY = 1 << 20
+_MIDDLE = ',"packages.conda":{'  # between the two maps of a document
 
 
 class _Part:
@@ -59,19 +61,24 @@ class _Document:
     def __init__(self, path: Path, side: Path, head: str, sinks: list[Callable[[bytes], None]],
                  opener: Callable[[Path], BinaryIO]) -> None:
         self.path, self.side_path = path, side
+        self.head = head  # written with the first records (sinks may be added until then)
         self.sinks = sinks
         self.out = opener(path)
         self.side = opener(side)
         self._main = _Part(self._emit, "packages")
         self._conda = _Part(self.side.write, "packages.conda")
-        self._emit(head.encode())
 
     def _emit(self, data: bytes) -> None:
+        if self.head:
+            head, self.head = self.head, ""
+            self._emit(head.encode())
         self.out.write(data)
         for sink in self.sinks:
             sink(data)
 
     def add(self, tar_bz2: list[tuple[str, str]], conda: list[tuple[str, str]]) -> None:
+        if self.head:
+            self._emit(b"")
         self._main.add(tar_bz2)
         self._conda.add(conda)
 
@@ -105,6 +112,41 @@ class _Compressed:
     def finish(self) -> None:
         self.file.write(self.compressor.flush())
         self.file.close()
+
+
+class _Zstd:
+    """zstd fed as the document is written, its frame's content size given up front (`size`).
+
+    The compressor's workers run while the document is still being made. The bytes are those of
+    compressing the finished file (the same parameters and pledged size); a document that turns out
+    longer or shorter than announced (rows changed between the two reads) is not compressed here
+    (`finish` says False) and the caller compresses the finished file instead.
+    """
+
+    def __init__(self, path: Path, size: int, level: int, workers: int, opener: Callable[[Path], BinaryIO]) -> None:
+        self.path, self.size = path, size
+        self.file = opener(path)
+        self.compressor = rd.zstd_compressor(level, size, workers=workers).compressobj(size=size)
+        self.written = 0
+        self.failed = False
+
+    def __call__(self, data: bytes) -> None:
+        self.written += len(data)
+        if self.failed or self.written > self.size:
+            self.failed = True
+            return
+        if out := self.compressor.compress(data):
+            self.file.write(out)
+
+    def finish(self) -> bool:
+        """Complete the file; False (nothing usable in it) if the document was not the size announced."""
+        self.failed = self.failed or self.written != self.size
+        if self.failed:
+            self.file.close()
+            return False
+        self.file.write(self.compressor.flush())
+        self.file.close()
+        return True
 
 
 class SubdirFiles:
@@ -149,9 +191,28 @@ class SubdirFiles:
             sinks.append(self.bz2)
         self.repodata = _Document(paths("repodata.json"), paths("repodata.conda.part"),
                                   '{"info":' + rd._dumps(info) + ',"packages":{', sinks, self._open)
+        self.tail = ',"removed":' + rd._dumps(self.removed) + ',"repodata_version":' + str(rd.REPODATA_VERSION)
+        if self.n_v3:
+            self.tail += (',"v3":{"conda":' + rd._join_map(self.v3[".conda"]) + ',"tar.bz2":'
+                          + rd._join_map(self.v3[".tar.bz2"]) + "}")
+        self.zstd: _Zstd | None = None
+        self.zstd_workers = 1
         self.run_exports = _Document(paths("run_exports.json"), paths("run_exports.conda.part"),
                                      '{"info":' + rd._dumps({"subdir": subdir, "version": rd.RUN_EXPORTS_VERSION})
                                      + ',"packages":{', [], self._open)
+
+    def compress_while_writing(self, tar_bz2: int, conda: int, content: int, level: int, workers: int) -> None:
+        """Compress repodata.json.zst as the document is written, not after it (the document is then
+        made while zstd's workers run). The legacy records to come give the document's size, which
+        the zstd frame records: how many of each kind, and `content`, the sum of their filenames'
+        and record JSONs' lengths in UTF-8 bytes. (A filename JSON must escape makes the size wrong:
+        zstd then compresses the finished file, as without this call.) Call before `add`."""
+        size = content + 3 * (tar_bz2 + conda)  # "filename":record
+        size += max(tar_bz2 - 1, 0) + max(conda - 1, 0)  # the commas between them
+        size += len((self.repodata.head + "}" + _MIDDLE + "}" + self.tail + "}").encode())
+        self.zstd = _Zstd(self.paths("repodata.json.zst"), size, level, workers, self._open)
+        self.zstd_workers = workers
+        self.repodata.sinks.append(self.zstd)
 
     def add(self, rows: Iterable[tuple[str, str]]) -> None:
         """Legacy (not v3) records as (filename, record JSON), in increasing filename order."""
@@ -170,24 +231,19 @@ class SubdirFiles:
 
     def finish(self, zstd_level: int) -> dict[str, Path]:
         """Complete every file; {file name (layout's): path}."""
-        version = rd.REPODATA_VERSION
-        tail = ',"removed":' + rd._dumps(self.removed) + ',"repodata_version":' + str(version)
-        if self.n_v3:
-            tail += (',"v3":{"conda":' + rd._join_map(self.v3[".conda"]) + ',"tar.bz2":'
-                     + rd._join_map(self.v3[".tar.bz2"]) + "}")
-        size = self.repodata.finish(',"packages.conda":{', tail)
-        self.run_exports.finish(',"packages.conda":{', "")
+        size = self.repodata.finish(_MIDDLE, self.tail)
+        self.run_exports.finish(_MIDDLE, "")
         self.gzip.finish()
         files = {"repodata.json": self.repodata.path, "repodata.json.gz": self.gzip.path,
                  "run_exports.json": self.run_exports.path}
         if self.bz2 is not None:
             self.bz2.finish()
             files["repodata.json.bz2"] = self.bz2.path
-        zst = self.paths("repodata.json.zst")
-        with open(self.repodata.path, "rb") as source, open(zst, "wb") as out:
-            # One worker: ~40 MB at level 16, not ~90 (the bytes are the same with two).
-            rd.zstd_compressor(zstd_level, size, workers=1).copy_stream(source, out, size=size, read_size=_COPY,
-                                                                         write_size=_COPY)
+        zst = self.zstd.path if self.zstd is not None else self.paths("repodata.json.zst")
+        if self.zstd is None or not self.zstd.finish():
+            with open(self.repodata.path, "rb") as source, open(zst, "wb") as out:
+                rd.zstd_compressor(zstd_level, size, workers=self.zstd_workers).copy_stream(source, out, size=size,
+                                                                             read_size=_COPY, write_size=_COPY)
         files["repodata.json.zst"] = zst
         return files
 

@@ -71,8 +71,8 @@ def pack_record(filename: str, record: Mapping[str, Any] | str) -> bytes:
     Canonical msgpack with checksums as bin; what build_shard_packed concatenates.
     """
     if isinstance(record, str):
-        record = json.loads(record)
-    assert not isinstance(record, str)
+        # dumps_record's maps are in sorted key order and json.loads keeps that order: nothing to sort.
+        return msgpack.packb(_pack_record(filename, json.loads(record)), use_bin_type=True)
     return _packb(_pack_record(filename, record))
 
 

@@ -92,10 +92,11 @@ class Filter:
         self.proxy = _by_name(_spec(s, "proxylist") for s in proxylist)
 
     @staticmethod
-    def _any(specs: dict[str, list[MatchSpec]], record: Mapping[str, Any], subdir: str) -> bool:
-        candidates = specs.get(str(record.get("name") or "").lower())
+    def _any(specs: dict[str, list[MatchSpec] | None], record: Mapping[str, Any], subdir: str) -> bool:
+        name = str(record.get("name") or "").lower()
+        candidates = specs.get(name)
         if not candidates:
-            return False
+            return candidates is None and name in specs  # None: a bare name, which matches every record of it
         rattler_record = _rattler_record(record, subdir)
         return rattler_record is not None and any(spec.matches(rattler_record) for spec in candidates)
 
@@ -108,10 +109,15 @@ class Filter:
         return bool(self.proxy) and self._any(self.proxy, record, subdir)
 
 
-def _by_name(specs: Iterable[MatchSpec]) -> dict[str, list[MatchSpec]]:
-    grouped: dict[str, list[MatchSpec]] = {}
+def _by_name(specs: Iterable[MatchSpec]) -> dict[str, list[MatchSpec] | None]:
+    """{normalised name: its specs}, or None for a name with a bare-name entry: that matches every
+    record of the name, without building a rattler record for each (most lists are bare names)."""
+    grouped: dict[str, list[MatchSpec] | None] = {}
     for spec in specs:
-        grouped.setdefault(str(spec.name.normalized), []).append(spec)
+        name = str(spec.name.normalized)
+        current = grouped.get(name, [])
+        if current is not None:  # else a bare name already matches every record
+            grouped[name] = None if str(spec) == name else [*current, spec]
     return grouped
 
 
@@ -414,6 +420,7 @@ class _Flow:
         self.slots = asyncio.Semaphore(services.settings.mirror.concurrency)
         self.running: set[asyncio.Task[None]] = set()
         self.ready: list[_Fetched] = []  # verified downloads (and index-only records) awaiting their commit
+        self.ready_files = 0  # how many of them are downloads (counted, not summed on each check)
         self.changed = asyncio.Condition()
         self.closed = False  # every record is queued
         self.stopping = False  # close(): no further batch starts
@@ -458,7 +465,7 @@ class _Flow:
         # raise the process's peak memory (a 200,000-record sync peaked at 260 MB with two, 250 with one).
         async with self.changed:
             await self.changed.wait_for(lambda: self._stopped() or (
-                _files(self.ready) < 2 * BATCH and len(self.ready) < INDEX_BATCH))
+                self.ready_files < 2 * BATCH and len(self.ready) < INDEX_BATCH))
         self._check()
         if proxied:
             sha, md5 = str(record.get("sha256") or ""), str(record.get("md5") or "")
@@ -494,6 +501,7 @@ class _Flow:
             else:
                 item.record_json = record_json
                 self.ready.append(item)
+                self.ready_files += 1
         except asyncio.CancelledError:
             pass  # close(): the run is stopping (_download removed its file)
         except BaseException as exc:  # a bug: the run stops
@@ -516,7 +524,7 @@ class _Flow:
         return True
 
     def _due(self) -> bool:
-        return bool(self.ready) and (_files(self.ready) >= BATCH or len(self.ready) >= INDEX_BATCH or self.closed)
+        return bool(self.ready) and (self.ready_files >= BATCH or len(self.ready) >= INDEX_BATCH or self.closed)
 
     def _done(self) -> bool:
         return self.closed and not self.running and not self.ready
@@ -536,6 +544,7 @@ class _Flow:
                     batch.append(item)
                     files += item.path is not None
                 del self.ready[:len(batch)]
+                self.ready_files -= files
                 await self._notify()  # room for more downloads
                 try:
                     with anyio.CancelScope(shield=True):  # a batch begun is committed whole or not at all
@@ -574,6 +583,7 @@ class _Flow:
         await asyncio.gather(self.committer, return_exceptions=True)
         await _discard(self.ready)
         self.ready.clear()
+        self.ready_files = 0
 
 
 async def _discard(items: list[_Fetched]) -> None:
@@ -582,10 +592,6 @@ async def _discard(items: list[_Fetched]) -> None:
         if item.path is not None:
             with anyio.CancelScope(shield=True):
                 await run_in_threadpool(item.path.unlink, True)
-
-
-def _files(items: list[_Fetched]) -> int:
-    return sum(1 for item in items if item.path is not None)
 
 
 def _unreadable(filename: str, record: dict[str, Any], record_json: str) -> str | None:
@@ -755,7 +761,7 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
             "name": package.name, "version": str(record["version"]), "build": str(record["build"]),
             "build_number": int(record.get("build_number") or 0), "size": item.size,
             "md5": item.md5 or str(record.get("md5") or ""), "sha256": item.sha256, "record": record_json,
-            "packed": pack_record(item.filename, record), "v3": is_v3(record),
+            "packed": pack_record(item.filename, record_json), "v3": is_v3(record),
             "timestamp": int(timestamp) if isinstance(timestamp, int | float) else None,
             "stored": item.path is not None, "traits": [], "uploader_id": None, "uploaded_at": now,
         }

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import LargeBinary, case, cast, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
@@ -221,26 +221,6 @@ async def repair_shards(services: Services, channel: Channel, subdir: str, names
 # --- monolithic files, coalesced ---------------------------------------------------------
 
 
-def _build_subdir_files(
-    subdir: str, rows: list[tuple[str, str, bool]], removed: list[str], opts: PublishOptions, level: int
-) -> dict[str, bytes | None]:
-    """Bytes of every monolithic file of a subdir (None: the file must not exist)."""
-    entries = [rd.RecordEntry(fn, record, v3) for fn, record, v3 in rows]
-    repodata = rd.build_repodata(subdir, entries, removed)
-    current = rd.build_current_repodata(subdir, entries, removed) if opts.current_repodata else None
-    return {
-        layout.REPODATA: repodata,
-        layout.REPODATA_ZST: rd.compress_zst(repodata, level),
-        layout.REPODATA_BZ2: rd.compress_bz2(repodata) if opts.bz2 else None,
-        layout.REPODATA_GZ: rd.compress_gzip(repodata),
-        layout.CURRENT_REPODATA: current,
-        # conda asks for the .zst first: without it, every refresh costs a 404 and a second request.
-        layout.CURRENT_REPODATA_ZST: rd.compress_zst(current, level) if current is not None else None,
-        layout.CURRENT_REPODATA_GZ: rd.compress_gzip(current) if current is not None else None,
-        layout.RUN_EXPORTS: rd.build_run_exports(subdir, [(fn, record) for fn, record, v3 in rows if not v3]),
-    }
-
-
 async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bool:
     """Rebuild a subdir's monolithic files if its records changed since they were built; True if it did."""
     db = services.db
@@ -264,9 +244,13 @@ _STREAM_ROWS = 2000  # records per fetch while streaming a subdir's files (~2 MB
 
 
 async def stream_subdir_files(services: Services, session: AsyncSession, channel: Channel, subdir: str,
-                              removed: list[str]) -> tuple[dict[str, bytes | Path | None], list[Path], int]:
+                              removed: list[str], *, zstd_workers: int = 1
+                              ) -> tuple[dict[str, bytes | Path | None], list[Path], int]:
     """A subdir's monolithic files built from its rows as they are read: (files, the temporary files
     behind them for the caller to delete, the record count).
+
+    `zstd_workers` (the bytes are the same with any number): one by default, ~40 MB at level 16
+    where two take ~90 MB: the publisher rebuilds in every server process, beside a mirror sync.
 
     Memory stays bounded by a fetch, whatever the subdir's size (the big files are temporary
     files, stored without being read back); only the optional current_repodata.json is built
@@ -286,8 +270,28 @@ async def stream_subdir_files(services: Services, session: AsyncSession, channel
         temps.append(path)
         return path
 
+    legacy = (*where, col(PackageFile.v3).is_not(True))
+    # The records' count and lengths in bytes give repodata.json's size up front, so that zstd compresses
+    # it while it is written (its frame records the size) instead of after it: one cheap aggregate read.
+    octets = (func.octet_length if services.db.backend == "postgresql"
+              else lambda text: func.length(cast(text, LargeBinary)))
+    n_legacy, n_conda, content = (await session.execute(select(
+        func.count(), func.coalesce(func.sum(case((col(PackageFile.filename).like("%.conda"), 1), else_=0)), 0),
+        func.coalesce(func.sum(octets(col(PackageFile.filename)) + octets(col(PackageFile.record))), 0),
+    ).where(*legacy))).one()
+
+    def start() -> SubdirFiles:
+        writer = SubdirFiles(subdir, temp, removed=removed, v3=v3, bz2=opts.bz2)
+        try:
+            writer.compress_while_writing(int(n_legacy) - int(n_conda), int(n_conda), int(content),
+                                          services.settings.publish.zstd_level, zstd_workers)
+        except BaseException:
+            writer.close()
+            raise
+        return writer
+
     try:
-        writer = await run_in_threadpool(lambda: SubdirFiles(subdir, temp, removed=removed, v3=v3, bz2=opts.bz2))
+        writer = await run_in_threadpool(start)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(_unlink_all, temps)
@@ -296,8 +300,7 @@ async def stream_subdir_files(services: Services, session: AsyncSession, channel
     current: list[rd.RecordEntry] | None = list(v3) if opts.current_repodata else None
     # Python's order (code points) is the byte order of UTF-8: PostgreSQL's "C" collation, SQLite's default.
     order = col(PackageFile.filename).collate("C") if services.db.backend == "postgresql" else col(PackageFile.filename)
-    query = (select(col(PackageFile.filename), col(PackageFile.record))
-             .where(*where, col(PackageFile.v3).is_not(True)).order_by(order))
+    query = select(col(PackageFile.filename), col(PackageFile.record)).where(*legacy).order_by(order)
     count = len(v3)
     writing: asyncio.Future[None] | None = None  # one batch is written while the next is read
     try:
@@ -347,12 +350,6 @@ def _raise_full(exc: BaseException) -> None:
 def _unlink_all(paths: Iterable[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def build_subdir_files(services: Services, channel: Channel, subdir: str, rows: list[tuple[str, str, bool]],
-                       removed: list[str]) -> dict[str, bytes | None]:
-    opts = options_of(services.settings, channel.options)
-    return _build_subdir_files(subdir, rows, removed, opts, services.settings.publish.zstd_level)
 
 
 async def write_subdir_files(services: Services, channel: Channel, subdir: str,

@@ -1,62 +1,91 @@
 """Publishing a whole subdir at once from its stored records: every shard, the index, the monolithic files.
 
 Used by reindexing and whenever many records arrive without uploads (benchmarks, imports).
-The records are read once and shared by both outputs; shard blobs are written while
-repodata.json is being compressed (the writes wait on the disk, the compression on the
-CPU), as one batch made durable at once (storage.put_many) before the index that names
-them is written. Shard rows and the index are then written under the subdir lock; if the
-subdir changed while we built, everything is built again from what is committed then, so a
-concurrent upload's shard is never replaced by an older one.
+Both outputs stream the subdir's rows, so memory does not grow with the subdir: the
+monolithic files through the publisher's writer (`publishing.stream_subdir_files`, the same
+bytes as every rebuild makes), the shards from a second read ordered by name, built and stored
+a fetch at a time while repodata.json is being compressed (the writes wait on the disk, the
+compression on the CPU), each fetch's shards made durable at once (storage.put_many) before
+the index that names them is written. Shard rows and the index are then written under the
+subdir lock; if the subdir changed while we built, the shards are built again from what is
+committed then and the monolithic files by the publisher, so a concurrent upload's shard is
+never replaced by an older one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+import anyio
+from sqlalchemy import case, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
+from graphconda.conda import repodata as rd
 from graphconda.conda.shards import shard_digest
 from graphconda.db.models import Channel, PackageFile, Shard, SubdirState, SupersededShard
 from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir, publish_lock
 from graphconda.services.publishing import (
+    _STREAM_ROWS,
     IndexState,
+    _unlink_all,
     build_packed_shard,
-    build_subdir_files,
     log,
     publish_subdir,
     put_index,
     remember_index,
+    stream_subdir_files,
     write_subdir_files,
 )
 
-Row = tuple[str, str, bytes | None, str, bool]  # name, filename, packed record, record JSON, v3
+Row = tuple[str, str, bytes | None, str | None, bool]  # name, filename, packed record, record JSON (if not packed), v3
 
 
-def _build_all_shards(rows: list[Row]) -> dict[str, bytes]:
+def _build_shards(rows: list[Row]) -> dict[str, bytes]:
     """{name: shard bytes} from rows sorted by name."""
-    return {name: build_packed_shard([row[1:] for row in group])
+    return {name: build_packed_shard([(fn, packed, record or "", v3) for _, fn, packed, record, v3 in group])
             for name, group in itertools.groupby(rows, key=lambda row: row[0])}
 
 
-async def _put_shards(services: Services, channel: Channel, subdir: str, shards: dict[str, bytes]) -> None:
-    """Store every shard and make them durable at once (one flush, not one per shard), before any index names them."""
-    await services.storage.put_many({layout.shard_key(channel.name, subdir, shard_digest(data).hex()): data
-                                     for data in shards.values()})
+async def _publish_all_shards(services: Services, session: AsyncSession, channel: Channel,
+                              subdir: str) -> dict[str, bytes]:
+    """Build and store every shard of the subdir from its rows, a fetch at a time; {name: digest}.
 
-
-async def _rows(session: AsyncSession, channel_id: int, subdir: str) -> list[Row]:
+    Rows come ordered by name; a name's rows that straddle two fetches wait for the next one.
+    Each fetch's shards are stored (one flush for all) before the caller writes an index naming them.
+    """
+    assert channel.id is not None
+    # The record JSON only where no packed form was stored (pack_record then makes it).
     query = (select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
-                    col(PackageFile.record), col(PackageFile.v3))
-             .where(col(PackageFile.channel_id) == channel_id, col(PackageFile.subdir) == subdir)
+                    case((col(PackageFile.packed).is_(None), col(PackageFile.record)), else_=None), col(PackageFile.v3))
+             .where(col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir)
              .order_by(col(PackageFile.name)))
-    return [(name, fn, packed, record, bool(v3))
-            for name, fn, packed, record, v3 in (await session.execute(query)).all()]
+    digests: dict[str, bytes] = {}
+    pending: list[Row] = []
+
+    async def flush(rows: list[Row]) -> None:
+        shards = await run_in_threadpool(_build_shards, rows)
+        await services.storage.put_many({layout.shard_key(channel.name, subdir, shard_digest(data).hex()): data
+                                         for data in shards.values()})
+        digests.update((name, shard_digest(data)) for name, data in shards.items())
+
+    result = await session.stream(query.execution_options(yield_per=_STREAM_ROWS))
+    async for part in result.partitions(_STREAM_ROWS):
+        rows = pending + [(name, fn, packed, record, bool(v3)) for name, fn, packed, record, v3 in part]
+        last = rows[-1][0]
+        cut = len(rows)
+        while cut and rows[cut - 1][0] == last:
+            cut -= 1
+        pending = rows[cut:]  # the last name may go on in the next fetch
+        if cut:
+            await flush(rows[:cut])
+    if pending:
+        await flush(pending)
+    return digests
 
 
 async def republish_subdir(services: Services, channel_id: int, subdir: str) -> None:
@@ -65,38 +94,51 @@ async def republish_subdir(services: Services, channel_id: int, subdir: str) -> 
         async with services.db.read() as session:
             channel = await session.get(Channel, channel_id)
             state = await session.get(SubdirState, (channel_id, subdir))
-            rows = await _rows(session, channel_id, subdir)
         if channel is None:
             return
         seen = state.generation if state else 0
         removed = list(state.removed or []) if state else []
-        shards = await run_in_threadpool(_build_all_shards, rows)
-        files, _ = await asyncio.gather(
-            run_in_threadpool(build_subdir_files, services, channel, subdir, [(fn, r, v3) for _, fn, _, r, v3 in rows],
-                              removed),
-            _put_shards(services, channel, subdir, shards),
-        )
-        async with services.db.write() as session:
-            generation = await lock_subdir(session, channel_id, subdir, services.now(), bump=True)
-            changed = generation != seen + 1
-            if changed:  # uploads landed meanwhile: build from what is committed now
-                shards = await run_in_threadpool(_build_all_shards, await _rows(session, channel_id, subdir))
-                await _put_shards(services, channel, subdir, shards)
-            digests = await _store_shard_rows(services, session, channel_id, subdir, shards)
-            await put_index(services, channel, subdir, digests)
-        remember_index(services, IndexState(channel_id, subdir, generation, digests, channel.created_at))
-        if not changed:
-            await write_subdir_files(services, channel, subdir, files, generation)
-            log.info("republished %s/%s (generation %d, %d records, %d shards)", channel.name, subdir,
-                     generation, len(rows), len(shards))
+        temps: list[Path] = []
+        built: dict[str, bytes | Path | None] = {}
+        digests: dict[str, bytes] = {}
+        count = 0
+        try:
+            async def files() -> None:
+                nonlocal built, count
+                async with services.db.read() as session:
+                    built, made, count = await stream_subdir_files(services, session, channel, subdir, removed,
+                                                                   zstd_workers=rd.ZSTD_WORKERS)
+                temps.extend(made)
+
+            async def shards() -> None:
+                nonlocal digests
+                async with services.db.read() as session:
+                    digests = await _publish_all_shards(services, session, channel, subdir)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(files)
+                group.start_soon(shards)
+            async with services.db.write() as session:
+                generation = await lock_subdir(session, channel_id, subdir, services.now(), bump=True)
+                changed = generation != seen + 1
+                if changed:  # uploads landed meanwhile: build from what is committed now
+                    digests = await _publish_all_shards(services, session, channel, subdir)
+                await _store_shard_rows(services, session, channel_id, subdir, digests)
+                await put_index(services, channel, subdir, digests)
+            remember_index(services, IndexState(channel_id, subdir, generation, digests, channel.created_at))
+            if not changed:
+                await write_subdir_files(services, channel, subdir, built, generation)
+                log.info("republished %s/%s (generation %d, %d records, %d shards)", channel.name, subdir,
+                         generation, count, len(digests))
+        finally:
+            await run_in_threadpool(_unlink_all, temps)
     if changed:
         await publish_subdir(services, channel_id, subdir)
 
 
 async def _store_shard_rows(services: Services, session: AsyncSession, channel_id: int, subdir: str,
-                            shards: dict[str, bytes]) -> dict[str, bytes]:
+                            digests: dict[str, bytes]) -> None:
     """Replace the subdir's shard rows; digests no longer current become superseded."""
-    digests = {name: shard_digest(data) for name, data in shards.items()}
     where = (col(Shard.channel_id) == channel_id, col(Shard.subdir) == subdir)
     old = dict((await session.execute(select(col(Shard.name), col(Shard.digest)).where(*where))).all())
     now = services.now()
@@ -108,4 +150,3 @@ async def _store_shard_rows(services: Services, session: AsyncSession, channel_i
     if superseded:
         await session.execute(insert(SupersededShard), [{"channel_id": channel_id, "subdir": subdir, "digest": d,
                                                          "superseded_at": now} for d in superseded])
-    return digests

@@ -468,3 +468,19 @@ async def test_a_sync_rebuilds_repodata_json_once_per_subdir_not_per_batch(
     listed = (await client.get("/get/mir/linux-64/repodata.json")).json()
     assert sorted([*listed["packages"], *listed["packages.conda"]]) == [
         "numpy-1.26.0-h1_0.conda", "numpy-2.1.0-h1_0.tar.bz2"]
+
+
+def test_lists_match_bare_names_and_specs_by_exact_name() -> None:
+    from graphconda.services.mirroring import Filter
+
+    lists = Filter([], ["scipy 1.*"], ["numpy", "numpy >=2", "python 3.12.*", "python >=3.14"])
+
+    def rec(name: str, version: str) -> dict[str, Any]:
+        return {"name": name, "version": version, "build": "0", "build_number": 0}
+
+    assert lists.proxied(rec("numpy", "1.0"), "linux-64") and lists.proxied(rec("numpy", "2.1"), "linux-64")
+    assert not lists.proxied(rec("numpydoc", "1.0"), "linux-64")
+    assert lists.proxied(rec("python", "3.12.1"), "linux-64") and lists.proxied(rec("python", "3.14.0"), "linux-64")
+    assert not lists.proxied(rec("python", "3.13.0"), "linux-64")
+    assert not lists.wanted(rec("scipy", "1.9"), "linux-64") and lists.wanted(rec("scipy", "2.0"), "linux-64")
+    assert lists.wanted(rec("scipy-stubs", "1.0"), "linux-64")

@@ -16,6 +16,7 @@ import zstandard
 from sqlalchemy import insert, select
 
 from graphconda.conda import repodata as rd
+from graphconda.conda import repodata_files
 from graphconda.conda.records import dumps_record
 from graphconda.conda.repodata_files import SubdirFiles
 from graphconda.conda.shards import pack_record
@@ -71,7 +72,11 @@ async def store(services: Services, channel_id: int, rows: list[tuple[str, dict[
                                                      "updated_at": now}])
 
 
-async def test_a_big_subdir_publishes_the_documents_the_in_memory_builders_make(services: Services) -> None:
+async def test_a_big_subdir_publishes_the_documents_the_in_memory_builders_make(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    finished: list[bool] = []  # repodata.json.zst made while writing (the size read up front was right)
+    real_finish = repodata_files._Zstd.finish
+    monkeypatch.setattr(repodata_files._Zstd, "finish", lambda self: finished.append(real_finish(self)) or finished[-1])
     channel = await make_channel(services, "main", options={"bz2": True, "current_repodata": True})
     assert channel.id is not None
     rows = rows_of(5000)  # more than two fetches of rows
@@ -86,6 +91,7 @@ async def test_a_big_subdir_publishes_the_documents_the_in_memory_builders_make(
 
     assert await blob(layout.REPODATA) == expected
     assert await blob(layout.REPODATA_ZST) == rd.compress_zst(expected, services.settings.publish.zstd_level)
+    assert finished == [True]
     assert await blob(layout.REPODATA_GZ) == rd.compress_gzip(expected)
     assert await blob(layout.REPODATA_BZ2) == rd.compress_bz2(expected)
     assert await blob(layout.RUN_EXPORTS) == rd.build_run_exports(SUBDIR, [(fn, r) for fn, r, v3 in entries if not v3])
@@ -141,3 +147,26 @@ def test_records_out_of_order_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sorted"):
         writer.add([("a-1-0.conda", "{}")])
     writer.close()
+
+
+@pytest.mark.parametrize("count", [50, 6000])  # one zstd frame single-threaded, and one of several jobs
+def test_zstd_made_while_writing_is_the_one_made_after(tmp_path: Path, count: int) -> None:
+    """Given the records' kinds and lengths up front, repodata.json.zst is compressed as the document
+    is written: the bytes compress_zst makes of the finished document. A size announced wrong (rows
+    that changed between the reads) falls back to compressing the finished file: the same bytes."""
+    rows = sorted((fn, dumps_record(r)) for fn, r, v3 in rows_of(count) if not v3)
+    v3 = [(fn, dumps_record(r), True) for fn, r, is_v3 in rows_of(count) if is_v3]
+    conda = sum(fn.endswith(".conda") for fn, _ in rows)
+    content = sum(len(fn.encode()) + len(r.encode()) for fn, r in rows)
+    for wrong, directory in ((0, tmp_path / "right"), (1, tmp_path / "wrong")):
+        directory.mkdir()
+        writer = SubdirFiles(SUBDIR, lambda name, d=directory: d / name, removed=["x-1-0.conda"], v3=v3)
+        writer.compress_while_writing(len(rows) - conda, conda, content + wrong, 3, 1)
+        for start in range(0, len(rows), 1000):
+            writer.add(rows[start:start + 1000])
+        files = writer.finish(3)
+        assert writer.zstd is not None and writer.zstd.failed == bool(wrong)
+        expected = rd.build_repodata(SUBDIR, [*((fn, r, False) for fn, r in rows), *v3], ["x-1-0.conda"])
+        assert files["repodata.json"].read_bytes() == expected
+        assert files["repodata.json.zst"].read_bytes() == rd.compress_zst(expected, 3)
+        assert files["repodata.json.zst"] == writer.zstd.path
