@@ -118,9 +118,13 @@ def forget_index(services: Services, channel_id: int, subdir: str) -> None:
     _index_cache(services).pop((channel_id, subdir), None)
 
 
-def build_packed_shard(rows: Iterable[tuple[str, bytes | None, str, bool]]) -> bytes:
-    """One name's shard from (filename, packed record or None, record JSON, v3) rows."""
-    return build_shard_packed([(fn, packed if packed is not None else pack_record(fn, record), bool(v3))
+# The record JSON only where no packed form is stored (pack_record makes it then): not read for nothing.
+_RECORD_IF_UNPACKED = case((col(PackageFile.packed).is_(None), col(PackageFile.record)), else_=None)
+
+
+def build_packed_shard(rows: Iterable[tuple[str, bytes | None, str | None, bool]]) -> bytes:
+    """One name's shard from (filename, packed record or None, record JSON (needed without it), v3) rows."""
+    return build_shard_packed([(fn, packed if packed is not None else pack_record(fn, record or ""), bool(v3))
                                for fn, packed, record, v3 in rows], level=SHARD_ZSTD_LEVEL)
 
 
@@ -158,7 +162,7 @@ async def publish_shards(
     for start in range(0, len(wanted), 500):
         for name, *row in (await session.execute(
                 select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
-                       col(PackageFile.record), col(PackageFile.v3))
+                       _RECORD_IF_UNPACKED, col(PackageFile.v3))
                 .where(col(PackageFile.channel_id) == cid, col(PackageFile.subdir) == subdir,
                        col(PackageFile.name).in_(wanted[start:start + 500])))).all():
             grouped.setdefault(name, []).append(row)

@@ -18,7 +18,7 @@ import itertools
 from pathlib import Path
 
 import anyio
-from sqlalchemy import case, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +30,7 @@ from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir, publish_lock
 from graphconda.services.publishing import (
+    _RECORD_IF_UNPACKED,
     _STREAM_ROWS,
     IndexState,
     _unlink_all,
@@ -47,7 +48,7 @@ Row = tuple[str, str, bytes | None, str | None, bool]  # name, filename, packed 
 
 def _build_shards(rows: list[Row]) -> dict[str, bytes]:
     """{name: shard bytes} from rows sorted by name."""
-    return {name: build_packed_shard([(fn, packed, record or "", v3) for _, fn, packed, record, v3 in group])
+    return {name: build_packed_shard([row[1:] for row in group])
             for name, group in itertools.groupby(rows, key=lambda row: row[0])}
 
 
@@ -59,9 +60,8 @@ async def _publish_all_shards(services: Services, session: AsyncSession, channel
     Each fetch's shards are stored (one flush for all) before the caller writes an index naming them.
     """
     assert channel.id is not None
-    # The record JSON only where no packed form was stored (pack_record then makes it).
     query = (select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
-                    case((col(PackageFile.packed).is_(None), col(PackageFile.record)), else_=None), col(PackageFile.v3))
+                    _RECORD_IF_UNPACKED, col(PackageFile.v3))
              .where(col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir)
              .order_by(col(PackageFile.name)))
     digests: dict[str, bytes] = {}
