@@ -198,14 +198,29 @@ class LocalBlobStore:
             return await run_in_threadpool(self._put_many, items, dests)
 
     def _put_many(self, items: Mapping[str, bytes | Path], dests: dict[str, Path]) -> list[BlobStat]:
-        pending: list[tuple[str, Path, os.stat_result | None]] = []  # temp files not yet renamed: ours to delete
+        pending: list[tuple[str, Path, os.stat_result | None]] = []  # files not yet renamed: ours to delete
         stats: list[BlobStat] = []
         parents: set[Path] = set()
+        device: int | None = None
         try:
             for key, data in items.items():
+                if isinstance(data, Path):
+                    if device is None:
+                        self.root.mkdir(parents=True, exist_ok=True)
+                        device = os.stat(self.root).st_dev
+                    if os.stat(data).st_dev == device:
+                        # Sealed where it is and renamed from there: on the same filesystem the syncfs
+                        # covers it, and a mirror's batch saves a temp file and a rename per file.
+                        pending.append((key, data, None))
+                        fd = os.open(data, os.O_RDONLY)
+                        try:
+                            pending[-1] = (key, data, _seal(fd, sync=False))
+                        finally:
+                            os.close(fd)
+                        continue
                 fd, tmp = self._temp_file()
                 pending.append((key, tmp, None))
-                if isinstance(data, Path):
+                if isinstance(data, Path):  # another filesystem: copied into ours
                     os.close(fd)
                     self._adopt(data, tmp)
                     fd = os.open(tmp, os.O_RDWR)
@@ -224,7 +239,7 @@ class LocalBlobStore:
                     if dest.parent not in parents:
                         parents.update(_make_dirs(dest.parent))
                         parents.add(dest.parent)
-                    os.replace(tmp, dest)
+                    st = self._rename(tmp, dest) or st
                 except OSError as exc:
                     pending = pending[done:]
                     raise StorageError(f"cannot store {key!r}: {exc}") from exc
@@ -246,6 +261,28 @@ class LocalBlobStore:
             for parent in parents:
                 _fsync_dir(parent)
         return stats
+
+    def _rename(self, src: Path, dest: Path) -> os.stat_result | None:
+        """Rename a sealed file into place; across mounts of one filesystem (a bind mount, same
+        device) by a durable copy into our temp dir first (its stat returned: a new file)."""
+        try:
+            os.replace(src, dest)
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            fd, tmp = self._temp_file()
+            try:
+                with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(f, out, CHUNK_SIZE)
+                    out.flush()
+                    st = _seal(out.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            src.unlink()
+            return st
 
     @staticmethod
     def _adopt(src: Path, tmp: Path) -> None:

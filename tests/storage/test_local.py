@@ -151,6 +151,26 @@ async def test_put_many_flushes_once_before_any_blob_appears(local_store: LocalB
     assert list((local_store.root / TMP_DIR).iterdir()) == []
 
 
+async def test_put_many_moves_local_files_into_place_only_after_the_flush(
+        local_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    events: list[str] = []
+    real_replace, real_sync = os.replace, local_module._sync_filesystem
+    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append("rename"), real_replace(src, dst)))
+    monkeypatch.setattr(local_module, "_sync_filesystem", lambda path: (events.append("sync"), real_sync(path)))
+    files = {}
+    for i in range(3):
+        (tmp_path / f"download-{i}").write_bytes(bytes([i]) * 100)
+        files[f"pkgs/{i}/f.conda"] = tmp_path / f"download-{i}"
+    stats = await local_store.put_many(files)
+    # A download on the store's filesystem is renamed straight into place (no copy), but only
+    # once its bytes are durable.
+    assert events[:4] == ["sync", "rename", "rename", "rename"]
+    assert [await local_store.read(f"pkgs/{i}/f.conda") for i in range(3)] == [bytes([i]) * 100 for i in range(3)]
+    assert [s.size for s in stats] == [100, 100, 100]
+    assert not any(path.exists() for path in files.values())
+    assert stats[0] == await local_store.stat("pkgs/0/f.conda")
+
+
 @pytest.mark.parametrize("how", ["put", "put_file", "put_many"])
 async def test_new_directories_are_made_durable(local_store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path, how: str) -> None:
