@@ -10,6 +10,7 @@ the document unparsed, producing exactly the bytes of
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import json
 from collections import defaultdict
@@ -175,6 +176,7 @@ def build_run_exports(subdir: str, entries: Iterable[tuple[str, Mapping[str, Any
 # ---------------------------------------------------------------- ordering
 
 
+@functools.lru_cache(maxsize=8192)  # a batch of records compares the same few versions many times
 def version_key(version: str) -> tuple[bool, Version | None]:
     """Sort key in conda's version order; unparsable versions sort first."""
     try:
