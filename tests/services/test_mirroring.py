@@ -484,3 +484,20 @@ def test_lists_match_bare_names_and_specs_by_exact_name() -> None:
     assert not lists.proxied(rec("python", "3.13.0"), "linux-64")
     assert not lists.wanted(rec("scipy", "1.9"), "linux-64") and lists.wanted(rec("scipy", "2.0"), "linux-64")
     assert lists.wanted(rec("scipy-stubs", "1.0"), "linux-64")
+
+
+def test_upstream_v3_records_are_read_however_the_key_is_spelled(tmp_path: Path) -> None:
+    """The v3 groups are read only when the index can have a `v3` key: written plainly or \\u-escaped."""
+    from graphconda.services.mirroring import _record_chunks
+
+    record = {"name": "a", "version": "1", "build": "0"}
+    legacy = {"packages": {"a-1-0.tar.bz2": record}, "packages.conda": {"a-1-1.conda": record}}
+    for key in ("v3", "\\u0076\\u0033", "v\\u0033"):
+        path = tmp_path / "repodata.json"
+        body = json.dumps({**legacy, "v3": {"conda": {"a-2-0": record}}}).replace('"v3"', f'"{key}"', 1)
+        path.write_text(body)
+        got = [filename for chunk in _record_chunks(path, "test") for filename, _ in chunk]
+        assert got == ["a-1-0.tar.bz2", "a-1-1.conda", "a-2-0"], key
+    path.write_text(json.dumps(legacy))
+    assert [filename for chunk in _record_chunks(path, "test") for filename, _ in chunk] == \
+        ["a-1-0.tar.bz2", "a-1-1.conda"]
