@@ -119,7 +119,7 @@ def forget_index(services: Services, channel_id: int, subdir: str) -> None:
 
 
 # The record JSON only where no packed form is stored (pack_record makes it then): not read for nothing.
-_RECORD_IF_UNPACKED = case((col(PackageFile.packed).is_(None), col(PackageFile.record)), else_=None)
+RECORD_IF_UNPACKED = case((col(PackageFile.packed).is_(None), col(PackageFile.record)), else_=None)
 
 
 def build_packed_shard(rows: Iterable[tuple[str, bytes | None, str | None, bool]]) -> bytes:
@@ -162,7 +162,7 @@ async def publish_shards(
     for start in range(0, len(wanted), 500):
         for name, *row in (await session.execute(
                 select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
-                       _RECORD_IF_UNPACKED, col(PackageFile.v3))
+                       RECORD_IF_UNPACKED, col(PackageFile.v3))
                 .where(col(PackageFile.channel_id) == cid, col(PackageFile.subdir) == subdir,
                        col(PackageFile.name).in_(wanted[start:start + 500])))).all():
             grouped.setdefault(name, []).append(row)
@@ -239,12 +239,12 @@ async def publish_subdir(services: Services, channel_id: int, subdir: str) -> bo
         try:
             await write_subdir_files(services, channel, subdir, files, generation)
         finally:
-            await run_in_threadpool(_unlink_all, temps)
+            await run_in_threadpool(unlink_all, temps)
     log.info("published %s/%s (generation %d, %d records)", channel.name, subdir, generation, count)
     return True
 
 
-_STREAM_ROWS = 2000  # records per fetch while streaming a subdir's files (~2 MB)
+STREAM_ROWS = 2000  # records per fetch while streaming a subdir's files (~2 MB)
 
 
 async def stream_subdir_files(services: Services, session: AsyncSession, channel: Channel, subdir: str,
@@ -298,7 +298,7 @@ async def stream_subdir_files(services: Services, session: AsyncSession, channel
         writer = await run_in_threadpool(start)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_unlink_all, temps)
+            await run_in_threadpool(unlink_all, temps)
         _raise_full(exc)
         raise
     current: list[rd.RecordEntry] | None = list(v3) if opts.current_repodata else None
@@ -308,8 +308,8 @@ async def stream_subdir_files(services: Services, session: AsyncSession, channel
     count = len(v3)
     writing: asyncio.Future[None] | None = None  # one batch is written while the next is read
     try:
-        result = await session.stream(query.execution_options(yield_per=_STREAM_ROWS))
-        async for part in result.partitions(_STREAM_ROWS):
+        result = await session.stream(query.execution_options(yield_per=STREAM_ROWS))
+        async for part in result.partitions(STREAM_ROWS):
             rows = [(fn, record) for fn, record in part]
             count += len(rows)
             if current is not None:
@@ -326,7 +326,7 @@ async def stream_subdir_files(services: Services, session: AsyncSession, channel
             if writing is not None:
                 await asyncio.gather(writing, return_exceptions=True)
             await run_in_threadpool(writer.close)
-            await run_in_threadpool(_unlink_all, temps)
+            await run_in_threadpool(unlink_all, temps)
         _raise_full(exc)
         raise
     files: dict[str, bytes | Path | None] = {
@@ -351,7 +351,7 @@ def _raise_full(exc: BaseException) -> None:
         raise StorageFullError(f"no space left on the data filesystem to build the index files: {exc}") from exc
 
 
-def _unlink_all(paths: Iterable[Path]) -> None:
+def unlink_all(paths: Iterable[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
 
@@ -399,9 +399,9 @@ async def publish_channeldata(services: Services, channel_id: int) -> None:
                 select(col(PackageFile.name), col(PackageFile.version), col(PackageFile.subdir),
                        col(PackageFile.timestamp), col(PackageFile.traits), col(PackageFile.record))
                 .where(col(PackageFile.channel_id) == channel_id).order_by(col(PackageFile.name))
-                .execution_options(yield_per=_STREAM_ROWS))
+                .execution_options(yield_per=STREAM_ROWS))
             group: list[rd.ChannelPackage] = []
-            async for part in result.partitions(_STREAM_ROWS):
+            async for part in result.partitions(STREAM_ROWS):
                 packages = await run_in_threadpool(_channel_packages, abouts, part)
                 for package in packages:
                     if group and package.name != group[0].name:

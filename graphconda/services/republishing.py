@@ -30,16 +30,16 @@ from graphconda.services import layout
 from graphconda.services.context import Services
 from graphconda.services.locks import lock_subdir, publish_lock
 from graphconda.services.publishing import (
-    _RECORD_IF_UNPACKED,
-    _STREAM_ROWS,
+    RECORD_IF_UNPACKED,
+    STREAM_ROWS,
     IndexState,
-    _unlink_all,
     build_packed_shard,
     log,
     publish_subdir,
     put_index,
     remember_index,
     stream_subdir_files,
+    unlink_all,
     write_subdir_files,
 )
 
@@ -61,7 +61,7 @@ async def _publish_all_shards(services: Services, session: AsyncSession, channel
     """
     assert channel.id is not None
     query = (select(col(PackageFile.name), col(PackageFile.filename), col(PackageFile.packed),
-                    _RECORD_IF_UNPACKED, col(PackageFile.v3))
+                    RECORD_IF_UNPACKED, col(PackageFile.v3))
              .where(col(PackageFile.channel_id) == channel.id, col(PackageFile.subdir) == subdir)
              .order_by(col(PackageFile.name)))
     digests: dict[str, bytes] = {}
@@ -69,12 +69,13 @@ async def _publish_all_shards(services: Services, session: AsyncSession, channel
 
     async def flush(rows: list[Row]) -> None:
         shards = await run_in_threadpool(_build_shards, rows)
-        await services.storage.put_many({layout.shard_key(channel.name, subdir, shard_digest(data).hex()): data
-                                         for data in shards.values()})
-        digests.update((name, shard_digest(data)) for name, data in shards.items())
+        made = {name: shard_digest(data) for name, data in shards.items()}
+        await services.storage.put_many({layout.shard_key(channel.name, subdir, made[name].hex()): data
+                                         for name, data in shards.items()})
+        digests.update(made)
 
-    result = await session.stream(query.execution_options(yield_per=_STREAM_ROWS))
-    async for part in result.partitions(_STREAM_ROWS):
+    result = await session.stream(query.execution_options(yield_per=STREAM_ROWS))
+    async for part in result.partitions(STREAM_ROWS):
         rows = pending + [(name, fn, packed, record, bool(v3)) for name, fn, packed, record, v3 in part]
         last = rows[-1][0]
         cut = len(rows)
@@ -131,7 +132,7 @@ async def republish_subdir(services: Services, channel_id: int, subdir: str) -> 
                 log.info("republished %s/%s (generation %d, %d records, %d shards)", channel.name, subdir,
                          generation, count, len(digests))
         finally:
-            await run_in_threadpool(_unlink_all, temps)
+            await run_in_threadpool(unlink_all, temps)
     if changed:
         await publish_subdir(services, channel_id, subdir)
 
