@@ -1,10 +1,14 @@
 """Mirror and proxy benchmark against a loopback upstream, ratios measured in the same run.
 
-    python bench/mirror.py [--files 100] [--size-kb 2048] [--concurrency 8] [--requests 200] [--only-sync]
+    python bench/mirror.py [--files 100] [--size-kb 1024 | --real-sizes [--cap-mb 16]] [--concurrency 8]
+                           [--requests 200] [--upstream nginx|python] [--only-sync]
 
 Upstream: a static channel of --files packages (each carrying --size-kb of incompressible
-bytes) indexed by py-rattler's indexer, served by the test suite's static server
-(tests/fixtures/upstreams.py, no faults).
+bytes, or with --real-sizes a size drawn, seeded, from the corpus's real records of at most
+--cap-mb) indexed by py-rattler's indexer, served by nginx in its own process (Debian's
+package: `apt-get install nginx`), or with `--upstream python` by the test suite's threaded
+static server (tests/fixtures/upstreams.py) inside this process, where it shares the GIL
+with both sides. CPU time of this process is printed for line 1.
 1. Sync throughput: a mirror's first `synchronize_repodata` (services/mirroring.py) against
    downloading the same files with plain concurrent httpx2 at the same concurrency (to temp
    files, hashing them). Target: sync >= 0.8x the plain bytes/s.
@@ -19,18 +23,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
+import random
+import resource
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx2
 
+from bench import corpus
 from bench.publish import machine
 from graphconda.app import create_app
 from graphconda.db.migrate import upgrade_sync
@@ -40,18 +50,49 @@ from graphconda.services.context import open_services
 from graphconda.services.mirroring import sync_mirror
 from graphconda.services.publisher import wait_published
 from graphconda.settings import load_settings
-from tests.fixtures.server import run_live_server
+from tests.fixtures.server import free_port, run_live_server
 from tests.fixtures.upstreams import StaticServer, place, rattler_index
 from tests.helpers.packages import build_package
 
 
-def build(directory: Path, count: int, size_kb: int) -> list[Path]:
+def corpus_sizes(count: int, cap: int) -> list[int]:
+    """`count` package sizes drawn (seeded) from the corpus's real records of at most `cap` bytes."""
+    sizes = [int(r.get("size") or 0) for _, r in corpus._real_records(corpus.CORPUS)]
+    sizes = [s for s in sizes if 0 < s <= cap] or [1 << 20]
+    return random.Random(7).choices(sizes, k=count)
+
+
+def build(directory: Path, count: int, size_kb: int, real_sizes: bool = False, cap_mb: int = 16) -> list[Path]:
+    sizes = corpus_sizes(count, cap_mb << 20) if real_sizes else [size_kb * 1024] * count
     out = []
-    for i in range(count):
-        payload = {f"share/p{i}/blob.bin": os.urandom(size_kb * 1024)}
+    for i, size in enumerate(sizes):
+        payload = {f"share/p{i}/blob.bin": os.urandom(size)}  # incompressible: the archive is about this size
         fmt = ".conda" if i % 2 == 0 else ".tar.bz2"
         out.append(build_package(directory, f"pkg{i}", "1.0", "0", subdir="linux-64", fmt=fmt, files=payload))
     return out
+
+
+@contextlib.contextmanager
+def upstream_server(root: Path, kind: str, work: Path) -> Iterator[str]:
+    """The upstream's URL: nginx in its own process, or the test suite's threaded server in ours."""
+    if kind == "python":
+        with StaticServer(root) as channel:
+            yield channel.url
+        return
+    from bench.serve import require_tools, start_nginx, wait_http
+
+    require_tools()
+    (work / "nginx-root" / "channels").mkdir(parents=True)
+    (work / "nginx-root" / "channels" / "up").symlink_to(root)
+    port = free_port()
+    proc = start_nginx(work / "nginx-root", 1, port, work / "nginx")
+    try:
+        url = f"http://127.0.0.1:{port}/get/up"
+        wait_http(f"{url}/linux-64/repodata.json", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 async def plain_download(url: str, names: list[str], concurrency: int, directory: Path) -> float:
@@ -83,10 +124,23 @@ async def timed_gets(http: httpx2.AsyncClient, url: str, n: int) -> float:
     return statistics.median(times)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="gc-bench-mirror-"))
+    try:
+        await measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def measure(args: argparse.Namespace, work: Path) -> None:
     print(f"machine: {machine()}")
-    packages = build(work / "built", args.files, args.size_kb)
+    packages = build(work / "built", args.files, args.size_kb, args.real_sizes, args.cap_mb)
     total = sum(p.stat().st_size for p in packages)
     print(f"upstream: {len(packages)} files, {total / 1e6:.1f} MB; concurrency {args.concurrency}")
     root = work / "upstream"
@@ -97,26 +151,31 @@ async def main(args: argparse.Namespace) -> None:
         "auth": {"session_secret": "bench"}, "publish": {"debounce_seconds": 0.2},
         "mirror": {"concurrency": args.concurrency, "ttl_seconds": 3600}})
     await asyncio.to_thread(upgrade_sync, settings.database_url)
-    with StaticServer(root) as upstream:
+    with upstream_server(root, args.upstream, work) as upstream_url:
         names = [p.name for p in packages]
         (work / "plain").mkdir()
-        plain = await plain_download(upstream.url, names, args.concurrency, work / "plain")
+        cpu = cpu_seconds()
+        plain = await plain_download(upstream_url, names, args.concurrency, work / "plain")
+        plain_cpu = cpu_seconds() - cpu
         handle = await open_services(settings)
         try:
             services = handle.services
             mirror = await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
-                name="mir", mirror_mode="mirror", mirror_channel_url=upstream.url, sync_now=False))
-            start = time.perf_counter()
+                name="mir", mirror_mode="mirror", mirror_channel_url=upstream_url, sync_now=False))
+            cpu, start = cpu_seconds(), time.perf_counter()
             report = await sync_mirror(services, mirror, verify_archives=False)
             synced = time.perf_counter() - start
+            synced_cpu = cpu_seconds() - cpu
             assert report.failures == [] and report.downloaded == len(packages), report.summary()
             await wait_published(services)
             await channels.create_channel(services, SYSTEM, channels.ChannelSpec(
-                name="px", mirror_mode="proxy", mirror_channel_url=upstream.url, ttl=3600))
+                name="px", mirror_mode="proxy", mirror_channel_url=upstream_url, ttl=3600))
         finally:
             await handle.aclose()
         print(f"1. sync {synced:.2f} s ({total / synced / 1e6:.1f} MB/s) vs plain httpx2 {plain:.2f} s "
               f"({total / plain / 1e6:.1f} MB/s): {plain / synced:.2f}x the plain throughput (target >= 0.8x)")
+        print(f"   CPU (this process; nginx is another): sync {synced_cpu:.2f} s, plain {plain_cpu:.2f} s "
+              f"({synced_cpu / plain_cpu:.2f}x) on {os.cpu_count()} CPUs")
         if args.only_sync:
             return
 
@@ -146,7 +205,7 @@ async def main(args: argparse.Namespace) -> None:
                             await asyncio.sleep(0.0005)
                         stores.append(time.perf_counter() - start)
                         start = time.perf_counter()
-                        body = (await direct.get(f"{upstream.url}/linux-64/{path.name}")).content
+                        body = (await direct.get(f"{upstream_url}/linux-64/{path.name}")).content
                         hashlib.sha256(body).hexdigest()
                         directs.append(time.perf_counter() - start)
                 first, plain_get = statistics.median(firsts), statistics.median(directs)
@@ -170,5 +229,10 @@ if __name__ == "__main__":
     parser.add_argument("--size-kb", type=int, default=2048)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--upstream", choices=("nginx", "python"), default="nginx",
+                        help="nginx (its own process, as a real upstream is) or the suite's threaded server")
+    parser.add_argument("--real-sizes", action="store_true",
+                        help="file sizes drawn from the corpus's real records (up to --cap-mb), not --size-kb")
+    parser.add_argument("--cap-mb", type=int, default=16)
     parser.add_argument("--only-sync", action="store_true", help="measure line 1 only")
     asyncio.run(main(parser.parse_args()))
