@@ -56,6 +56,12 @@ def _synthetic(n: int) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def package_sizes() -> list[int]:
+    """The byte sizes of the corpus's package files (of synthetic records without the corpus)."""
+    base = (_real_records(CORPUS) if CORPUS.is_dir() else []) or _synthetic(25_000)
+    return [size for _, record in base if isinstance(size := record.get("size"), int) and size > 0]
+
+
 def records(n: int, subdir: str = "linux-64") -> Iterator[tuple[str, dict[str, Any]]]:
     """`n` (filename, record) pairs with unique filenames, all claiming `subdir`."""
     base = _real_records(CORPUS) if CORPUS.is_dir() else []

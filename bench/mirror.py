@@ -57,8 +57,7 @@ from tests.helpers.packages import build_package
 
 def corpus_sizes(count: int, cap: int) -> list[int]:
     """`count` package sizes drawn (seeded) from the corpus's real records of at most `cap` bytes."""
-    sizes = [int(r.get("size") or 0) for _, r in corpus._real_records(corpus.CORPUS)]
-    sizes = [s for s in sizes if 0 < s <= cap] or [1 << 20]
+    sizes = [size for size in corpus.package_sizes() if size <= cap] or [1 << 20]
     return random.Random(7).choices(sizes, k=count)
 
 
