@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -55,6 +56,7 @@ class MirrorStatus:
                                             "they are revalidated (the server default applied).")
     prune: bool = strawberry.field(description="Mirror channels: files gone upstream are removed.")
     channel_id: strawberry.Private[int]
+    access: strawberry.Private[Callable[[Info], Awaitable[authz.ChannelAccess]]]
     # One lookup for all the sync fields asked of this object (they resolve concurrently).
     loading: strawberry.Private[list[asyncio.Task[Any]]] = dataclasses.field(default_factory=list)
 
@@ -77,10 +79,13 @@ class MirrorStatus:
         state = await self._state(info)
         return state.last_success_at if state else None
 
-    @strawberry.field(description="Mirror channels: the newest sync run (queued, running or finished).")
+    @strawberry.field(description="Mirror channels: the newest sync run (queued, running or finished); null "
+                                  "unless you may see the channel's jobs (as `Channel.jobs`).")
     async def last_job(self, info: Info) -> JobRef | None:
         from graphconda.schema.types.job import Job
 
+        if not authz.can_see_job(info.context.actor, await self.access(info)):
+            return None
         state = await self._state(info)
         return Job.from_model(state.last_job) if state and state.last_job is not None else None
 
@@ -95,8 +100,11 @@ class MirrorStatus:
         return BigInt(state.bytes if state else 0)
 
     @strawberry.field(description="Mirror channels: the error of the newest finished sync, if it failed "
-                                  "(which files failed and why); empty otherwise.")
+                                  "(which files failed and why); empty otherwise, and for whoever may not see "
+                                  "the channel's jobs.")
     async def last_error(self, info: Info) -> str:
+        if not authz.can_see_job(info.context.actor, await self.access(info)):
+            return ""
         state = await self._state(info)
         return str(state.last_error) if state else ""
 
@@ -153,7 +161,7 @@ class Channel:
             return None
         ttl = self.mirror_ttl if self.mirror_ttl is not None else info.context.services.settings.mirror.ttl_seconds
         return MirrorStatus(mode=self.mirror_mode, upstream_url=self.mirror_channel_url(info) or "", ttl=ttl,
-                            prune=self.mirror_prune, channel_id=self.id)
+                            prune=self.mirror_prune, channel_id=self.id, access=self.access)
 
     @strawberry.field(description="The optional index files this channel publishes (server default applied).")
     def publishing(self, info: Info) -> ChannelPublishing:
@@ -184,20 +192,21 @@ class Channel:
         rows = await loaders.channel_members(info.context).load(self.id)
         return [Member.from_model(user, role) for user, role in rows]
 
-    async def _access(self, info: Info) -> authz.ChannelAccess:
+    async def access(self, info: Info) -> authz.ChannelAccess:
+        """What permission checks need to know of this channel and the caller's role on it."""
         own = await loaders.viewer_channel_role(info.context).load(self.id)
         return authz.ChannelAccess(self.id, self.private, authz.Role(own) if own else None)
 
     @strawberry.field(description="The caller's effective role here (after API key scopes); null for none.")
     async def viewer_role(self, info: Info) -> Role | None:
-        return Role.of(authz.channel_role(info.context.actor, await self._access(info)))
+        return Role.of(authz.channel_role(info.context.actor, await self.access(info)))
 
     @strawberry.field(description="The channel's job runs, newest first; null unless you maintain the channel.")
     async def jobs(self, info: Info, first: First = None, after: After = None) -> Connection[JobRef] | None:
         from graphconda.schema.types.job import Job
 
         page = page_args(loaders.JOBS, first, after, info.context.services.settings.limits.graphql_max_page_size)
-        if not authz.can_see_job(info.context.actor, await self._access(info)):
+        if not authz.can_see_job(info.context.actor, await self.access(info)):
             return None
         rows = await loaders.channel_jobs(info.context).load((self.id, page))
         counter = loaders.channel_job_count(info.context)
@@ -207,7 +216,7 @@ class Channel:
     async def schedules(self, info: Info) -> list[ScheduleRef] | None:
         from graphconda.schema.types.job import Schedule
 
-        if not authz.can_see_job(info.context.actor, await self._access(info)):
+        if not authz.can_see_job(info.context.actor, await self.access(info)):
             return None
         return [Schedule.from_model(s) for s in await loaders.channel_schedules(info.context).load(self.id)]
 
