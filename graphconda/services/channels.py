@@ -18,7 +18,7 @@ from sqlmodel import col
 from graphconda.conda.names import validate_channel_name
 from graphconda.db.models import Channel, ChannelMember, ProxyEntry, SubdirState
 from graphconda.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
-from graphconda.services import authz, channel_options, layout, publishing, serving
+from graphconda.services import authz, channel_options, layout, mirroring, publishing, serving
 from graphconda.services.access import find_channel
 from graphconda.services.authz import Actor, ChannelAccess, Role
 from graphconda.services.context import Services
@@ -139,6 +139,7 @@ def _check_list(values: Sequence[str], field: str) -> list[str]:
             raise InvalidInputError(
                 f"{field} entries are package names or match specs of 1-{MAX_LIST_ENTRY} characters", field=field
             )
+        mirroring.list_spec(value, field)  # refused now, not at the next sync (which matches with it)
     return list(dict.fromkeys(cleaned))
 
 
@@ -254,6 +255,11 @@ async def update_channel(services: Services, actor: Actor, name: str, changes: C
                 # What a proxy stored came from the old upstream: every index is fetched anew.
                 await session.execute(delete(ProxyEntry).where(ProxyEntry.channel_id == channel.id))  # type: ignore[arg-type]
         _check_lists(values.get("includelist", channel.includelist), values.get("excludelist", channel.excludelist))
+        kept = [key for key in ("includelist", "excludelist", "proxylist", "mirror_prune") if key in values]
+        if channel.mirror_mode == "mirror" and any(values[key] != getattr(channel, key) for key in kept):
+            # What the channel keeps changed: the next sync applies it even where upstream has not changed.
+            assert channel.id is not None
+            await mirroring.forget_upstream_state(session, channel.id)
         if options:
             change = channel_options.change_of(services.settings, channel.options, options)
             values["options"] = channel_options.merged(channel.options, options)

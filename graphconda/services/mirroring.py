@@ -88,9 +88,9 @@ class Filter:
     """
 
     def __init__(self, includelist: Iterable[str], excludelist: Iterable[str], proxylist: Iterable[str]) -> None:
-        self.include = _by_name(_spec(s, "includelist") for s in includelist)
-        self.exclude = _by_name(_spec(s, "excludelist") for s in excludelist)
-        self.proxy = _by_name(_spec(s, "proxylist") for s in proxylist)
+        self.include = _by_name(list_spec(s, "includelist") for s in includelist)
+        self.exclude = _by_name(list_spec(s, "excludelist") for s in excludelist)
+        self.proxy = _by_name(list_spec(s, "proxylist") for s in proxylist)
 
     @staticmethod
     def _any(specs: dict[str, list[MatchSpec] | None], record: Mapping[str, Any], subdir: str) -> bool:
@@ -122,7 +122,8 @@ def _by_name(specs: Iterable[MatchSpec]) -> dict[str, list[MatchSpec] | None]:
     return grouped
 
 
-def _spec(text: str, field_name: str) -> MatchSpec:
+def list_spec(text: str, field_name: str) -> MatchSpec:
+    """An include/exclude/proxy list entry as a match spec; InvalidInputError naming the list if it is none."""
     try:
         return MatchSpec(text)
     except Exception as exc:
@@ -203,6 +204,9 @@ async def _upstream_subdirs(services: Services, upstream: str) -> list[str]:
             if isinstance(answer, BaseException):
                 raise answer
         found = {subdir for subdir, exists in zip(known, there, strict=True) if exists is True}
+        if not found:  # every conda channel has noarch/repodata.json, empty or not
+            raise UpstreamError(f"upstream {redact(upstream)} is not a conda channel: it has no channeldata.json "
+                                f"and no <subdir>/repodata.json")
     found.add("noarch")
     return sorted(found)
 
@@ -316,11 +320,21 @@ def _record_chunks(path: Path, what: str, size: int = 1000) -> Iterator[list[tup
         raise UpstreamError(f"upstream {what} is not a valid repodata file ({exc})") from exc
 
 
+_SYNC_STATE = "sync:"  # ProxyEntry paths holding what a mirror's last sync heard from upstream, per subdir
+
+
+async def forget_upstream_state(session: Any, channel_id: int) -> None:
+    """Make the next sync read every upstream index in full, even unchanged ones (a conditional request
+    would answer 304): for a change of what the channel keeps (its lists, pruning)."""
+    await session.execute(delete(ProxyEntry).where(col(ProxyEntry.channel_id) == channel_id,
+                                                   col(ProxyEntry.path).startswith(_SYNC_STATE)))
+
+
 async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists: Filter, verify: bool,
                        report: SyncReport, say: Callable[[str], None],
                        check_cancelled: Callable[[], None] | None) -> None:
     assert channel.id is not None
-    path_key = f"sync:{subdir}"
+    path_key = f"{_SYNC_STATE}{subdir}"
     async with services.db.read() as session:
         entry = await session.get(ProxyEntry, (channel.id, path_key))
     index, validators = await _upstream_repodata(services, channel, subdir, entry)

@@ -178,17 +178,32 @@ async def test_lists_match_exact_names_and_specs(client: httpx2.AsyncClient, ser
     async with services.db.read() as session:
         rows = list(await session.scalars(select(PackageFile.filename).where(PackageFile.channel_id == 3)))
     assert sorted(rows) == ["alpha-2.0-0.tar.bz2", "numpydoc-1.0-0.conda"]
-    # Changing the lists takes effect at the next sync: excluded files leave.
+    # Changing the lists takes effect at the next sync, though upstream has not changed (its
+    # indexes answer 304 to the sync's conditional requests): excluded files leave.
     await channels.update_channel(services, SYSTEM, "exc", channels.ChannelUpdate(excludelist=["numpydoc"]))
-    from sqlalchemy import delete
-
-    from graphconda.db.models import ProxyEntry
-    async with services.db.write() as session:
-        await session.execute(delete(ProxyEntry))
-    await sync(services, "exc")
+    report = await sync(services, "exc")
+    assert report.unchanged == [] and report.failures == []
     async with services.db.read() as session:
         rows = list(await session.scalars(select(PackageFile.filename).where(PackageFile.channel_id == 3)))
     assert "numpydoc-1.0-0.conda" not in rows and "numpy-2.1.0-h1_0.tar.bz2" in rows
+    assert (await client.get("/get/exc/linux-64/numpydoc-1.0-0.conda")).status_code == 404
+    unchanged = await sync(services, "exc")  # and then the conditional requests are back
+    assert sorted(unchanged.unchanged) == sorted(unchanged.subdirs) and unchanged.downloaded == 0
+
+
+async def test_a_list_entry_that_is_no_match_spec_is_refused_at_once(services: Services,
+                                                                     upstream: StaticChannel) -> None:
+    from graphconda.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="includelist entry 'numpy >=' is not a package name or match spec"):
+        await make_mirror(services, upstream.url, "bad", includelist=["numpy >="])
+    await make_mirror(services, upstream.url, "good", proxylist=["numpy"])
+    with pytest.raises(InvalidInputError, match=r"proxylist entry .* is not a package name or match spec"):
+        await channels.update_channel(services, SYSTEM, "good", channels.ChannelUpdate(proxylist=[">=<< numpy ]]"]))
+    async with services.db.read() as session:
+        names = list(await session.scalars(select(Channel.name)))
+        proxylist = await session.scalar(select(Channel.proxylist).where(Channel.name == "good"))
+    assert names == ["good"] and proxylist == ["numpy"]  # nothing half-made or half-changed
 
 
 async def test_sync_runs_as_a_job(services: Services, upstream: StaticChannel) -> None:
@@ -201,6 +216,24 @@ async def test_sync_runs_as_a_job(services: Services, upstream: StaticChannel) -
     assert done.status == "succeeded", (done.error, done.log_tail)
     assert "5 files" in done.message
     assert len(await files(services)) == 5
+
+
+async def test_an_upstream_that_is_no_conda_channel_fails_the_sync(services: Services, upstream: StaticChannel,
+                                                                   tmp_path: Path) -> None:
+    from tests.fixtures.upstreams import StaticServer
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<html>a web site</html>")
+    with StaticServer(tmp_path / "site") as site:  # answers, but has no channel index anywhere
+        for url in (site.url, f"{upstream.url}/nosuch"):
+            name = f"m{len(url)}"
+            await make_mirror(services, url, name, sync_now=False)
+            run = await jobs.run_job(services, SYSTEM, "synchronize_repodata", channel=name)
+            assert run.id is not None
+            done = await run_to_end(services, run.id, seconds=30)
+            assert done.status == "failed"
+            assert f"upstream {url} is not a conda channel: it has no channeldata.json" in done.error
+            assert await files(services) == {}
 
 
 async def test_mirror_channels_refuse_uploads_and_deletes(services: Services, upstream: StaticChannel) -> None:
