@@ -54,3 +54,51 @@ def test_mirror_sync_and_status(tmp_path: Path, cli_env: dict[str, str]) -> None
         assert code == 0 and "files:         2 (" in out and "synchronize succeeded" in out, out
         code, _, err = invoke(["mirror", "sync", "nosuch", "--data-dir", data], cli_env)
         assert code == 1 and "channel not found" in err
+
+
+def package_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*") if p.name.endswith((".conda", ".tar.bz2")))
+
+
+def test_a_mirror_recovered_after_its_database_was_lost(tmp_path: Path, cli_env: dict[str, str]) -> None:  # noqa: F811
+    """The files stay in storage; a new database gets the channel back with `--keep-stored-files` and
+    `reindex`, and the next sync downloads nothing. Without the flag the leftovers are deleted."""
+    import asyncio
+
+    from tests.fixtures.upstreams import StaticServer, place, rattler_index
+    from tests.helpers.packages import build_package
+
+    root = tmp_path / "upstream"
+    place(root, [build_package(tmp_path / "b", "alpha", "1.0", "0"),
+                 build_package(tmp_path / "b", "beta", "1.0", "0", subdir="linux-64", fmt=".tar.bz2")])
+    asyncio.run(rattler_index(root))
+    data = str(tmp_path / "data")
+    lost = {**cli_env, "GRAPHCONDA_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"}
+    stored = tmp_path / "data" / "files" / "channels" / "m"
+    with StaticServer(root) as upstream:
+        code, out, err = invoke(["channel", "create", "m", "--mirror", upstream.url, "--no-sync", "--data-dir", data],
+                                cli_env)
+        assert code == 0, err
+        code, out, err = invoke(["mirror", "sync", "m", "--wait", "--data-dir", data], cli_env)
+        assert code == 0 and "2 files" in out, (out, err)
+        files = package_files(stored)
+        assert len(files) == 2, files
+        # A new, empty database beside the same storage.
+        code, _, err = invoke(["channel", "create", "m", "--mirror", upstream.url, "--no-sync", "--keep-stored-files",
+                               "--owner", "someone", "--data-dir", data], lost)
+        assert code != 0 and "without --owner" in err
+        code, out, err = invoke(["channel", "create", "m", "--mirror", upstream.url, "--no-sync", "--keep-stored-files",
+                                 "--data-dir", data], lost)
+        assert code == 0, err
+        assert package_files(stored) == files
+        code, out, err = invoke(["reindex", "m", "--data-dir", data], lost)
+        assert code == 0 and "2 files added" in out, (out, err)
+        code, out, err = invoke(["mirror", "sync", "m", "--wait", "--data-dir", data], lost)
+        assert code == 0 and "0 files" in out, (out, err)
+        code, out, err = invoke(["mirror", "status", "m", "--data-dir", data], lost)
+        assert code == 0 and "files:         2 (" in out, out
+    # Without the flag, a new channel of that name starts empty: what storage held is deleted.
+    other = {**cli_env, "GRAPHCONDA_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"}
+    code, _, err = invoke(["channel", "create", "m", "--data-dir", data], other)
+    assert code == 0, err
+    assert package_files(stored) == []

@@ -35,11 +35,14 @@ def channel() -> None:
 @click.option("--ttl", type=int, default=None,
               help="Proxy: seconds before upstream indexes are revalidated (default: mirror.ttl_seconds).")
 @click.option("--no-sync", is_flag=True, help="Mirror: do not queue a first sync now.")
+@click.option("--keep-stored-files", is_flag=True,
+              help="Keep the package files a channel of this name left in storage (a lost database), for "
+                   "`graphconda reindex` to index; otherwise they are deleted.")
 @settings_options
 def channel_create(settings: Settings, name: str, private: bool, description: str, owner: str | None, bz2: bool,
                    current_repodata: bool, no_shards: bool, mirror_url: str | None, proxy_url: str | None,
                    include: tuple[str, ...], exclude: tuple[str, ...], proxylist: tuple[str, ...],
-                   ttl: int | None, no_sync: bool) -> None:
+                   ttl: int | None, no_sync: bool, keep_stored_files: bool) -> None:
     """Create channel NAME (as the server itself, or as --owner)."""
     from graphconda.services import channels, users
     from graphconda.services.authz import SYSTEM
@@ -47,12 +50,15 @@ def channel_create(settings: Settings, name: str, private: bool, description: st
 
     if mirror_url and proxy_url:
         raise click.UsageError("give --mirror or --proxy, not both")
+    if keep_stored_files and owner:  # only server staff adopt stored files (authz.can_adopt_stored_files)
+        raise click.UsageError("--keep-stored-files creates the channel as the server: give it without --owner")
     mode = "mirror" if mirror_url else "proxy" if proxy_url else None
     prepare(settings)
     spec = channels.ChannelSpec(name=name, description=description, private=private, publish_bz2=bz2,
                                 publish_current_repodata=current_repodata, publish_shards=False if no_shards else None,
                                 mirror_mode=mode, mirror_channel_url=mirror_url or proxy_url, includelist=include,
-                                excludelist=exclude, proxylist=proxylist, ttl=ttl, sync_now=not no_sync)
+                                excludelist=exclude, proxylist=proxylist, ttl=ttl, sync_now=not no_sync,
+                                adopt_stored_files=keep_stored_files)
 
     async def create(services: Any) -> Any:
         # Created by the owner, so the channel service makes them its owner as for any creator.
