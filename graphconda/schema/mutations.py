@@ -85,7 +85,8 @@ UploadPackageResult = Annotated[
     strawberry.union("UploadPackageResult"),
 ]
 DeletePackageFileResult = Annotated[
-    DeletedPackageFile | NotFound | PermissionDenied | InvalidInput, strawberry.union("DeletePackageFileResult")
+    DeletedPackageFile | NotFound | PermissionDenied | InvalidInput | Conflict,
+    strawberry.union("DeletePackageFileResult"),
 ]
 CreateApiKeyResult = Annotated[
     NewApiKey | PermissionDenied | InvalidInput | NotFound, strawberry.union("CreateApiKeyResult")

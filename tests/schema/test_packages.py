@@ -223,6 +223,10 @@ async def test_mirror_channels_refuse_uploads(gql: Gql, people: People, upload: 
     pkg = build_package(tmp_path, "numpy", "1.0", "0")
     [result] = data((await upload("cf", [(pkg.name, pkg.read_bytes())], people.staff)).json())["uploadPackages"]
     assert result["__typename"] == "Conflict" and "accepts no uploads" in result["message"]
+    # Nor deletions: a typed Conflict too, not a bare GraphQL error.
+    deleted = data(await gql(DELETE, {"channel": "cf", "subdir": "noarch", "filename": pkg.name},
+                             as_=people.staff))["deletePackageFile"]
+    assert deleted["__typename"] == "Conflict" and "mirror channel" in deleted["message"], deleted
 
 
 async def test_one_bad_file_does_not_stop_the_others(
