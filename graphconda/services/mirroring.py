@@ -49,7 +49,7 @@ from graphconda.errors import GraphcondaError, InvalidInputError, UpstreamError
 from graphconda.services import authz, layout
 from graphconda.services.context import Services
 from graphconda.services.locks import insert_ignore, insert_ignore_many
-from graphconda.services.packages import BatchChanges, commit_batch
+from graphconda.services.packages import BatchChanges, commit_batch, locked_packages
 from graphconda.services.proxy import _temp_path
 from graphconda.services.publisher import request_publish
 from graphconda.services.staging import read_limits
@@ -770,8 +770,7 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
         {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
          "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now, "updated_at": now}
         for name in names])
-    packages = {p.name: p for p in await session.scalars(
-        select(Package).where(col(Package.channel_id) == channel.id, col(Package.name).in_(names)))}
+    packages = {p.name: p for p in await session.scalars(locked_packages(channel.id, names))}
     ids = [row[0] for row in await _stored(session, channel.id, subdir, [item.filename for item in items])]
     existing = {row.filename: row for row in (await session.scalars(
         select(PackageFile).where(col(PackageFile.id).in_(ids))) if ids else ())}

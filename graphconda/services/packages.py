@@ -338,8 +338,7 @@ async def write_rows_many(
             {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
              "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now,
              "updated_at": now} for name in created])
-    packages = {p.name: p for p in await session.scalars(select(Package).where(
-        col(Package.channel_id) == channel.id, col(Package.name).in_(names)))}
+    packages = {p.name: p for p in await session.scalars(locked_packages(channel.id, names))}
     if created and actor.user_id is not None:
         await session.execute(insert_ignore_many(session, PackageMember, ["package_id", "user_id"]), [
             {"package_id": packages[name].id, "user_id": actor.user_id, "role": Role.OWNER} for name in created])
@@ -416,6 +415,14 @@ def _update_package(package: Package, meta: PackageMetadata, now: Any) -> None:
     package.updated_at = now
 
 
+def locked_packages(channel_id: int, names: Sequence[str]) -> Any:
+    """The Package rows of `names`, locked until the transaction ends (in name order: no deadlock) and
+    read afresh: writers in other subdirs update the same rows, and each computes `latest_version`
+    from what it read (on PostgreSQL, two uploads of 1.4 and 1.5 at once could leave 1.4)."""
+    return (select(Package).where(col(Package.channel_id) == channel_id, col(Package.name).in_(names))
+            .order_by(col(Package.name)).with_for_update().execution_options(populate_existing=True))
+
+
 async def _refresh_latest(session: AsyncSession, package: Package) -> None:
     """After a file was replaced or deleted: the newest version still present."""
     versions = (await session.scalars(select(col(PackageFile.version))
@@ -470,7 +477,7 @@ async def delete_package_file(services: Services, actor: Actor, channel_name: st
                 raise NotFoundError(f"{filename} not found in {channel.name}/{subdir}")
             await session.execute(delete(PackageFile).where(PackageFile.id == row.id))  # type: ignore[arg-type]
             # Package row before channel row, in the same order as uploads lock them (no deadlock).
-            package = await session.get(Package, row.package_id)
+            package = await session.get(Package, row.package_id, with_for_update=True, populate_existing=True)
             if package is not None:
                 await _refresh_latest(session, package)
                 await session.flush()
