@@ -153,9 +153,12 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
     with upstream_server(root, args.upstream, work) as upstream_url:
         names = [p.name for p in packages]
         (work / "plain").mkdir()
+        os.sync()  # each side starts with no dirty pages to write back: the build's, then the baseline's
         cpu = cpu_seconds()
         plain = await plain_download(upstream_url, names, args.concurrency, work / "plain")
         plain_cpu = cpu_seconds() - cpu
+        shutil.rmtree(work / "plain")
+        os.sync()
         handle = await open_services(settings)
         try:
             services = handle.services

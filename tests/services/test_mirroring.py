@@ -3,11 +3,13 @@ py-rattler's indexer behind a fault-injecting HTTP server (tests/fixtures/upstre
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -20,7 +22,7 @@ from graphconda.services.authz import SYSTEM
 from graphconda.services.context import Services
 from graphconda.services.mirroring import sync_mirror
 from graphconda.services.publisher import wait_published
-from tests.fixtures.upstreams import StaticChannel, StaticServer, place, rattler_index, serve_channel
+from tests.fixtures.upstreams import ForwardProxy, StaticChannel, StaticServer, place, rattler_index, serve_channel
 from tests.helpers.jobs import run_to_end
 from tests.helpers.packages import build_package, build_raw_package, file_member
 
@@ -150,6 +152,30 @@ async def test_faults_are_recorded_nothing_corrupt_is_stored_and_the_next_run_co
     assert len(blob) == 1
     data = await services.storage.read(blob[0].key)
     assert hashlib.sha256(data).hexdigest() == upstream_files(upstream)[f"linux-64/{target}"]
+
+
+async def test_upstream_is_reached_through_the_proxy_the_environment_names(
+        services: Services, upstream: StaticChannel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network that reaches upstream only through its proxy: HTTP_PROXY (with its credentials) is
+    used for every upstream request, and NO_PROXY sends the host's requests direct again."""
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url.replace("://", "://corp:s%40cret@"))
+        await make_mirror(services, upstream.url)
+        report = await sync(services)
+        assert report.failures == [] and report.downloaded == 5
+        through = {urlsplit(url).path for url, _ in proxy.forwarded}
+        assert set(upstream_files(upstream)) <= {path.lstrip("/") for path in through}
+        assert {auth for _, auth in proxy.forwarded} == {"Basic " + base64.b64encode(b"corp:s@cret").decode()}
+
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        seen = len(proxy.forwarded)
+        upstream.requests.clear()
+        await channels.update_channel(services, SYSTEM, "mir", channels.ChannelUpdate(excludelist=["alpha"]))
+        report = await sync(services)
+        assert report.failures == [] and report.removed == 2
+        assert len(proxy.forwarded) == seen and upstream.count("repodata.json.zst") >= 2  # direct
 
 
 async def test_retry_after_is_honoured(services: Services, upstream: StaticChannel) -> None:
