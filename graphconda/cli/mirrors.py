@@ -47,7 +47,7 @@ def mirror_sync(settings: Settings, channel: str, repodata_only: bool, wait: boo
 
 
 async def _follow(services: Any, job_id: int) -> Any:
-    """Run the job here (only it) with a progress bar of subdirs; the finished run."""
+    """Run the job here (only it) with a progress bar of subdirs, files and bytes so far beside it; the finished run."""
     from tqdm import tqdm
 
     from graphconda.jobs.runner import Runner
@@ -63,7 +63,7 @@ async def _follow(services: Any, job_id: int) -> Any:
             if job.progress_total is not None:
                 bar.total = job.progress_total
                 bar.n = job.progress_done
-                bar.set_postfix_str(job.message[:60])
+                bar.set_postfix_str(job.message[:90])
                 bar.refresh()
             if job.status in ("succeeded", "failed", "cancelled"):
                 return job

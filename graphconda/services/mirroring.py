@@ -164,10 +164,17 @@ async def sync_mirror(services: Services, channel: Channel, *, verify_archives: 
     for index, subdir in enumerate(subdirs):
         if check_cancelled is not None:
             check_cancelled()
+        def moved(subdir: str = subdir) -> None:
+            """After each commit: files and bytes so far (the bar of `mirror sync --wait`, a job's message)."""
+            if progress is not None:
+                progress(message=f"synchronising {subdir}; so far {report.downloaded} files "
+                                 f"({report.bytes / 1e6:.1f} MB) downloaded, {report.indexed_only} indexed")
+
         if progress is not None:
             progress(done=index, total=len(subdirs), message=f"synchronising {subdir}")
         try:
-            await _sync_subdir(services, channel, subdir, lists, verify_archives, report, say, check_cancelled)
+            await _sync_subdir(services, channel, subdir, lists, verify_archives, report, say, check_cancelled,
+                               moved)
         except UpstreamError as exc:
             report.failures.append(f"{subdir}: {exc}")
             say(f"{subdir}: upstream index unreadable ({exc}); nothing removed")
@@ -332,7 +339,7 @@ async def forget_upstream_state(session: Any, channel_id: int) -> None:
 
 async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists: Filter, verify: bool,
                        report: SyncReport, say: Callable[[str], None],
-                       check_cancelled: Callable[[], None] | None) -> None:
+                       check_cancelled: Callable[[], None] | None, moved: Callable[[], None]) -> None:
     assert channel.id is not None
     path_key = f"{_SYNC_STATE}{subdir}"
     async with services.db.read() as session:
@@ -348,7 +355,7 @@ async def _sync_subdir(services: Services, channel: Channel, subdir: str, lists:
     # now exclude, and (pruning on) hashes of every filename the lists keep (8 bytes, not ~100).
     unwanted: list[str] = []
     wanted: set[int] | None = set() if channel.mirror_prune else None
-    flow = _Flow(services, channel, subdir, base, verify, report, say, check_cancelled)
+    flow = _Flow(services, channel, subdir, base, verify, report, say, check_cancelled, moved)
     try:
         chunks = _record_chunks(index, f"{redact(base)}repodata")
         while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
@@ -446,9 +453,9 @@ class _Flow:
 
     def __init__(self, services: Services, channel: Channel, subdir: str, base: str, verify: bool,
                  report: SyncReport, say: Callable[[str], None],
-                 check_cancelled: Callable[[], None] | None) -> None:
+                 check_cancelled: Callable[[], None] | None, moved: Callable[[], None]) -> None:
         self.services, self.channel, self.subdir, self.base, self.verify = services, channel, subdir, base, verify
-        self.report, self.say, self.check_cancelled = report, say, check_cancelled
+        self.report, self.say, self.check_cancelled, self.moved = report, say, check_cancelled, moved
         self.slots = asyncio.Semaphore(services.settings.mirror.concurrency)
         self.running: set[asyncio.Task[None]] = set()
         self.ready: list[_Fetched] = []  # verified downloads (and index-only records) awaiting their commit
@@ -588,6 +595,7 @@ class _Flow:
                 self.report.downloaded += files
                 self.report.bytes += sum(item.size for item in batch if item.path is not None)
                 self.report.indexed_only += len(batch) - files
+                self.moved()
                 self.commits += 1
                 if self.commits == 1:
                     await _refresh_statistics(self.services)

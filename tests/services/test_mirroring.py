@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,27 @@ async def test_first_sync_copies_everything_and_a_second_downloads_nothing(
     new = {p: n - before.get(p, 0) for p, n in upstream.requests.items() if n != before.get(p, 0)}
     assert all(not p.endswith((".conda", ".tar.bz2")) for p in new), new
     assert upstream.statuses("/noarch/repodata.json.zst")[-1] == 304
+
+
+async def test_progress_reports_files_and_bytes_as_batches_commit(
+        services: Services, upstream: StaticChannel, packages: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `mirror sync --wait` and a job's message show: subdirs done, and within one the files and
+    bytes stored so far, growing batch by batch."""
+    from graphconda.services import mirroring
+
+    monkeypatch.setattr(mirroring, "BATCH", 1)
+    reported: list[dict[str, Any]] = []
+    await make_mirror(services, upstream.url)
+    report = await sync(services, progress=lambda **kw: reported.append(kw))
+    assert report.downloaded == 5
+    line = re.compile(r"synchronising (\S+); so far (\d+) files \(([\d.]+) MB\) downloaded, 0 indexed")
+    moved = [line.fullmatch(kw.get("message", "")) for kw in reported]
+    counts = [(m[1], int(m[2]), float(m[3])) for m in moved if m]
+    assert [(subdir, n) for subdir, n, _ in counts] == [("linux-64", 1), ("linux-64", 2),
+                                                        ("noarch", 3), ("noarch", 4), ("noarch", 5)]
+    assert [mb for *_, mb in counts] == sorted(mb for *_, mb in counts)
+    assert counts[-1][2] == float(f"{sum(p.stat().st_size for p in packages) / 1e6:.1f}")
+    assert [kw["done"] for kw in reported if "done" in kw] == [0, 1, 2] and reported[-1]["total"] == 2
 
 
 async def test_added_and_removed_upstream(services: Services, upstream: StaticChannel, tmp_path: Path) -> None:
