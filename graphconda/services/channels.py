@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -109,8 +110,17 @@ def _check_mirror(mode: str | None, url: str | None) -> None:
         return
     if mode not in MIRROR_MODES:
         raise InvalidInputError(f"mirror mode must be one of {', '.join(MIRROR_MODES)}", field="mirrorMode")
-    if not url or not url.startswith(("http://", "https://")) or len(url) > 2048:
+    if not url or len(url) > 2048:
         raise InvalidInputError("a mirror channel needs an http(s) upstream URL", field="mirrorChannelUrl")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is no number or out of range
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or any(c.isspace() or not c.isprintable() for c in url)):
+        raise InvalidInputError("the upstream URL must be an http(s) URL with a host (and a valid port)",
+                                field="mirrorChannelUrl")
 
 
 def _check_ttl(ttl: int | None) -> int | None:

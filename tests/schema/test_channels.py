@@ -77,6 +77,10 @@ async def test_create_channel_refusals_change_nothing(gql: Gql, people: People, 
         (people.bob, {"name": "mirror", "mirrorMode": "PROXY", "mirrorChannelUrl": "https://conda.anaconda.org/x"},
          "PermissionDenied"),
         (people.staff, {"name": "mirror", "mirrorMode": "PROXY", "mirrorChannelUrl": "ftp://nope"}, "InvalidInput"),
+        # URLs no request could be made to: refused here, not found out at the first sync.
+        *((people.staff, {"name": "mirror", "mirrorMode": "MIRROR", "mirrorChannelUrl": url}, "InvalidInput")
+          for url in ("http://", "http://[::1", "http://127.0.0.1:99999/c", "https://host:port/c",
+                      "http://host/a b", "http://host/c\r\nX-Injected: 1", "https:///c", "not a url")),
     ]
     for who, input_, typename in cases:
         result = data(await gql(CREATE, {"input": input_}, as_=who))["createChannel"]
