@@ -46,6 +46,7 @@ import httpx2
 import urllib3
 import urllib3.exceptions
 
+from graphconda import __version__
 from graphconda.errors import UpstreamError, UpstreamMismatchError, UpstreamTimeoutError
 from graphconda.services import authz, ops_metrics
 from graphconda.services.authz import Actor
@@ -191,6 +192,9 @@ def _interrupt(response: urllib3.BaseHTTPResponse) -> None:
 
 
 T = TypeVar("T")
+# Compressed transfer where upstream offers it (an index without a .zst: its .json gzipped on the
+# wire, decoded as it is read), and a name upstream operators can tell apart.
+_HEADERS = {**urllib3.make_headers(accept_encoding=True), "user-agent": f"graphconda/{__version__}"}
 _CHUNK = 1 << 20  # bytes per blocking read (see the module docstring)
 _THREADS = 64  # upstream requests at once per process; callers bound their own (mirror.concurrency)
 
@@ -433,7 +437,7 @@ class UpstreamClient:
         Basic auth, and dropped on a redirect to another host). Its connection goes back to the
         pool when the body was read to the end, else it is closed."""
         plain, auth = split_auth(url)
-        headers = dict(headers or {})
+        headers = {**_HEADERS, **(headers or {})}
         if auth is not None:
             headers.update(urllib3.make_headers(basic_auth=":".join(auth)))
         with _network():

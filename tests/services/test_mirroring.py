@@ -200,6 +200,20 @@ async def test_upstream_is_reached_through_the_proxy_the_environment_names(
         assert len(proxy.forwarded) == seen and upstream.count("repodata.json.zst") >= 2  # direct
 
 
+async def test_bodies_sent_gzip_encoded_are_stored_decoded(services: Services, upstream: StaticChannel) -> None:
+    """An upstream that compresses on the wire (as CDNs do for an index without a .zst): what is
+    checked and stored are the bytes of the file; upstream can tell graphconda's requests apart."""
+    from graphconda import __version__
+
+    for path in ("repodata.json.zst", ".conda", ".tar.bz2"):
+        upstream.fail(path, "gzip", times=-1)
+    await make_mirror(services, upstream.url)
+    report = await sync(services)
+    assert report.failures == [] and report.downloaded == 5
+    assert await _every_row_has_its_verified_blob(services) == 5
+    assert upstream.agents == {f"graphconda/{__version__}"}
+
+
 async def test_retry_after_is_honoured(services: Services, upstream: StaticChannel) -> None:
     await make_mirror(services, upstream.url)
     upstream.fail("alpha-1.0-0.conda", "status", times=1, status=429, retry_after="0")
