@@ -107,8 +107,11 @@ def join(base: str, path: str) -> str:
 
 
 def origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}"
+    except ValueError:  # not a URL (channels validate theirs; one stored before that may not be)
+        raise UpstreamError(f"the upstream URL {redact(url)} is not a valid http(s) URL") from None
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,8 @@ def _network() -> Iterator[None]:
     """Network failures as the retry loop knows them; anything else (a full disk) passes unchanged."""
     try:
         yield
+    except urllib3.exceptions.LocationValueError:  # no host, an unknown scheme: asking again changes nothing
+        raise UpstreamError("the upstream URL is not a valid http(s) URL") from None
     except urllib3.exceptions.HTTPError as exc:
         reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
         if isinstance(reason, urllib3.exceptions.ResponseError):  # redirects exhausted

@@ -214,6 +214,22 @@ async def test_bodies_sent_gzip_encoded_are_stored_decoded(services: Services, u
     assert upstream.agents == {f"graphconda/{__version__}"}
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/c", "http://[::1/c", "http://"])
+async def test_a_stored_upstream_url_no_request_can_use_fails_the_sync_clearly(
+        services: Services, upstream: StaticChannel, url: str) -> None:
+    """One stored before URLs were checked at creation: the sync fails saying so, not with a ValueError."""
+    from sqlalchemy import update
+
+    from graphconda.errors import UpstreamError
+
+    await make_mirror(services, upstream.url)
+    async with services.db.write() as session:
+        await session.execute(update(Channel).where(col(Channel.name) == "mir").values(mirror_channel_url=url))
+    with pytest.raises(UpstreamError, match=r"not a valid http\(s\) URL"):
+        await sync(services)
+    assert await files(services) == {}
+
+
 async def test_retry_after_is_honoured(services: Services, upstream: StaticChannel) -> None:
     await make_mirror(services, upstream.url)
     upstream.fail("alpha-1.0-0.conda", "status", times=1, status=429, retry_after="0")
