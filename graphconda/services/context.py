@@ -39,7 +39,7 @@ class Services:
     settings: Settings
     db: Database
     storage: BlobStore
-    http: httpx2.AsyncClient  # for upstream channels and OAuth; injected so tests can swap it
+    http: httpx2.AsyncClient  # OAuth and registered mirrors (upstream channels: services/upstream.py); injectable
     clock: Callable[[], datetime] = utcnow
     # Per-process components: made by open_services, closed by its exit stack (newest first).
     publisher: Publisher = field(init=False)
