@@ -211,6 +211,9 @@ async def test_bodies_sent_gzip_encoded_are_stored_decoded(services: Services, u
     report = await sync(services)
     assert report.failures == [] and report.downloaded == 5
     assert await _every_row_has_its_verified_blob(services) == 5
+    # The bytes really crossed the wire compressed: graphconda asked for it, and decoded them.
+    assert {path.rsplit("/", 1)[-1] for path in upstream.gzipped} >= {"repodata.json.zst", *(
+        f"{p.rsplit('/', 1)[-1]}" for p in upstream_files(upstream))}
     assert upstream.agents == {f"graphconda/{__version__}"}
 
 
