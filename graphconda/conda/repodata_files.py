@@ -123,10 +123,10 @@ class _Zstd:
     (`finish` says False) and the caller compresses the finished file instead.
     """
 
-    def __init__(self, path: Path, size: int, level: int, workers: int, opener: Callable[[Path], BinaryIO]) -> None:
+    def __init__(self, path: Path, size: int, level: int, opener: Callable[[Path], BinaryIO]) -> None:
         self.path, self.size = path, size
         self.file = opener(path)
-        self.compressor = rd.zstd_compressor(level, size, workers=workers).compressobj(size=size)
+        self.compressor = rd.zstd_compressor(level, size).compressobj(size=size)
         self.written = 0
         self.failed = False
 
@@ -196,12 +196,11 @@ class SubdirFiles:
             self.tail += (',"v3":{"conda":' + rd._join_map(self.v3[".conda"]) + ',"tar.bz2":'
                           + rd._join_map(self.v3[".tar.bz2"]) + "}")
         self.zstd: _Zstd | None = None
-        self.zstd_workers = 1
         self.run_exports = _Document(paths("run_exports.json"), paths("run_exports.conda.part"),
                                      '{"info":' + rd._dumps({"subdir": subdir, "version": rd.RUN_EXPORTS_VERSION})
                                      + ',"packages":{', [], self._open)
 
-    def compress_while_writing(self, tar_bz2: int, conda: int, content: int, level: int, workers: int) -> None:
+    def compress_while_writing(self, tar_bz2: int, conda: int, content: int, level: int) -> None:
         """Compress repodata.json.zst as the document is written, not after it (the document is then
         made while zstd's workers run). The legacy records to come give the document's size, which
         the zstd frame records: how many of each kind, and `content`, the sum of their filenames'
@@ -210,8 +209,7 @@ class SubdirFiles:
         size = content + 3 * (tar_bz2 + conda)  # "filename":record
         size += max(tar_bz2 - 1, 0) + max(conda - 1, 0)  # the commas between them
         size += len((self.repodata.head + "}" + _MIDDLE + "}" + self.tail + "}").encode())
-        self.zstd = _Zstd(self.paths("repodata.json.zst"), size, level, workers, self._open)
-        self.zstd_workers = workers
+        self.zstd = _Zstd(self.paths("repodata.json.zst"), size, level, self._open)
         self.repodata.sinks.append(self.zstd)
 
     def add(self, rows: Iterable[tuple[str, str]]) -> None:
@@ -242,8 +240,8 @@ class SubdirFiles:
         zst = self.zstd.path if self.zstd is not None else self.paths("repodata.json.zst")
         if self.zstd is None or not self.zstd.finish():
             with open(self.repodata.path, "rb") as source, open(zst, "wb") as out:
-                rd.zstd_compressor(zstd_level, size, workers=self.zstd_workers).copy_stream(source, out, size=size,
-                                                                             read_size=_COPY, write_size=_COPY)
+                rd.zstd_compressor(zstd_level, size).copy_stream(source, out, size=size, read_size=_COPY,
+                                                                 write_size=_COPY)
         files["repodata.json.zst"] = zst
         return files
 

@@ -248,13 +248,9 @@ STREAM_ROWS = 2000  # records per fetch while streaming a subdir's files (~2 MB)
 
 
 async def stream_subdir_files(services: Services, session: AsyncSession, channel: Channel, subdir: str,
-                              removed: list[str], *, zstd_workers: int = 1
-                              ) -> tuple[dict[str, bytes | Path | None], list[Path], int]:
+                              removed: list[str]) -> tuple[dict[str, bytes | Path | None], list[Path], int]:
     """A subdir's monolithic files built from its rows as they are read: (files, the temporary files
     behind them for the caller to delete, the record count).
-
-    `zstd_workers` (the bytes are the same with any number): one by default, ~40 MB at level 16
-    where two take ~90 MB: the publisher rebuilds in every server process, beside a mirror sync.
 
     Memory stays bounded by a fetch, whatever the subdir's size (the big files are temporary
     files, stored without being read back); only the optional current_repodata.json is built
@@ -288,7 +284,7 @@ async def stream_subdir_files(services: Services, session: AsyncSession, channel
         writer = SubdirFiles(subdir, temp, removed=removed, v3=v3, bz2=opts.bz2)
         try:
             writer.compress_while_writing(int(n_legacy) - int(n_conda), int(n_conda), int(content),
-                                          services.settings.publish.zstd_level, zstd_workers)
+                                          services.settings.publish.zstd_level)
         except BaseException:
             writer.close()
             raise

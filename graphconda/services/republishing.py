@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 
-from graphconda.conda import repodata as rd
 from graphconda.conda.shards import shard_digest
 from graphconda.db.models import Channel, PackageFile, Shard, SubdirState, SupersededShard
 from graphconda.services import layout
@@ -107,8 +106,7 @@ async def republish_subdir(services: Services, channel_id: int, subdir: str) -> 
             async def files() -> None:
                 nonlocal built, count
                 async with services.db.read() as session:
-                    built, made, count = await stream_subdir_files(services, session, channel, subdir, removed,
-                                                                   zstd_workers=rd.ZSTD_WORKERS)
+                    built, made, count = await stream_subdir_files(services, session, channel, subdir, removed)
                 temps.extend(made)
 
             async def shards() -> None:

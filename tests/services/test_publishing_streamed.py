@@ -161,7 +161,7 @@ def test_zstd_made_while_writing_is_the_one_made_after(tmp_path: Path, count: in
     for wrong, directory in ((0, tmp_path / "right"), (1, tmp_path / "wrong")):
         directory.mkdir()
         writer = SubdirFiles(SUBDIR, lambda name, d=directory: d / name, removed=["x-1-0.conda"], v3=v3)
-        writer.compress_while_writing(len(rows) - conda, conda, content + wrong, 3, 1)
+        writer.compress_while_writing(len(rows) - conda, conda, content + wrong, 3)
         for start in range(0, len(rows), 1000):
             writer.add(rows[start:start + 1000])
         files = writer.finish(3)
