@@ -774,10 +774,14 @@ async def _write_rows(session: Any, channel: Channel, subdir: str, items: list[_
 
     assert channel.id is not None
     names = sorted({str(item.record["name"]) for item in items})
-    await session.execute(insert_ignore_many(session, Package, ["channel_id", "name"]), [
-        {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
-         "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now, "updated_at": now}
-        for name in names])
+    # Insert only the names not there yet (a sync's batches mostly repeat names), then lock them all in order.
+    known = set((await session.scalars(select(col(Package.name)).where(
+        col(Package.channel_id) == channel.id, col(Package.name).in_(names)))).all())
+    if missing := [name for name in names if name not in known]:
+        await session.execute(insert_ignore_many(session, Package, ["channel_id", "name"]), [
+            {"channel_id": channel.id, "name": name, "summary": "", "description": "", "license": "", "home": "",
+             "dev_url": "", "doc_url": "", "latest_version": "", "about": {}, "created_at": now, "updated_at": now}
+            for name in missing])
     packages = {p.name: p for p in await session.scalars(locked_packages(channel.id, names))}
     ids = [row[0] for row in await _stored(session, channel.id, subdir, [item.filename for item in items])]
     existing = {row.filename: row for row in (await session.scalars(

@@ -169,6 +169,7 @@ async def publish_shards(
     built = await run_in_threadpool(lambda: {name: build_packed_shard(rows) for name, rows in grouped.items()})
     to_store: dict[str, bytes] = {}
     changed: list[dict[str, Any]] = []
+    superseded: list[dict[str, Any]] = []
     removed: list[str] = []
     for name in wanted:
         data = built.get(name)
@@ -189,7 +190,7 @@ async def publish_shards(
             changed.append({"channel_id": cid, "subdir": subdir, "name": name, "digest": digest.hex(),
                             "updated_at": now})
         if old is not None:
-            session.add(SupersededShard(channel_id=cid, subdir=subdir, digest=old.hex(), superseded_at=now))
+            superseded.append({"channel_id": cid, "subdir": subdir, "digest": old.hex(), "superseded_at": now})
     if to_store:
         await services.storage.put_many(to_store)
     gone = removed + [row["name"] for row in changed]
@@ -198,6 +199,8 @@ async def publish_shards(
                                                   col(Shard.name).in_(gone[start:start + 500])))
     if changed:
         await session.execute(insert(Shard), changed)
+    if superseded:  # one statement, not an ORM object and an INSERT each
+        await session.execute(insert(SupersededShard), superseded)
     await put_index(services, channel, subdir, current, packed)
     return IndexState(cid, subdir, generation if generation is not None else -1, current, channel.created_at, packed)
 
