@@ -456,9 +456,13 @@ class UpstreamClient:
                 response.close()
             response.release_conn()
 
-    def _expect_200(self, url: str, response: urllib3.BaseHTTPResponse) -> None:
+    def _retry_if_transient(self, response: urllib3.BaseHTTPResponse) -> None:
+        """A status worth asking again for (after Retry-After, when upstream gives one)."""
         if response.status in _RETRY_STATUS:
             raise _Retry(f"HTTP {response.status}", self._retry_after(response))
+
+    def _expect_200(self, url: str, response: urllib3.BaseHTTPResponse) -> None:
+        self._retry_if_transient(response)
         if response.status != 200:
             raise UpstreamError(f"upstream {redact(url)} answered HTTP {response.status}")
 
@@ -511,8 +515,7 @@ class UpstreamClient:
             with self._request("HEAD", url, call) as response:
                 if response.status in (404, 410):
                     return False
-                if response.status in _RETRY_STATUS:
-                    raise _Retry(f"HTTP {response.status}", self._retry_after(response))
+                self._retry_if_transient(response)
                 return response.status < 400
 
         found: bool = await self._attempts(url, attempt)
